@@ -1,0 +1,55 @@
+//! The counter-based generator behind `random` loss weighting (RLW, Lin et al. 2021).
+//!
+//! Only 32-bit integer arithmetic, so the GPU (`shaders/combine.wgsl`, `rlw_uniform`) and the CPU
+//! reference draw bit-identical uniforms from (seed, step, k); the normal deviates are then formed
+//! in f32 on the GPU and in f64 here. Changing anything here changes reproducibility of old runs.
+
+/// PCG-RXS-M-XS 32-bit output hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", 2020).
+pub fn pcg_hash(x: u32) -> u32 {
+    let state = x.wrapping_mul(747_796_405).wrapping_add(2_891_336_453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277_803_737);
+    (word >> 22) ^ word
+}
+
+/// The j-th (0 or 1) uniform in (0, 1) for term k at `step`: 24 random bits, centred in their cell,
+/// so it is exact in f32 and never 0 or 1.
+pub fn rlw_uniform(seed: u32, step: u32, k: u32, j: u32) -> f64 {
+    let h = pcg_hash(pcg_hash(pcg_hash(seed) ^ step) ^ (2 * k + j));
+    ((h >> 8) as f64 + 0.5) / 16_777_216.0
+}
+
+/// RLW weights for `count` terms at `step`: softmax of Box–Muller normals.
+pub fn rlw_weights(seed: u32, step: u32, count: usize) -> Vec<f64> {
+    let normals: Vec<f64> = (0..count as u32)
+        .map(|k| {
+            let u1 = rlw_uniform(seed, step, k, 0);
+            let u2 = rlw_uniform(seed, step, k, 1);
+            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect();
+    let m = normals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = normals.iter().map(|n| (n - m).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_a_distribution_and_reproducible() {
+        let a = rlw_weights(7, 3, 4);
+        assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert_eq!(a, rlw_weights(7, 3, 4));
+        assert_ne!(a, rlw_weights(7, 4, 4));
+        assert_ne!(a, rlw_weights(8, 3, 4));
+    }
+
+    #[test]
+    fn uniforms_look_uniform() {
+        let n = 20_000u32;
+        let mean: f64 = (0..n).map(|s| rlw_uniform(1, s, 0, 0)).sum::<f64>() / n as f64;
+        assert!((mean - 0.5).abs() < 0.01, "{mean}");
+    }
+}
