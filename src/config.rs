@@ -340,9 +340,9 @@ impl LossConfig {
         }
         let strategy_name = match top.get("loss_weight_strategy") {
             None => "fixed",
-            Some(v) => v.as_str().ok_or_else(|| {
-                Error::Config("'loss_weight_strategy' must be a string".into())
-            })?,
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| Error::Config("'loss_weight_strategy' must be a string".into()))?,
         };
         for (table, owner) in [
             ("uncertainty", "uncertainty"),
@@ -607,7 +607,9 @@ fn parse_softmax(t: &Table) -> Result<SoftmaxParams> {
         Some(v) => Some(
             v.as_i64()
                 .filter(|x| i32::try_from(*x).is_ok())
-                .ok_or_else(|| t.err(format!("'ignore_index' must be a 32-bit integer, got {v}")))?,
+                .ok_or_else(|| {
+                    t.err(format!("'ignore_index' must be a 32-bit integer, got {v}"))
+                })?,
         ),
     };
     let class_weights = match t.get("class_weights") {
@@ -618,11 +620,14 @@ fn parse_softmax(t: &Table) -> Result<SoftmaxParams> {
                 .ok_or_else(|| t.err("'class_weights' must be an array of numbers".into()))?;
             let mut out = Vec::with_capacity(arr.len());
             for x in arr {
-                let x = x.as_f64().filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| {
-                    t.err(format!(
-                        "'class_weights' must hold finite non-negative numbers, got {x}"
-                    ))
-                })?;
+                let x = x
+                    .as_f64()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| {
+                        t.err(format!(
+                            "'class_weights' must hold finite non-negative numbers, got {x}"
+                        ))
+                    })?;
                 out.push(x);
             }
             Some(out)

@@ -1,0 +1,87 @@
+// Per-row binary and regression losses (LOSSES.md, "Per-row terms"). Each returns
+// vec2(loss, dloss/dinput) for one row; the fused row kernel (src/losses/binary.rs) calls them
+// for every term that reads the row, so the inputs are read once for all terms.
+// Needs common.wgsl.
+
+// Sigmoid CE with a (possibly smoothed) label y: softplus(x) - x*y, written as
+// y*softplus(-x) + (1-y)*softplus(x) so that neither tail cancels.
+fn sigmoid_ce(x: f32, y: f32) -> vec2<f32> {
+    let loss = y * softplus(-x) + (1.0 - y) * softplus(x);
+    let grad = (1.0 - y) * sigmoid(x) - y * sigmoid(-x);
+    return vec2<f32>(loss, grad);
+}
+
+// PyTorch BCEWithLogits with pos_weight: (1-y)x + (1+(pw-1)y)softplus(-x)
+// = (1-y)softplus(x) + pw*y*softplus(-x).
+fn sigmoid_ce_pos_weight(x: f32, y: f32, pw: f32) -> vec2<f32> {
+    let loss = (1.0 - y) * softplus(x) + pw * y * softplus(-x);
+    let grad = (1.0 - y) * sigmoid(x) - pw * y * sigmoid(-x);
+    return vec2<f32>(loss, grad);
+}
+
+fn l2(x: f32, y: f32) -> vec2<f32> {
+    let d = x - y;
+    return vec2<f32>(d * d, 2.0 * d);
+}
+
+fn sigmoid_l2(x: f32, y: f32) -> vec2<f32> {
+    let s = sigmoid(x);
+    let d = s - y;
+    return vec2<f32>(d * d, 2.0 * d * s * sigmoid(-x));
+}
+
+const PROB_EPS: f32 = 1e-7;
+
+// Binary CE on a probability p with complement q = 1 - p passed in (callers that know q more
+// precisely than 1 - p, e.g. σ(-x), pass it). Returns (loss, dloss/dp).
+fn prob_ce_q(p: f32, q: f32, y: f32) -> vec2<f32> {
+    let loss = -y * log(p + PROB_EPS) - (1.0 - y) * log(q + PROB_EPS);
+    let grad = -y / (p + PROB_EPS) + (1.0 - y) / (q + PROB_EPS);
+    return vec2<f32>(loss, grad);
+}
+
+fn prob_ce(p: f32, y: f32) -> vec2<f32> {
+    return prob_ce_q(p, 1.0 - p, y);
+}
+
+const FOCAL_CLIP: f32 = 1e-7;
+
+// EasyRec BINARY_FOCAL_LOSS per row: modulator (1 - p_t)^γ · α_t times the sigmoid CE with the
+// smoothed label ys; p_t uses the unsmoothed y and p = clip(σ(x), 1e-7, 1 - 1e-7). The modulator
+// is not detached. alpha < 0 means "alpha unset".
+fn focal(x: f32, y: f32, ys: f32, gamma: f32, alpha: f32) -> vec2<f32> {
+    let s = sigmoid(x);
+    let sn = sigmoid(-x);
+    let p = clamp(s, FOCAL_CLIP, 1.0 - FOCAL_CLIP);
+    let q = clamp(sn, FOCAL_CLIP, 1.0 - FOCAL_CLIP);
+    let inside = s > FOCAL_CLIP && s < 1.0 - FOCAL_CLIP;
+    // 1 - p_t = y(1 - p) + (1 - y)p, formed from q to keep the tail.
+    let one_m_pt = y * q + (1.0 - y) * p;
+    var alpha_t = 1.0;
+    if (alpha >= 0.0) {
+        alpha_t = alpha * y + (1.0 - alpha) * (1.0 - y);
+    }
+    let modulator = pow(one_m_pt, gamma) * alpha_t;
+    let ce = sigmoid_ce(x, ys);
+    var dmod = 0.0;
+    if (gamma != 0.0 && inside) {
+        // d(1 - p_t)/dx = (1 - 2y) · σ(x)σ(-x)
+        dmod = alpha_t * gamma * pow(one_m_pt, gamma - 1.0) * (1.0 - 2.0 * y) * s * sn;
+    }
+    return vec2<f32>(modulator * ce.x, dmod * ce.x + modulator * ce.y);
+}
+
+// ESMM (Ma et al. SIGIR 2018): CE(σ(a), click) + CE(σ(a)σ(b), buy) on probabilities.
+// Returns (loss, dloss/da, dloss/db).
+fn esmm(a: f32, b: f32, click: f32, buy: f32) -> vec3<f32> {
+    let sa = sigmoid(a);
+    let sna = sigmoid(-a);
+    let sb = sigmoid(b);
+    let snb = sigmoid(-b);
+    let ctr = prob_ce_q(sa, sna, click);
+    // 1 - σ(a)σ(b) = σ(-a) + σ(a)σ(-b), exact in the tails.
+    let ctcvr = prob_ce_q(sa * sb, sna + sa * snb, buy);
+    let da = ctr.y * sa * sna + ctcvr.y * sb * sa * sna;
+    let db = ctcvr.y * sa * sb * snb;
+    return vec3<f32>(ctr.x + ctcvr.x, da, db);
+}

@@ -1,0 +1,254 @@
+// The combine pass (one workgroup): per-term partial sums -> term values; the weighting strategy
+// (LOSSES.md, "Combining terms"); flooding; the gradient coefficient of every term; learned-weight
+// gradients and their optimiser step; state updates. Everything the host would otherwise have to
+// read back stays here, so a step is one submission. Needs common.wgsl.
+
+struct Settings {
+    term_count: u32,
+    strategy: u32,      // 0 fixed, 1 uncertainty, 2 random, 3 ema_reweight
+    optimizer: u32,     // 0 none, 1 sgd, 2 adam
+    seed: u32,
+    flooding: u32,      // 1 when a flood level is set
+    flood_level: f32,
+    learning_rate: f32,
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+    ema_main: u32,
+    ema_aux: u32,
+    ema_alpha: f32,
+    ema_lambda: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct TermInfo {
+    partial_base: u32,
+    partial_count: u32,
+    reduction: u32,     // 0 nonzero_mean, 1 weighted_mean, 2 mean, 3 sum
+    learn: u32,         // 1 when the uncertainty strategy learns this weight
+    rows: f32,          // B, the denominator of `mean`
+    weight: f32,        // fixed weight
+    half: f32,          // c_k of the uncertainty form: 0.5 for regression terms, else 1
+    _pad: u32,
+}
+
+// Layout of `scalars` (f32) and `state` (u32 words, f32 ones bitcast); mirrored in src/combine.rs.
+const S_TOTAL: u32 = 0u;
+const S_RAW_TOTAL: u32 = 1u;
+const S_SIGN: u32 = 2u;
+const S_INVALID: u32 = 3u;
+const S_TERM_BASE: u32 = 8u;
+const S_TERM_STRIDE: u32 = 8u;
+const T_VALUE: u32 = 0u;
+const T_WEIGHT: u32 = 1u;
+const T_COEF: u32 = 2u;
+const T_DENOM: u32 = 3u;
+const T_LOG_VAR_GRAD: u32 = 4u;
+const T_NUMERATOR: u32 = 5u;
+const T_INVALID: u32 = 6u;
+const T_LOG_VAR: u32 = 7u;
+
+const ST_STEP: u32 = 0u;
+const ST_ADAM_T: u32 = 1u;
+const ST_THETA: u32 = 2u;
+const ST_TERM_BASE: u32 = 4u;
+const ST_TERM_STRIDE: u32 = 3u;  // s, adam m, adam v
+
+@group(0) @binding(0) var<uniform> settings: Settings;
+@group(0) @binding(1) var<storage, read> terms: array<TermInfo>;
+@group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> scalars: array<f32>;
+@group(0) @binding(4) var<storage, read_write> state: array<u32>;
+
+fn term_slot(k: u32, field: u32) -> u32 {
+    return S_TERM_BASE + k * S_TERM_STRIDE + field;
+}
+
+fn state_f32(i: u32) -> f32 {
+    return bitcast<f32>(state[i]);
+}
+
+fn set_state_f32(i: u32, x: f32) {
+    state[i] = bitcast<u32>(x);
+}
+
+// Mirrors src/rng.rs exactly (32-bit integer arithmetic only).
+fn pcg_hash(x: u32) -> u32 {
+    let s = x * 747796405u + 2891336453u;
+    let word = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+fn rlw_uniform(seed: u32, step: u32, k: u32, j: u32) -> f32 {
+    let h = pcg_hash(pcg_hash(pcg_hash(seed) ^ step) ^ (2u * k + j));
+    return (f32(h >> 8u) + 0.5) / 16777216.0;
+}
+
+fn rlw_normal(seed: u32, step: u32, k: u32) -> f32 {
+    let u1 = rlw_uniform(seed, step, k, 0u);
+    let u2 = rlw_uniform(seed, step, k, 1u);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+@compute @workgroup_size(256)
+fn combine(@builtin(local_invocation_index) lid: u32) {
+    // 1. Term values: each term's partials summed in a fixed order.
+    for (var k = 0u; k < settings.term_count; k = k + 1u) {
+        let t = terms[k];
+        var acc = vec4<f32>(0.0);
+        for (var i = lid; i < t.partial_count; i = i + WG) {
+            acc = acc + partials[t.partial_base + i];
+        }
+        let sum = workgroup_sum(lid, acc);
+        if (lid == 0u) {
+            var denom = 1.0;
+            switch t.reduction {
+                case 0u: { denom = sum.z; }
+                case 1u: { denom = sum.y; }
+                case 2u: { denom = t.rows; }
+                default: { denom = 1.0; }
+            }
+            var value = 0.0;
+            if (denom != 0.0) {
+                value = sum.x / denom;
+            }
+            scalars[term_slot(k, T_VALUE)] = value;
+            scalars[term_slot(k, T_DENOM)] = denom;
+            scalars[term_slot(k, T_NUMERATOR)] = sum.x;
+            scalars[term_slot(k, T_INVALID)] = sum.w;
+        }
+    }
+    if (lid != 0u) {
+        return;
+    }
+
+    // 2. Effective weights and the raw total, in term order.
+    let n = settings.term_count;
+    let step = state[ST_STEP];
+    var invalid = 0.0;
+    for (var k = 0u; k < n; k = k + 1u) {
+        invalid = invalid + scalars[term_slot(k, T_INVALID)];
+    }
+
+    // RLW: softmax of fresh normals (max-subtracted).
+    var normal_max = NEG_BIG;
+    var normal_sum = 0.0;
+    if (settings.strategy == 2u) {
+        for (var k = 0u; k < n; k = k + 1u) {
+            normal_max = max(normal_max, rlw_normal(settings.seed, step, k));
+        }
+        for (var k = 0u; k < n; k = k + 1u) {
+            normal_sum = normal_sum + exp(rlw_normal(settings.seed, step, k) - normal_max);
+        }
+    }
+
+    // EMA reweighting: θ from this step's detached values.
+    var theta = state_f32(ST_THETA);
+    if (settings.strategy == 3u) {
+        let main = scalars[term_slot(settings.ema_main, T_VALUE)];
+        let aux = scalars[term_slot(settings.ema_aux, T_VALUE)];
+        let d = main + settings.ema_lambda * aux;
+        var target_theta = theta;
+        if (d != 0.0) {
+            target_theta = main / d;
+        }
+        theta = settings.ema_alpha * target_theta + (1.0 - settings.ema_alpha) * theta;
+    }
+
+    var raw = 0.0;
+    for (var k = 0u; k < n; k = k + 1u) {
+        let t = terms[k];
+        let value = scalars[term_slot(k, T_VALUE)];
+        var weight = t.weight;
+        var log_var_grad = 0.0;
+        var log_var = 0.0;
+        switch settings.strategy {
+            case 1u: {
+                if (t.learn == 1u) {
+                    log_var = state_f32(ST_TERM_BASE + k * ST_TERM_STRIDE);
+                    weight = t.half * exp(-log_var);
+                    raw = raw + 0.5 * log_var;
+                    log_var_grad = -weight * value + 0.5;
+                }
+            }
+            case 2u: {
+                weight = exp(rlw_normal(settings.seed, step, k) - normal_max) / normal_sum;
+            }
+            case 3u: {
+                if (k == settings.ema_main) {
+                    weight = 1.0;
+                } else if (k == settings.ema_aux) {
+                    weight = theta;
+                }
+            }
+            default: {}
+        }
+        raw = raw + weight * value;
+        scalars[term_slot(k, T_WEIGHT)] = weight;
+        scalars[term_slot(k, T_LOG_VAR_GRAD)] = log_var_grad;
+        scalars[term_slot(k, T_LOG_VAR)] = log_var;
+    }
+
+    // 3. Flooding (Ishida et al. 2020), last: |raw - b| + b, gradient sign(raw - b).
+    var total = raw;
+    var flood_sign = 1.0;
+    if (settings.flooding == 1u) {
+        let d = raw - settings.flood_level;
+        flood_sign = sign(d);
+        total = abs(d) + settings.flood_level;
+    }
+    scalars[S_TOTAL] = total;
+    scalars[S_RAW_TOTAL] = raw;
+    scalars[S_SIGN] = flood_sign;
+    scalars[S_INVALID] = invalid;
+
+    // 4. Gradient coefficient of each term: d total / d L_k / denominator, read by the
+    //    backward passes; d total / d s_k with the flooding sign.
+    for (var k = 0u; k < n; k = k + 1u) {
+        let denom = scalars[term_slot(k, T_DENOM)];
+        var coef = 0.0;
+        if (denom != 0.0) {
+            coef = scalars[term_slot(k, T_WEIGHT)] * flood_sign / denom;
+        }
+        scalars[term_slot(k, T_COEF)] = coef;
+        scalars[term_slot(k, T_LOG_VAR_GRAD)] = scalars[term_slot(k, T_LOG_VAR_GRAD)] * flood_sign;
+    }
+
+    // 5. State updates, only when the step is valid (a failed step changes no state).
+    if (invalid != 0.0) {
+        return;
+    }
+    if (settings.strategy == 1u && settings.optimizer != 0u) {
+        var adam_t = state[ST_ADAM_T];
+        if (settings.optimizer == 2u) {
+            adam_t = adam_t + 1u;
+            state[ST_ADAM_T] = adam_t;
+        }
+        for (var k = 0u; k < n; k = k + 1u) {
+            if (terms[k].learn != 1u) {
+                continue;
+            }
+            let base = ST_TERM_BASE + k * ST_TERM_STRIDE;
+            let g = scalars[term_slot(k, T_LOG_VAR_GRAD)];
+            var s = state_f32(base);
+            if (settings.optimizer == 1u) {
+                s = s - settings.learning_rate * g;
+            } else {
+                let m = settings.beta1 * state_f32(base + 1u) + (1.0 - settings.beta1) * g;
+                let v = settings.beta2 * state_f32(base + 2u) + (1.0 - settings.beta2) * g * g;
+                set_state_f32(base + 1u, m);
+                set_state_f32(base + 2u, v);
+                let tf = f32(adam_t);
+                let m_hat = m / (1.0 - pow(settings.beta1, tf));
+                let v_hat = v / (1.0 - pow(settings.beta2, tf));
+                s = s - settings.learning_rate * m_hat / (sqrt(v_hat) + settings.epsilon);
+            }
+            set_state_f32(base, s);
+        }
+    }
+    if (settings.strategy == 3u) {
+        set_state_f32(ST_THETA, theta);
+    }
+    state[ST_STEP] = step + 1u;
+}

@@ -1,0 +1,87 @@
+// Shared by every lossfuse kernel: stable numerics (LOSSES.md: max-subtraction, log1p, softplus of
+// -|x|), the chunk a dispatch covers, and a deterministic workgroup reduction.
+
+const WG: u32 = 256u;
+// Stands in for -inf in running maxima: WGSL has no infinity literal, and exp(NEG_BIG - m) is 0
+// for any finite m.
+const NEG_BIG: f32 = -3.4e38;
+
+// The rows a dispatch covers: tensors are bound from `row_base`, so indices are chunk-relative.
+// `wgs` is the number of workgroups that do work (the grid is 2-D and may have spare ones).
+// Partial sums of the group's k-th term go to partials[wg_base + k * term_stride + workgroup]:
+// `wg_base` places this chunk after the previous chunks of the group.
+struct Chunk {
+    row_base: u32,
+    rows: u32,
+    wgs: u32,
+    wg_base: u32,
+    term_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+fn partial_index(chunk: Chunk, k: u32, wg: u32) -> u32 {
+    return chunk.wg_base + k * chunk.term_stride + wg;
+}
+
+// Linear workgroup index of a 2-D grid (more than 65,535 workgroups need the second dimension).
+fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+// log(1 + x) without losing x when it is tiny (Goldberg's trick; WGSL has no log1p).
+fn log1p_f(x: f32) -> f32 {
+    let u = 1.0 + x;
+    if (u == 1.0) {
+        return x;
+    }
+    return log(u) * (x / (u - 1.0));
+}
+
+// softplus(z) = max(z, 0) + log1p(exp(-|z|)): never overflows.
+fn softplus(z: f32) -> f32 {
+    return max(z, 0.0) + log1p_f(exp(-abs(z)));
+}
+
+// σ(x) through exp(-|x|), accurate in both tails.
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    let s = 1.0 / (1.0 + e);
+    return select(e * s, s, x >= 0.0);
+}
+
+var<workgroup> reduce_buf: array<vec4<f32>, WG>;
+
+// Sum over the workgroup by a fixed tree with barriers: deterministic, and correct whatever the
+// subgroup size. Every invocation of the workgroup must call it.
+fn workgroup_sum(lid: u32, value: vec4<f32>) -> vec4<f32> {
+    reduce_buf[lid] = value;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            reduce_buf[lid] = reduce_buf[lid] + reduce_buf[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = reduce_buf[0];
+    workgroupBarrier();
+    return total;
+}
+
+// Sum over aligned segments of `width` invocations (a power of two): each segment's total is
+// returned to all its invocations. Same fixed tree as `workgroup_sum`.
+fn segment_sum(lid: u32, width: u32, value: vec4<f32>) -> vec4<f32> {
+    reduce_buf[lid] = value;
+    workgroupBarrier();
+    let lane = lid % width;
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (s < width && lane < s) {
+            reduce_buf[lid] = reduce_buf[lid] + reduce_buf[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let total = reduce_buf[lid - lane];
+    workgroupBarrier();
+    return total;
+}

@@ -1,0 +1,241 @@
+//! Named inputs of one step: host slices (uploaded by the step) or the trainer's own device
+//! buffers (bound as they are, no copy), and the shapes a plan is built for.
+
+use crate::error::{Error, Result};
+use crate::tensor::{HostBatch, HostData};
+use std::collections::BTreeMap;
+
+/// Element type of a tensor as the GPU reads it (4 bytes each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float: logits, labels in [0, 1], weights, probabilities.
+    F32,
+    /// 32-bit signed integer ids (class ids, session ids).
+    I32,
+    /// 32-bit unsigned integer ids.
+    U32,
+}
+
+impl DType {
+    /// Whether the tensor holds ids rather than real values.
+    pub fn is_integer(self) -> bool {
+        !matches!(self, DType::F32)
+    }
+    /// Name as used in messages and safetensors.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::I32 => "I32",
+            DType::U32 => "U32",
+        }
+    }
+}
+
+/// Shape and element type of one named tensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Element type.
+    pub dtype: DType,
+}
+
+impl TensorSpec {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// Whether the tensor has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Size in bytes on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.len() as u64 * 4
+    }
+}
+
+/// The tensors a plan is built for: name → shape and dtype.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Shapes {
+    tensors: BTreeMap<String, TensorSpec>,
+}
+
+impl Shapes {
+    /// No tensors.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a tensor.
+    pub fn tensor(mut self, name: impl Into<String>, shape: &[usize], dtype: DType) -> Self {
+        self.insert(name, shape, dtype);
+        self
+    }
+
+    /// Adds a tensor in place.
+    pub fn insert(&mut self, name: impl Into<String>, shape: &[usize], dtype: DType) {
+        self.tensors.insert(
+            name.into(),
+            TensorSpec {
+                shape: shape.to_vec(),
+                dtype,
+            },
+        );
+    }
+
+    /// The tensor's spec.
+    pub fn get(&self, name: &str) -> Option<&TensorSpec> {
+        self.tensors.get(name)
+    }
+
+    /// All tensors, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &TensorSpec)> {
+        self.tensors.iter()
+    }
+
+    /// The shapes of a host batch (reals become F32, ids I32).
+    pub fn of_host(batch: &HostBatch) -> Self {
+        let mut s = Self::new();
+        for (name, t) in batch {
+            let dtype = match t.data {
+                HostData::Real(_) => DType::F32,
+                HostData::Int(_) => DType::I32,
+            };
+            s.insert(name.clone(), &t.shape, dtype);
+        }
+        s
+    }
+}
+
+/// Where one input's values come from.
+#[derive(Clone, Debug)]
+pub enum Input<'a> {
+    /// f32 values on the host, uploaded with `queue.write_buffer`.
+    F32(&'a [f32]),
+    /// i32 ids on the host.
+    I32(&'a [i32]),
+    /// u32 ids on the host.
+    U32(&'a [u32]),
+    /// A buffer on the plan's device holding the tensor (from offset 0, tightly packed, in the
+    /// plan's dtype); it needs `BufferUsages::STORAGE`. Bound directly: no copy.
+    Buffer(&'a wgpu::Buffer),
+}
+
+impl Input<'_> {
+    pub(crate) fn host_dtype(&self) -> Option<DType> {
+        match self {
+            Input::F32(_) => Some(DType::F32),
+            Input::I32(_) => Some(DType::I32),
+            Input::U32(_) => Some(DType::U32),
+            Input::Buffer(_) => None,
+        }
+    }
+    pub(crate) fn host_len(&self) -> Option<usize> {
+        match self {
+            Input::F32(v) => Some(v.len()),
+            Input::I32(v) => Some(v.len()),
+            Input::U32(v) => Some(v.len()),
+            Input::Buffer(_) => None,
+        }
+    }
+    pub(crate) fn host_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Input::F32(v) => Some(bytemuck::cast_slice(v)),
+            Input::I32(v) => Some(bytemuck::cast_slice(v)),
+            Input::U32(v) => Some(bytemuck::cast_slice(v)),
+            Input::Buffer(_) => None,
+        }
+    }
+}
+
+/// The named tensors of one step.
+#[derive(Clone, Debug, Default)]
+pub struct Batch<'a> {
+    inputs: BTreeMap<String, Input<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds f32 values from the host.
+    pub fn tensor(mut self, name: impl Into<String>, values: &'a [f32]) -> Self {
+        self.inputs.insert(name.into(), Input::F32(values));
+        self
+    }
+    /// Adds i32 ids from the host.
+    pub fn ids(mut self, name: impl Into<String>, values: &'a [i32]) -> Self {
+        self.inputs.insert(name.into(), Input::I32(values));
+        self
+    }
+    /// Adds u32 ids from the host.
+    pub fn ids_u32(mut self, name: impl Into<String>, values: &'a [u32]) -> Self {
+        self.inputs.insert(name.into(), Input::U32(values));
+        self
+    }
+    /// Binds the trainer's own buffer (no copy).
+    pub fn buffer(mut self, name: impl Into<String>, buffer: &'a wgpu::Buffer) -> Self {
+        self.inputs.insert(name.into(), Input::Buffer(buffer));
+        self
+    }
+    /// Adds any input.
+    pub fn input(mut self, name: impl Into<String>, input: Input<'a>) -> Self {
+        self.inputs.insert(name.into(), input);
+        self
+    }
+    /// The input for a name.
+    pub fn get(&self, name: &str) -> Option<&Input<'a>> {
+        self.inputs.get(name)
+    }
+    /// Names of all inputs.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.inputs.keys()
+    }
+}
+
+/// A host batch converted to the 32-bit values the GPU reads (reals to f32, ids to i32); keeps
+/// the storage alive for a [`Batch`] that borrows it.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedBatch {
+    reals: BTreeMap<String, Vec<f32>>,
+    ids: BTreeMap<String, Vec<i32>>,
+}
+
+impl OwnedBatch {
+    /// Converts; ids outside the i32 range are an error naming the tensor.
+    pub fn from_host(batch: &HostBatch) -> Result<Self> {
+        let mut out = Self::default();
+        for (name, t) in batch {
+            match &t.data {
+                HostData::Real(v) => {
+                    out.reals
+                        .insert(name.clone(), v.iter().map(|&x| x as f32).collect());
+                }
+                HostData::Int(v) => {
+                    let mut ids = Vec::with_capacity(v.len());
+                    for &x in v {
+                        ids.push(i32::try_from(x).map_err(|_| {
+                            Error::tensor(name, None, format!("id {x} does not fit in 32 bits"))
+                        })?);
+                    }
+                    out.ids.insert(name.clone(), ids);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A batch borrowing these values.
+    pub fn batch(&self) -> Batch<'_> {
+        let mut b = Batch::new();
+        for (n, v) in &self.reals {
+            b = b.tensor(n.clone(), v);
+        }
+        for (n, v) in &self.ids {
+            b = b.ids(n.clone(), v);
+        }
+        b
+    }
+}

@@ -1,0 +1,165 @@
+//! The combine pass (`shaders/combine.wgsl`): one workgroup turns the partial sums of every term
+//! into term values, applies the weighting strategy and flooding, writes each term's gradient
+//! coefficient for the backward passes, and updates the GPU-resident state. Layout constants
+//! here mirror the shader's.
+
+use crate::config::{LossConfig, Optimizer, Reduction, Strategy};
+use crate::kernel::{Bind, PassSpec, Source, Work, COMBINE, COMMON};
+
+/// Scalars block (f32): total, raw total, flooding sign, invalid-row count, then one record
+/// of `S_TERM_STRIDE` floats per term from `S_TERM_BASE`.
+pub(crate) const S_TOTAL: usize = 0;
+pub(crate) const S_RAW_TOTAL: usize = 1;
+pub(crate) const S_SIGN: usize = 2;
+pub(crate) const S_INVALID: usize = 3;
+pub(crate) const S_TERM_BASE: usize = 8;
+pub(crate) const S_TERM_STRIDE: usize = 8;
+pub(crate) const T_VALUE: usize = 0;
+pub(crate) const T_WEIGHT: usize = 1;
+pub(crate) const T_COEF: usize = 2;
+pub(crate) const T_DENOM: usize = 3;
+pub(crate) const T_LOG_VAR_GRAD: usize = 4;
+pub(crate) const T_INVALID: usize = 6;
+pub(crate) const T_LOG_VAR: usize = 7;
+
+/// State block (u32 words): step, Adam step, EMA θ (f32 bits), reserved, then s, m, v per term.
+pub(crate) const ST_STEP: usize = 0;
+pub(crate) const ST_ADAM_T: usize = 1;
+pub(crate) const ST_THETA: usize = 2;
+pub(crate) const ST_TERM_BASE: usize = 4;
+pub(crate) const ST_TERM_STRIDE: usize = 3;
+
+/// Floats in the scalars block for `terms` terms.
+pub(crate) fn scalars_len(terms: usize) -> usize {
+    S_TERM_BASE + terms * S_TERM_STRIDE
+}
+
+/// Words in the state block for `terms` terms.
+pub(crate) fn state_len(terms: usize) -> usize {
+    ST_TERM_BASE + terms * ST_TERM_STRIDE
+}
+
+/// `Settings` of combine.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Settings {
+    pub term_count: u32,
+    pub strategy: u32,
+    pub optimizer: u32,
+    pub seed: u32,
+    pub flooding: u32,
+    pub flood_level: f32,
+    pub learning_rate: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+    pub ema_main: u32,
+    pub ema_aux: u32,
+    pub ema_alpha: f32,
+    pub ema_lambda: f32,
+    pub _pad: [u32; 2],
+}
+
+/// `TermInfo` of combine.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct TermInfo {
+    pub partial_base: u32,
+    pub partial_count: u32,
+    pub reduction: u32,
+    pub learn: u32,
+    pub rows: f32,
+    pub weight: f32,
+    pub half: f32,
+    pub _pad: u32,
+}
+
+impl Settings {
+    pub(crate) fn new(config: &LossConfig) -> Self {
+        let index = |name: &str| {
+            config
+                .losses
+                .iter()
+                .position(|t| t.name == name)
+                .unwrap_or(0) as u32
+        };
+        let mut s = Settings {
+            term_count: config.losses.len() as u32,
+            ..Default::default()
+        };
+        match &config.strategy {
+            Strategy::Fixed => {}
+            Strategy::Uncertainty(opt) => {
+                s.strategy = 1;
+                match *opt {
+                    Optimizer::None => {}
+                    Optimizer::Sgd { learning_rate } => {
+                        s.optimizer = 1;
+                        s.learning_rate = learning_rate as f32;
+                    }
+                    Optimizer::Adam {
+                        learning_rate,
+                        beta1,
+                        beta2,
+                        epsilon,
+                    } => {
+                        s.optimizer = 2;
+                        s.learning_rate = learning_rate as f32;
+                        s.beta1 = beta1 as f32;
+                        s.beta2 = beta2 as f32;
+                        s.epsilon = epsilon as f32;
+                    }
+                }
+            }
+            Strategy::Random { seed } => {
+                s.strategy = 2;
+                s.seed = *seed;
+            }
+            Strategy::EmaReweight(e) => {
+                s.strategy = 3;
+                s.ema_main = index(&e.main);
+                s.ema_aux = index(&e.aux);
+                s.ema_alpha = e.alpha as f32;
+                s.ema_lambda = e.lambda as f32;
+            }
+        }
+        if let Some(b) = config.flooding {
+            s.flooding = 1;
+            s.flood_level = b as f32;
+        }
+        s
+    }
+}
+
+pub(crate) fn reduction_code(r: Reduction) -> u32 {
+    match r {
+        Reduction::NonzeroMean => 0,
+        Reduction::WeightedMean => 1,
+        Reduction::Mean => 2,
+        Reduction::Sum => 3,
+    }
+}
+
+/// The combine pass: settings (uniform), term table, partials, scalars, state.
+pub(crate) fn pass(
+    settings: usize,
+    terms: usize,
+    partials: usize,
+    scalars: usize,
+    state: usize,
+) -> PassSpec {
+    PassSpec {
+        label: "combine".into(),
+        source: format!("{COMMON}\n{COMBINE}"),
+        entry: "combine",
+        binds: vec![
+            Bind::Whole(Source::Internal(settings)),
+            Bind::Whole(Source::Internal(terms)),
+            Bind::Whole(Source::Internal(partials)),
+            Bind::Whole(Source::Internal(scalars)),
+            Bind::Whole(Source::Internal(state)),
+        ],
+        work: Work::Single,
+        reads: Vec::new(),
+    }
+}

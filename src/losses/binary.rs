@@ -1,0 +1,287 @@
+//! The fused row kernel: every per-row term over the same B rows (classification with one logit,
+//! l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, ESMM) in one forward and one
+//! backward pass. Each tensor is read once per pass whatever the number of terms; adding a term
+//! adds arithmetic, not passes. Loss functions: `shaders/binary.wgsl`; reference:
+//! `reference/binary.rs`.
+
+use super::{coef_index, weight_expr, Inputs};
+use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, WG};
+use crate::schedule::{Form, Resolved};
+use std::fmt::Write;
+
+/// Binding index of the first tensor (0: chunk uniform, 1: partials or scalars).
+const FIRST_TENSOR: usize = 2;
+
+/// The forward and backward passes of a row group.
+pub(crate) struct RowPasses {
+    pub forward: PassSpec,
+    pub backward: PassSpec,
+    /// Tensors whose gradient the backward pass writes, in binding order.
+    pub grads: Vec<String>,
+}
+
+/// The WGSL call for one term: `vec2(loss, dloss/dx)` (`vec3` with two inputs for ESMM), with
+/// the row's values given by `v`.
+fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
+    let input = |role: &str| v(term.input(role));
+    let smoothed = |ls: f64, y: String| {
+        if ls == 0.0 {
+            y
+        } else {
+            format!("({y} * {} + {})", lit(1.0 - ls), lit(0.5 * ls))
+        }
+    };
+    match &term.form {
+        Form::Sigmoid {
+            label_smoothing,
+            pos_weight,
+        } => {
+            let y = smoothed(*label_smoothing, input("labels"));
+            match pos_weight {
+                None => format!("sigmoid_ce({}, {y})", input("logits")),
+                Some(pw) => format!(
+                    "sigmoid_ce_pos_weight({}, {y}, {})",
+                    input("logits"),
+                    lit(*pw)
+                ),
+            }
+        }
+        Form::L2 => format!("l2({}, {})", input("predictions"), input("labels")),
+        Form::SigmoidL2 => format!("sigmoid_l2({}, {})", input("logits"), input("labels")),
+        Form::ProbCe => format!("prob_ce({}, {})", input("probabilities"), input("labels")),
+        Form::Focal {
+            gamma,
+            alpha,
+            label_smoothing,
+        } => format!(
+            "focal({}, {}, {}, {}, {})",
+            input("logits"),
+            input("labels"),
+            smoothed(*label_smoothing, input("labels")),
+            lit(*gamma),
+            lit(alpha.unwrap_or(-1.0)),
+        ),
+        Form::Esmm => format!(
+            "esmm({}, {}, {}, {})",
+            input("ctr_logits"),
+            input("cvr_logits"),
+            input("ctr_labels"),
+            input("ctcvr_labels")
+        ),
+        Form::Softmax { .. } => unreachable!("softmax terms have their own kernel"),
+    }
+}
+
+/// Roles whose gradient the term produces, with the component of `call`'s result that holds it.
+fn grad_components(term: &Resolved) -> Vec<(&str, &'static str)> {
+    match term.form {
+        Form::Esmm => vec![
+            (term.input("ctr_logits"), "y"),
+            (term.input("cvr_logits"), "z"),
+        ],
+        _ => vec![(term.input(term.term.kind.differentiable_roles()[0]), "y")],
+    }
+}
+
+fn tensors_of(term: &Resolved) -> Vec<String> {
+    let mut v: Vec<String> = term
+        .term
+        .kind
+        .roles()
+        .iter()
+        .map(|(r, _)| term.input(r).to_string())
+        .collect();
+    v.extend(term.weights.iter().map(|(t, _)| t.clone()));
+    v
+}
+
+/// Storage buffers the passes of a row group bind (the larger of forward and backward).
+pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
+    let mut inputs = Inputs::default();
+    let mut grads = Inputs::default();
+    for t in terms {
+        for n in tensors_of(t) {
+            inputs.index(&n);
+        }
+        for (g, _) in grad_components(t) {
+            grads.index(g);
+        }
+    }
+    1 + inputs.names.len() as u32 + grads.names.len() as u32
+}
+
+const HEADER_ARGS: &str = "@builtin(local_invocation_index) lid: u32, \
+@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>";
+
+/// Builds the passes of a row group. `grad_accumulates(tensor)` says whether an earlier pass
+/// already wrote that gradient this step (then this one adds to it).
+pub(crate) fn passes(
+    rows: u64,
+    terms: &[Resolved],
+    partials: usize,
+    scalars: usize,
+    grad_accumulates: &dyn Fn(&str) -> bool,
+) -> RowPasses {
+    let _ = rows;
+    let mut inputs = Inputs::default();
+    let mut grads = Inputs::default();
+    for t in terms {
+        for n in tensors_of(t) {
+            inputs.index(&n);
+        }
+        for (g, _) in grad_components(t) {
+            grads.index(g);
+        }
+    }
+    let value = |name: &str| format!("v{}", inputs.position(name));
+    let declare_inputs = |src: &mut String| {
+        for (i, n) in inputs.names.iter().enumerate() {
+            let _ = writeln!(
+                src,
+                "@group(0) @binding({}) var<storage, read> in{i}: array<f32>; // {n}",
+                FIRST_TENSOR + i
+            );
+        }
+    };
+    let load_inputs = |src: &mut String| {
+        for i in 0..inputs.names.len() {
+            let _ = writeln!(src, "        let v{i} = in{i}[r];");
+        }
+    };
+
+    // Forward: per-term vec4(Σ w·l, Σ w, #{w ≠ 0}, 0) per workgroup.
+    let mut f = format!("{COMMON}\n{BINARY}\n");
+    f.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    f.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
+    declare_inputs(&mut f);
+    let _ = writeln!(
+        f,
+        "\n@compute @workgroup_size({WG})\nfn forward({HEADER_ARGS}) {{"
+    );
+    f.push_str("    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
+    for k in 0..terms.len() {
+        let _ = writeln!(f, "    var acc{k} = vec4<f32>(0.0);");
+    }
+    f.push_str("    if (wg < chunk.wgs && r < chunk.rows) {\n");
+    load_inputs(&mut f);
+    for (k, t) in terms.iter().enumerate() {
+        let _ = writeln!(
+            f,
+            "        {{ // {}\n            let w = {};\n            let lg = {};\n            acc{k} = vec4<f32>(w * lg.x, w, select(0.0, 1.0, w != 0.0), 0.0);\n        }}",
+            t.term.name,
+            weight_expr(&t.weights, value),
+            call(t, &value)
+        );
+    }
+    f.push_str("    }\n");
+    for k in 0..terms.len() {
+        let _ = writeln!(
+            f,
+            "    let sum{k} = workgroup_sum(lid, acc{k});\n    if (lid == 0u && wg < chunk.wgs) {{ partials[partial_index(chunk, {k}u, wg)] = sum{k}; }}"
+        );
+    }
+    f.push_str("}\n");
+
+    // Backward: Σ_k coef_k · w · dl_k/dx per row and input.
+    let mut b = format!("{COMMON}\n{BINARY}\n");
+    b.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    b.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
+    declare_inputs(&mut b);
+    let first_grad = FIRST_TENSOR + inputs.names.len();
+    for (i, n) in grads.names.iter().enumerate() {
+        let _ = writeln!(
+            b,
+            "@group(0) @binding({}) var<storage, read_write> grad{i}: array<f32>; // {n}",
+            first_grad + i
+        );
+    }
+    let _ = writeln!(
+        b,
+        "\n@compute @workgroup_size({WG})\nfn backward({HEADER_ARGS}) {{"
+    );
+    b.push_str("    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
+    b.push_str("    if (wg >= chunk.wgs || r >= chunk.rows) {\n        return;\n    }\n");
+    {
+        let mut body = String::new();
+        for i in 0..inputs.names.len() {
+            let _ = writeln!(body, "    let v{i} = in{i}[r];");
+        }
+        b.push_str(&body);
+    }
+    for i in 0..grads.names.len() {
+        let _ = writeln!(b, "    var g{i} = 0.0;");
+    }
+    for t in terms {
+        let _ = writeln!(
+            b,
+            "    {{ // {}\n        let c = scalars[{}] * {};\n        let lg = {};",
+            t.term.name,
+            coef_index(t.slot),
+            weight_expr(&t.weights, value),
+            call(t, &value)
+        );
+        for (g, comp) in grad_components(t) {
+            let _ = writeln!(
+                b,
+                "        g{} = g{} + c * lg.{comp};",
+                grads.position(g),
+                grads.position(g)
+            );
+        }
+        b.push_str("    }\n");
+    }
+    for (i, n) in grads.names.iter().enumerate() {
+        if grad_accumulates(n) {
+            let _ = writeln!(b, "    grad{i}[r] = grad{i}[r] + g{i};");
+        } else {
+            let _ = writeln!(b, "    grad{i}[r] = g{i};");
+        }
+    }
+    b.push_str("}\n");
+
+    let row_binds = |names: &[String], grad: bool| -> Vec<Bind> {
+        names
+            .iter()
+            .map(|n| Bind::Rows {
+                source: if grad {
+                    Source::Grad(n.clone())
+                } else {
+                    Source::Input(n.clone())
+                },
+                row_bytes: 4,
+            })
+            .collect()
+    };
+    let mut fwd_binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(partials))];
+    fwd_binds.extend(row_binds(&inputs.names, false));
+    let mut bwd_binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(scalars))];
+    bwd_binds.extend(row_binds(&inputs.names, false));
+    bwd_binds.extend(row_binds(&grads.names, true));
+    let label = format!(
+        "rows[{}]",
+        terms
+            .iter()
+            .map(|t| t.term.name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    RowPasses {
+        forward: PassSpec {
+            label: format!("{label} forward"),
+            source: f,
+            entry: "forward",
+            binds: fwd_binds,
+            work: Work::Rows { rows_per_wg: WG },
+            reads: inputs.names.clone(),
+        },
+        backward: PassSpec {
+            label: format!("{label} backward"),
+            source: b,
+            entry: "backward",
+            binds: bwd_binds,
+            work: Work::Rows { rows_per_wg: WG },
+            reads: inputs.names.clone(),
+        },
+        grads: grads.names,
+    }
+}

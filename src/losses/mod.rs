@@ -1,0 +1,60 @@
+//! Loss families: each module turns a group of terms into the WGSL entry points of its forward
+//! pass (per-workgroup partial sums) and backward pass (the gradient, scaled by the coefficient
+//! the combine pass wrote), calling the loss functions of `shaders/<family>.wgsl`. The f64
+//! reference of the same family is `reference/<family>.rs`.
+
+pub(crate) mod binary;
+pub(crate) mod softmax;
+
+use crate::kernel::lit;
+use std::fmt::Write;
+
+/// Offset of term `slot`'s gradient coefficient in the scalars block (see combine.wgsl).
+pub(crate) fn coef_index(slot: usize) -> usize {
+    crate::combine::S_TERM_BASE + slot * crate::combine::S_TERM_STRIDE + crate::combine::T_COEF
+}
+
+/// The tensors a generated kernel binds, each once, in binding order.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct Inputs {
+    pub names: Vec<String>,
+}
+
+impl Inputs {
+    /// Index of `name`, adding it on first use.
+    pub fn index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.names.len() - 1
+    }
+
+    pub fn position(&self, name: &str) -> usize {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .expect("tensor registered before use")
+    }
+}
+
+/// WGSL expression of a row's sample weight: 1, one tensor, or a linear combination; `value`
+/// maps a tensor name to the WGSL expression of its value for the row.
+pub(crate) fn weight_expr(weights: &[(String, f64)], value: impl Fn(&str) -> String) -> String {
+    if weights.is_empty() {
+        return "1.0".into();
+    }
+    let mut s = String::from("(");
+    for (i, (t, c)) in weights.iter().enumerate() {
+        if i > 0 {
+            s.push_str(" + ");
+        }
+        if *c == 1.0 {
+            let _ = write!(s, "{}", value(t));
+        } else {
+            let _ = write!(s, "{} * {}", lit(*c), value(t));
+        }
+    }
+    s.push(')');
+    s
+}

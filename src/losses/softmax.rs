@@ -1,0 +1,399 @@
+//! Softmax cross-entropy over [B, C] logits (PyTorch `F.cross_entropy` semantics with label
+//! smoothing, temperature, ignore_index, class weights, probability targets and z-loss; formulas
+//! in LOSSES.md). Every softmax term on the same logits shares the passes:
+//!
+//! - forward: R invocations per row (R a power of two up to the workgroup, chosen from C) sweep the
+//!   row once, keeping an online log-sum-exp and the linear sums smoothing and probability targets
+//!   need; rows wider than the workgroup are strided, so C is limited only by one binding. Writes
+//!   the row's lse (and Σ c·t') for the backward pass and per-workgroup partial sums.
+//! - backward: one invocation per element, p = exp(z − lse), gradient scaled by the term's
+//!   coefficient from the combine pass.
+//!
+//! Reference: `reference/softmax.rs`.
+
+use super::{coef_index, weight_expr, Inputs};
+use crate::batch::DType;
+use crate::config::SoftmaxParams;
+use crate::kernel::{lit, Bind, PassSpec, Source, Work, COMMON, SOFTMAX, WG};
+use crate::schedule::{Form, Resolved};
+use std::fmt::Write;
+
+/// The forward and backward passes of a softmax group.
+pub(crate) struct SoftmaxPasses {
+    pub forward: PassSpec,
+    pub backward: PassSpec,
+}
+
+/// Per-term buffers the plan allocates for the group.
+pub(crate) struct TermBuffers {
+    /// Internal buffer holding the class weights (C floats), when the term has them.
+    pub class_weights: Option<usize>,
+    /// Internal buffer of vec2(lse, Σ c·t') per row.
+    pub stats: usize,
+}
+
+/// Invocations per row: enough to keep each one busy over a few elements, at most a workgroup.
+pub(crate) fn row_threads(classes: u64) -> u32 {
+    (classes.next_power_of_two() / 8).clamp(1, WG as u64) as u32
+}
+
+struct TermView<'a> {
+    t: &'a Resolved,
+    p: &'a SoftmaxParams,
+    ids: bool,
+}
+
+fn view(t: &Resolved) -> TermView<'_> {
+    match &t.form {
+        Form::Softmax { params, ids, .. } => TermView {
+            t,
+            p: params,
+            ids: *ids,
+        },
+        _ => unreachable!("softmax group holds softmax terms only"),
+    }
+}
+
+fn row_inputs(terms: &[Resolved]) -> Inputs {
+    let mut inputs = Inputs::default();
+    for t in terms {
+        inputs.index(t.input("labels"));
+        for (w, _) in &t.weights {
+            inputs.index(w);
+        }
+    }
+    inputs
+}
+
+/// Storage buffers the backward pass binds (the larger pass).
+pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
+    let cw = terms
+        .iter()
+        .filter(|t| view(t).p.class_weights.is_some())
+        .count() as u32;
+    // scalars + logits + row inputs + class weights + stats + grad
+    1 + 1 + row_inputs(terms).names.len() as u32 + cw + terms.len() as u32 + 1
+}
+
+/// Builds the passes. `dtype(name)` is a row input's dtype; `grad_accumulates` as for rows.
+pub(crate) fn passes(
+    logits: &str,
+    classes: u64,
+    terms: &[Resolved],
+    buffers: &[TermBuffers],
+    partials: usize,
+    scalars: usize,
+    dtype: &dyn Fn(&str) -> DType,
+    grad_accumulates: bool,
+) -> SoftmaxPasses {
+    let inputs = row_inputs(terms);
+    let views: Vec<TermView> = terms.iter().map(view).collect();
+    let r = row_threads(classes);
+    let c_lit = format!("{classes}u");
+    let first_input = 3;
+    let mut next = first_input + inputs.names.len();
+    let mut cw_binding = Vec::new();
+    let mut stats_binding = Vec::new();
+    for (k, buf) in buffers.iter().enumerate() {
+        cw_binding.push(buf.class_weights.map(|_| {
+            next += 1;
+            next - 1
+        }));
+        let _ = k;
+    }
+    for _ in buffers {
+        stats_binding.push(next);
+        next += 1;
+    }
+    let grad_binding = next;
+
+    let is_probs = |name: &str| views.iter().any(|v| !v.ids && v.t.input("labels") == name);
+    let header = |src: &mut String, forward: bool| {
+        let _ = writeln!(src, "{COMMON}\n{SOFTMAX}");
+        src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+        if forward {
+            src.push_str(
+                "@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n",
+            );
+        } else {
+            src.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
+        }
+        let _ = writeln!(
+            src,
+            "@group(0) @binding(2) var<storage, read> logits: array<f32>; // {logits}"
+        );
+        for (i, n) in inputs.names.iter().enumerate() {
+            let ty = match dtype(n) {
+                DType::F32 => "f32",
+                DType::I32 => "i32",
+                DType::U32 => "u32",
+            };
+            let _ = writeln!(
+                src,
+                "@group(0) @binding({}) var<storage, read> in{i}: array<{ty}>; // {n}",
+                first_input + i
+            );
+        }
+        for (k, b) in cw_binding.iter().enumerate() {
+            if let Some(b) = b {
+                let _ = writeln!(
+                    src,
+                    "@group(0) @binding({b}) var<storage, read> cw{k}: array<f32>;"
+                );
+            }
+        }
+        let access = if forward { "read_write" } else { "read" };
+        for (k, b) in stats_binding.iter().enumerate() {
+            let _ = writeln!(
+                src,
+                "@group(0) @binding({b}) var<storage, {access}> stats{k}: array<vec2<f32>>;"
+            );
+        }
+        if !forward {
+            let _ = writeln!(
+                src,
+                "@group(0) @binding({grad_binding}) var<storage, read_write> grad: array<f32>; // {logits}"
+            );
+        }
+        let _ = writeln!(
+            src,
+            "const C: u32 = {c_lit};\nconst R: u32 = {r}u;\nconst RPW: u32 = WG / R;"
+        );
+    };
+    let cw = |k: usize, idx: &str| -> String {
+        if cw_binding[k].is_some() {
+            format!("cw{k}[{idx}]")
+        } else {
+            "1.0".into()
+        }
+    };
+    let sum_c = |k: usize| -> String {
+        match &views[k].p.class_weights {
+            Some(w) => lit(w.iter().sum::<f64>()),
+            None => lit(classes as f64),
+        }
+    };
+    let row_value = |name: &str| format!("f32(in{}[row])", inputs.position(name));
+    let label_id = |k: usize| {
+        format!(
+            "i32(in{}[row])",
+            inputs.position(views[k].t.input("labels"))
+        )
+    };
+    let probs_at =
+        |k: usize, idx: &str| format!("in{}[{idx}]", inputs.position(views[k].t.input("labels")));
+    let ignore_test = |k: usize| match views[k].p.ignore_index {
+        Some(i) => format!("y == {i}i"),
+        None => "false".into(),
+    };
+    let smoothed_target = |k: usize, t: String| {
+        let eps = views[k].p.label_smoothing;
+        if eps == 0.0 {
+            t
+        } else {
+            format!("({t} * {} + {})", lit(1.0 - eps), lit(eps / classes as f64))
+        }
+    };
+    let head_args =
+        "@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, \
+                     @builtin(num_workgroups) nwg: vec3<u32>";
+
+    // ---- forward
+    let mut f = String::new();
+    header(&mut f, true);
+    let _ = writeln!(
+        f,
+        "\n@compute @workgroup_size({WG})\nfn forward({head_args}) {{"
+    );
+    f.push_str(
+        "    let wg = linear_workgroup(wid, nwg);\n    let row = wg * RPW + lid / R;\n    let lane = lid % R;\n    let row_active = wg < chunk.wgs && row < chunk.rows;\n",
+    );
+    for k in 0..views.len() {
+        let _ = writeln!(
+            f,
+            "    var lse{k} = vec2<f32>(NEG_BIG, 0.0);\n    var lin{k} = vec4<f32>(0.0);"
+        );
+    }
+    f.push_str("    if (row_active) {\n        let base = row * C;\n        for (var c = lane; c < C; c = c + R) {\n            let xv = logits[base + c];\n");
+    for (k, v) in views.iter().enumerate() {
+        let _ = writeln!(
+            f,
+            "            {{\n                let z = xv * {};\n                lse{k} = lse_push(lse{k}, z);",
+            lit(1.0 / v.p.temperature)
+        );
+        if v.ids {
+            if v.p.label_smoothing != 0.0 {
+                let _ = writeln!(
+                    f,
+                    "                lin{k}.x = lin{k}.x + {} * z;",
+                    cw(k, "c")
+                );
+            }
+        } else {
+            let _ = writeln!(
+                f,
+                "                let ct = {} * {};\n                lin{k}.y = lin{k}.y + ct * z;\n                lin{k}.z = lin{k}.z + ct;",
+                cw(k, "c"),
+                smoothed_target(k, probs_at(k, "base + c"))
+            );
+        }
+        f.push_str("            }\n");
+    }
+    f.push_str("        }\n    }\n");
+    for (k, v) in views.iter().enumerate() {
+        let _ = writeln!(f, "    lse{k} = segment_lse(lid, R, lse{k});");
+        if !v.ids || v.p.label_smoothing != 0.0 {
+            let _ = writeln!(f, "    lin{k} = segment_sum(lid, R, lin{k});");
+        }
+        let _ = writeln!(f, "    var part{k} = vec4<f32>(0.0);");
+    }
+    f.push_str("    if (row_active && lane == 0u) {\n        let base = row * C;\n");
+    for (k, v) in views.iter().enumerate() {
+        let eps = v.p.label_smoothing;
+        let zl = v.p.z_loss;
+        let _ = writeln!(
+            f,
+            "        {{ // {}\n            let lse = lse{k}.x + log(lse{k}.y);\n            let w = {};",
+            v.t.term.name,
+            weight_expr(&v.t.weights, row_value)
+        );
+        if v.ids {
+            let _ = writeln!(
+                f,
+                "            let y = {};\n            let ignored = {};\n            let valid = y >= 0i && y < i32(C);\n            let bad = !ignored && !valid;\n            let weff = select(0.0, w, valid && !ignored);\n            let yc = u32(clamp(y, 0i, i32(C) - 1i));\n            let cy = {};\n            let zy = logits[base + yc] * {};\n            let l = {} * cy * (lse - zy) + {} * (lse * {} - lin{k}.x) + {} * lse * lse;\n            part{k} = vec4<f32>(weff * l, cy * weff, select(0.0, 1.0, weff != 0.0), select(0.0, 1.0, bad));\n            stats{k}[row] = vec2<f32>(lse, 0.0);",
+                label_id(k),
+                ignore_test(k),
+                cw(k, "yc"),
+                lit(1.0 / v.p.temperature),
+                lit(1.0 - eps),
+                lit(eps / classes as f64),
+                sum_c(k),
+                lit(zl),
+            );
+        } else {
+            let _ = writeln!(
+                f,
+                "            let l = lse * lin{k}.z - lin{k}.y + {} * lse * lse;\n            part{k} = vec4<f32>(w * l, w, select(0.0, 1.0, w != 0.0), 0.0);\n            stats{k}[row] = vec2<f32>(lse, lin{k}.z);",
+                lit(zl)
+            );
+        }
+        f.push_str("        }\n");
+    }
+    f.push_str("    }\n");
+    for k in 0..views.len() {
+        let _ = writeln!(
+            f,
+            "    part{k} = workgroup_sum(lid, part{k});\n    if (lid == 0u && wg < chunk.wgs) {{ partials[partial_index(chunk, {k}u, wg)] = part{k}; }}"
+        );
+    }
+    f.push_str("}\n");
+
+    // ---- backward
+    let mut b = String::new();
+    header(&mut b, false);
+    let _ = writeln!(
+        b,
+        "\n@compute @workgroup_size({WG})\nfn backward({head_args}) {{"
+    );
+    b.push_str(
+        "    let wg = linear_workgroup(wid, nwg);\n    let e = wg * WG + lid;\n    if (wg >= chunk.wgs || e >= chunk.rows * C) {\n        return;\n    }\n    let row = e / C;\n    let c = e % C;\n    let xv = logits[e];\n    var g = 0.0;\n",
+    );
+    for (k, v) in views.iter().enumerate() {
+        let eps = v.p.label_smoothing;
+        let zl = v.p.z_loss;
+        let inv_t = lit(1.0 / v.p.temperature);
+        let _ = writeln!(
+            b,
+            "    {{ // {}\n        let w = {};\n        let st = stats{k}[row];\n        let lse = st.x;\n        let p = exp(xv * {inv_t} - lse);",
+            v.t.term.name,
+            weight_expr(&v.t.weights, row_value)
+        );
+        if v.ids {
+            let _ = writeln!(
+                b,
+                "        let y = {};\n        let ok = y >= 0i && y < i32(C) && !({});\n        let weff = select(0.0, w, ok);\n        let yc = u32(clamp(y, 0i, i32(C) - 1i));\n        let gk = {} * {} * (p - select(0.0, 1.0, c == yc)) + {} * (p * {} - {}) + {} * lse * p;",
+                label_id(k),
+                ignore_test(k),
+                lit(1.0 - eps),
+                cw(k, "yc"),
+                lit(eps / classes as f64),
+                sum_c(k),
+                cw(k, "c"),
+                lit(2.0 * zl),
+            );
+        } else {
+            let _ = writeln!(
+                b,
+                "        let weff = w;\n        let gk = p * st.y - {} * {} + {} * lse * p;",
+                cw(k, "c"),
+                smoothed_target(k, probs_at(k, "e")),
+                lit(2.0 * zl)
+            );
+        }
+        let _ = writeln!(
+            b,
+            "        g = g + scalars[{}] * weff * gk * {inv_t};\n    }}",
+            coef_index(v.t.slot)
+        );
+    }
+    if grad_accumulates {
+        b.push_str("    grad[e] = grad[e] + g;\n}\n");
+    } else {
+        b.push_str("    grad[e] = g;\n}\n");
+    }
+
+    // ---- bindings
+    let row_bytes = |name: &str| if is_probs(name) { classes * 4 } else { 4 };
+    let mut common = vec![Bind::Rows {
+        source: Source::Input(logits.to_string()),
+        row_bytes: classes * 4,
+    }];
+    for n in &inputs.names {
+        common.push(Bind::Rows {
+            source: Source::Input(n.clone()),
+            row_bytes: row_bytes(n),
+        });
+    }
+    for buf in buffers {
+        if let Some(cwb) = buf.class_weights {
+            common.push(Bind::Whole(Source::Internal(cwb)));
+        }
+    }
+    for buf in buffers {
+        common.push(Bind::Rows {
+            source: Source::Internal(buf.stats),
+            row_bytes: 8,
+        });
+    }
+    let mut fwd = vec![Bind::Chunk, Bind::Whole(Source::Internal(partials))];
+    fwd.extend(common.iter().cloned());
+    let mut bwd = vec![Bind::Chunk, Bind::Whole(Source::Internal(scalars))];
+    bwd.extend(common);
+    bwd.push(Bind::Rows {
+        source: Source::Grad(logits.to_string()),
+        row_bytes: classes * 4,
+    });
+    let mut reads = vec![logits.to_string()];
+    reads.extend(inputs.names.iter().cloned());
+    let label = format!("softmax[{logits}]");
+    SoftmaxPasses {
+        forward: PassSpec {
+            label: format!("{label} forward"),
+            source: f,
+            entry: "forward",
+            binds: fwd,
+            work: Work::Rows {
+                rows_per_wg: WG / r,
+            },
+            reads: reads.clone(),
+        },
+        backward: PassSpec {
+            label: format!("{label} backward"),
+            source: b,
+            entry: "backward",
+            binds: bwd,
+            work: Work::Elements { per_row: classes },
+            reads,
+        },
+    }
+}

@@ -1,0 +1,802 @@
+//! A plan: every buffer, pipeline and bind group for one config and one set of shapes, built once;
+//! `step` records one command buffer and submits it once.
+//!
+//! A step runs, in one compute pass: the forward pass of every group (per-workgroup partial
+//! sums), the combine pass (term values, weights, gradient coefficients, state), the backward
+//! pass of every group (gradients), then copies the scalars into a mappable buffer. Each tensor
+//! is read by the forward and the backward pass of its group: twice per step however many terms
+//! read it (softmax needs the row's log-sum-exp before any gradient, and every term's gradient
+//! needs the batch-wide denominator of its reduction and, with flooding or EMA reweighting, this
+//! step's loss values).
+
+use crate::batch::{Batch, DType, Input, Shapes, TensorSpec};
+use crate::combine::{self, Settings, TermInfo};
+use crate::config::LossConfig;
+use crate::engine::EngineInner;
+use crate::error::{Error, Result};
+use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source, Work};
+use crate::losses::{binary, softmax};
+use crate::report::{read_buffer, StepCounters, StepOutput};
+use crate::schedule::{schedule, Form, Group};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One dispatch of a pass over a chunk of rows.
+struct ChunkDispatch {
+    row_base: u64,
+    rows: u64,
+    uniform: Option<wgpu::Buffer>,
+    grid: (u32, u32),
+}
+
+/// A pipeline with its chunks and (cached) bind groups.
+struct Pass {
+    spec: PassSpec,
+    pipeline: wgpu::ComputePipeline,
+    chunks: Vec<ChunkDispatch>,
+    bind_groups: Vec<wgpu::BindGroup>,
+}
+
+/// Host-side checks of class ids before upload: (tensor, term, classes, ignore_index).
+struct IdCheck {
+    tensor: String,
+    term: String,
+    classes: u64,
+    ignore: Option<i64>,
+}
+
+/// Buffers, pipelines and bind groups for one config and shapes. See the module docs.
+pub struct Plan {
+    engine: Arc<EngineInner>,
+    config: LossConfig,
+    shapes: Shapes,
+    /// Upload buffers, created on the first host upload of each tensor.
+    uploads: BTreeMap<String, wgpu::Buffer>,
+    grads: BTreeMap<String, wgpu::Buffer>,
+    internal: Vec<wgpu::Buffer>,
+    passes: Vec<Pass>,
+    scalars: usize,
+    state: usize,
+    readback: wgpu::Buffer,
+    /// Buffers the cached bind groups were built with, per read tensor.
+    bound: Option<BTreeMap<String, wgpu::Buffer>>,
+    id_checks: Vec<IdCheck>,
+    totals: StepCounters,
+}
+
+fn storage_usage() -> wgpu::BufferUsages {
+    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
+}
+
+impl Plan {
+    pub(crate) fn new(
+        engine: Arc<EngineInner>,
+        config: &LossConfig,
+        shapes: &Shapes,
+    ) -> Result<Self> {
+        config.validate()?;
+        let device = engine.device.clone();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let built = Self::build(engine.clone(), config, shapes);
+        let oom_error = pollster::block_on(oom.pop());
+        let validation_error = pollster::block_on(scope.pop());
+        let plan = built?;
+        if let Some(e) = oom_error {
+            return Err(Error::Gpu(format!("out of memory building the plan: {e}")));
+        }
+        if let Some(e) = validation_error {
+            return Err(Error::Gpu(format!("building the plan: {e}")));
+        }
+        Ok(plan)
+    }
+
+    fn build(engine: Arc<EngineInner>, config: &LossConfig, shapes: &Shapes) -> Result<Self> {
+        let device = engine.device.clone();
+        let max_storage = engine.limits.max_storage_buffers_per_shader_stage;
+        let mut groups = Vec::new();
+        for g in schedule(config, shapes)? {
+            groups.extend(g.split(max_storage, |g| match g {
+                Group::Rows { terms, .. } => binary::storage_bindings(terms),
+                Group::Softmax { terms, .. } => softmax::storage_bindings(terms),
+            })?);
+        }
+        let spec_of =
+            |name: &str| -> &TensorSpec { shapes.get(name).expect("checked by the scheduler") };
+        let max_buffer = engine.limits.max_buffer_size;
+        let make = |label: &str, size: u64, usage: wgpu::BufferUsages| -> Result<wgpu::Buffer> {
+            if size > max_buffer {
+                return Err(Error::Unsupported(format!(
+                    "buffer '{label}' needs {size} bytes, the adapter's largest buffer is {max_buffer}"
+                )));
+            }
+            Ok(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(16).next_multiple_of(4),
+                usage,
+                mapped_at_creation: false,
+            }))
+        };
+
+        // Gradient buffers for every differentiable input, and the host-side id checks.
+        let mut grads = BTreeMap::new();
+        let mut id_checks = Vec::new();
+        for g in &groups {
+            for t in g.terms() {
+                for role in t.term.kind.differentiable_roles() {
+                    let name = t.input(role).to_string();
+                    if !grads.contains_key(&name) {
+                        let spec = spec_of(&name);
+                        grads.insert(
+                            name.clone(),
+                            make(&format!("grad/{name}"), spec.bytes(), storage_usage())?,
+                        );
+                    }
+                }
+                if let Form::Softmax {
+                    params,
+                    classes,
+                    ids: true,
+                    ..
+                } = &t.form
+                {
+                    id_checks.push(IdCheck {
+                        tensor: t.input("labels").to_string(),
+                        term: t.term.name.clone(),
+                        classes: *classes,
+                        ignore: params.ignore_index,
+                    });
+                }
+            }
+        }
+
+        // Internal buffers: partials (sized below), scalars, state, settings, term table.
+        let n_terms = config.losses.len();
+        let mut internal: Vec<wgpu::Buffer> = Vec::new();
+        let partials = 0usize;
+        internal.push(make("partials", 16, storage_usage())?); // resized once the layout is known
+        let scalars = internal.len();
+        internal.push(make(
+            "scalars",
+            combine::scalars_len(n_terms) as u64 * 4,
+            storage_usage(),
+        )?);
+        let state = internal.len();
+        internal.push(make(
+            "state",
+            combine::state_len(n_terms) as u64 * 4,
+            storage_usage(),
+        )?);
+        let settings = internal.len();
+        internal.push(make(
+            "settings",
+            std::mem::size_of::<Settings>() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        )?);
+        let term_table = internal.len();
+        internal.push(make(
+            "terms",
+            (std::mem::size_of::<TermInfo>() * n_terms) as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        )?);
+
+        // Family passes, in group order; a gradient written by an earlier group is accumulated.
+        let mut written: Vec<String> = Vec::new();
+        struct GroupPasses {
+            forward: PassSpec,
+            backward: PassSpec,
+            rows: u64,
+            slots: Vec<usize>,
+        }
+        let mut group_passes = Vec::new();
+        for g in &groups {
+            match g {
+                Group::Rows { rows, terms } => {
+                    let p = binary::passes(*rows, terms, partials, scalars, &|n| {
+                        written.iter().any(|w| w == n)
+                    });
+                    written.extend(p.grads.iter().cloned());
+                    group_passes.push(GroupPasses {
+                        forward: p.forward,
+                        backward: p.backward,
+                        rows: *rows,
+                        slots: terms.iter().map(|t| t.slot).collect(),
+                    });
+                }
+                Group::Softmax { logits, terms } => {
+                    let rows = terms[0].rows;
+                    let classes = match terms[0].form {
+                        Form::Softmax { classes, .. } => classes,
+                        _ => unreachable!(),
+                    };
+                    let mut buffers = Vec::new();
+                    for t in terms {
+                        let class_weights = match &t.form {
+                            Form::Softmax { params, .. } => {
+                                params.class_weights.as_ref().map(|w| {
+                                    let data: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+                                    let b = make(
+                                        &format!("class_weights/{}", t.term.name),
+                                        classes * 4,
+                                        storage_usage(),
+                                    );
+                                    b.map(|b| {
+                                        engine.queue.write_buffer(
+                                            &b,
+                                            0,
+                                            bytemuck::cast_slice(&data),
+                                        );
+                                        internal.push(b);
+                                        internal.len() - 1
+                                    })
+                                })
+                            }
+                            _ => None,
+                        }
+                        .transpose()?;
+                        internal.push(make(
+                            &format!("row_stats/{}", t.term.name),
+                            rows * 8,
+                            storage_usage(),
+                        )?);
+                        buffers.push(softmax::TermBuffers {
+                            class_weights,
+                            stats: internal.len() - 1,
+                        });
+                    }
+                    let accumulate = written.iter().any(|w| w == logits);
+                    let p = softmax::passes(
+                        logits,
+                        classes,
+                        terms,
+                        &buffers,
+                        partials,
+                        scalars,
+                        &|n| spec_of(n).dtype,
+                        accumulate,
+                    );
+                    written.push(logits.clone());
+                    group_passes.push(GroupPasses {
+                        forward: p.forward,
+                        backward: p.backward,
+                        rows,
+                        slots: terms.iter().map(|t| t.slot).collect(),
+                    });
+                }
+            }
+        }
+
+        // Chunks, partial layout and chunk uniforms.
+        let max_binding = engine.max_binding();
+        let align = engine.limits.min_storage_buffer_offset_alignment as u64;
+        let max_dim = engine.limits.max_compute_workgroups_per_dimension;
+        let mut term_table_data = vec![TermInfo::default(); n_terms];
+        let mut partial_cursor = 0u64;
+        let mut forwards = Vec::new();
+        let mut backwards = Vec::new();
+        for gp in group_passes {
+            let row_bytes: Vec<u64> = gp
+                .forward
+                .binds
+                .iter()
+                .chain(gp.backward.binds.iter())
+                .filter_map(|b| match b {
+                    Bind::Rows { row_bytes, .. } => Some(*row_bytes),
+                    _ => None,
+                })
+                .collect();
+            let per_chunk = chunk_rows(gp.rows, &row_bytes, max_binding, align).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "one row of {} needs {} bytes, more than one storage binding ({max_binding} bytes)",
+                    gp.forward.label,
+                    row_bytes.iter().max().unwrap_or(&0)
+                ))
+            })?;
+            let ranges: Vec<(u64, u64)> = (0..gp.rows)
+                .step_by(per_chunk as usize)
+                .map(|s| (s, per_chunk.min(gp.rows - s)))
+                .collect();
+            let fwd_wgs: Vec<u64> = ranges
+                .iter()
+                .map(|&(_, n)| gp.forward.work.workgroups(n))
+                .collect();
+            let stride: u64 = fwd_wgs.iter().sum();
+            for (k, &slot) in gp.slots.iter().enumerate() {
+                let t = &config.losses[slot];
+                term_table_data[slot] = TermInfo {
+                    partial_base: (partial_cursor + k as u64 * stride) as u32,
+                    partial_count: stride as u32,
+                    reduction: combine::reduction_code(t.effective_reduction()),
+                    learn: t.learn_loss_weight as u32,
+                    rows: gp.rows as f32,
+                    weight: t.weight as f32,
+                    half: if t.kind.is_regression() { 0.5 } else { 1.0 },
+                    _pad: 0,
+                };
+            }
+            let group_base = partial_cursor;
+            partial_cursor += stride * gp.slots.len() as u64;
+            for (spec, is_forward) in [(gp.forward, true), (gp.backward, false)] {
+                let mut chunks = Vec::new();
+                let mut wg_base = group_base;
+                for &(row_base, rows) in &ranges {
+                    let wgs = spec.work.workgroups(rows);
+                    let words: [u32; 8] = [
+                        row_base as u32,
+                        rows as u32,
+                        wgs as u32,
+                        wg_base as u32,
+                        stride as u32,
+                        0,
+                        0,
+                        0,
+                    ];
+                    let uniform = make(
+                        &format!("{} chunk", spec.label),
+                        32,
+                        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    )?;
+                    engine
+                        .queue
+                        .write_buffer(&uniform, 0, bytemuck::cast_slice(&words));
+                    if is_forward {
+                        wg_base += wgs;
+                    }
+                    chunks.push(ChunkDispatch {
+                        row_base,
+                        rows,
+                        uniform: Some(uniform),
+                        grid: grid(wgs, max_dim)?,
+                    });
+                }
+                let pipeline = engine.pipeline(&spec.label, &spec.source, spec.entry)?;
+                let pass = Pass {
+                    spec,
+                    pipeline,
+                    chunks,
+                    bind_groups: Vec::new(),
+                };
+                if is_forward {
+                    forwards.push(pass);
+                } else {
+                    backwards.push(pass);
+                }
+            }
+        }
+        if partial_cursor > u32::MAX as u64 {
+            return Err(Error::Unsupported(
+                "too many partial sums for one step".into(),
+            ));
+        }
+        internal[partials] = make("partials", partial_cursor * 16, storage_usage())?;
+
+        let combine_spec = combine::pass(settings, term_table, partials, scalars, state);
+        let combine_pipeline = engine.pipeline(
+            &combine_spec.label,
+            &combine_spec.source,
+            combine_spec.entry,
+        )?;
+        let combine_pass = Pass {
+            spec: combine_spec,
+            pipeline: combine_pipeline,
+            chunks: vec![ChunkDispatch {
+                row_base: 0,
+                rows: 1,
+                uniform: None,
+                grid: (1, 1),
+            }],
+            bind_groups: Vec::new(),
+        };
+        let settings_data = Settings::new(config);
+        engine
+            .queue
+            .write_buffer(&internal[settings], 0, bytemuck::bytes_of(&settings_data));
+        engine.queue.write_buffer(
+            &internal[term_table],
+            0,
+            bytemuck::cast_slice(&term_table_data),
+        );
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scalars readback"),
+            size: combine::scalars_len(n_terms) as u64 * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut passes = forwards;
+        passes.push(combine_pass);
+        passes.extend(backwards);
+        let plan = Plan {
+            engine,
+            config: config.clone(),
+            shapes: shapes.clone(),
+            uploads: BTreeMap::new(),
+            grads,
+            internal,
+            passes,
+            scalars,
+            state,
+            readback,
+            bound: None,
+            id_checks,
+            totals: StepCounters::default(),
+        };
+        plan.write_state(&plan.initial_state());
+        Ok(plan)
+    }
+
+    fn initial_state(&self) -> Vec<u32> {
+        let mut words = vec![0u32; combine::state_len(self.config.losses.len())];
+        if let crate::config::Strategy::EmaReweight(e) = &self.config.strategy {
+            words[combine::ST_THETA] = (e.theta0 as f32).to_bits();
+        }
+        words
+    }
+
+    fn write_state(&self, words: &[u32]) {
+        self.engine
+            .queue
+            .write_buffer(&self.internal[self.state], 0, bytemuck::cast_slice(words));
+    }
+
+    /// The config the plan was built for.
+    pub fn config(&self) -> &LossConfig {
+        &self.config
+    }
+
+    /// The shapes the plan was built for.
+    pub fn shapes(&self) -> &Shapes {
+        &self.shapes
+    }
+
+    /// Tensors that receive a gradient.
+    pub fn grad_names(&self) -> impl Iterator<Item = &String> {
+        self.grads.keys()
+    }
+
+    /// Counters summed over every step so far.
+    pub fn counters(&self) -> &StepCounters {
+        &self.totals
+    }
+
+    /// The gradient buffer of a tensor (valid until the next step writes it).
+    pub fn grad(&self, tensor: &str) -> Result<&wgpu::Buffer> {
+        self.grads.get(tensor).ok_or_else(|| {
+            Error::tensor(
+                tensor,
+                None,
+                format!(
+                    "no gradient: not a differentiable input of this plan (those are: {})",
+                    self.grads.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &EngineInner {
+        &self.engine
+    }
+
+    pub(crate) fn readback(&self) -> &wgpu::Buffer {
+        &self.readback
+    }
+
+    /// Fills every output (gradients and scalars) with NaN, so that a test can tell an element
+    /// the next step did not write.
+    pub fn poison_outputs(&self) {
+        for b in self.grads.values().chain([&self.internal[self.scalars]]) {
+            let words = vec![f32::NAN.to_bits(); (b.size() / 4) as usize];
+            self.engine
+                .queue
+                .write_buffer(b, 0, bytemuck::cast_slice(&words));
+        }
+        self.engine.queue.submit([]);
+    }
+
+    /// Reads back the GPU-resident state (learned weights, optimiser moments, EMA θ, step count)
+    /// as bytes for a checkpoint. Blocks until the GPU is idle.
+    pub fn save_state(&self) -> Result<Vec<u8>> {
+        let b = &self.internal[self.state];
+        let bytes = read_buffer(&self.engine, b, 0, b.size())?;
+        let words: Vec<u32> =
+            bytemuck::cast_slice(&bytes)[..combine::state_len(self.config.losses.len())].to_vec();
+        Ok(crate::state::encode(
+            crate::state::fingerprint(&self.config),
+            &words,
+        ))
+    }
+
+    /// Restores a state saved by a plan of the same config; the next step continues exactly as
+    /// the saved run would have.
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let words = crate::state::decode(
+            bytes,
+            crate::state::fingerprint(&self.config),
+            combine::state_len(self.config.losses.len()),
+        )?;
+        self.write_state(&words);
+        Ok(())
+    }
+
+    /// Restores the state a fresh plan starts with.
+    pub fn reset_state(&mut self) {
+        let words = self.initial_state();
+        self.write_state(&words);
+    }
+
+    /// Checks the batch against the plan before anything is uploaded or recorded, so that a bad
+    /// batch changes nothing.
+    fn check(&self, batch: &Batch) -> Result<()> {
+        for pass in &self.passes {
+            for name in &pass.spec.reads {
+                let spec = self.shapes.get(name).expect("plan tensors have shapes");
+                let input = batch.get(name).ok_or_else(|| {
+                    Error::tensor(
+                        name,
+                        None,
+                        format!(
+                            "missing from the batch (expected {:?} {})",
+                            spec.shape,
+                            spec.dtype.name()
+                        ),
+                    )
+                })?;
+                match input {
+                    Input::Buffer(b) => {
+                        if !b.usage().contains(wgpu::BufferUsages::STORAGE) {
+                            return Err(Error::tensor(
+                                name,
+                                None,
+                                "the buffer needs BufferUsages::STORAGE",
+                            ));
+                        }
+                        if b.size() < spec.bytes() {
+                            return Err(Error::tensor(
+                                name,
+                                None,
+                                format!(
+                                    "the buffer holds {} bytes, shape {:?} needs {}",
+                                    b.size(),
+                                    spec.shape,
+                                    spec.bytes()
+                                ),
+                            ));
+                        }
+                    }
+                    _ => {
+                        let dtype = input.host_dtype().unwrap();
+                        let len = input.host_len().unwrap();
+                        if dtype != spec.dtype {
+                            return Err(Error::tensor(
+                                name,
+                                None,
+                                format!(
+                                    "dtype {} given, the plan expects {}",
+                                    dtype.name(),
+                                    spec.dtype.name()
+                                ),
+                            ));
+                        }
+                        if len != spec.len() {
+                            return Err(Error::tensor(
+                                name,
+                                None,
+                                format!(
+                                    "{len} values given, shape {:?} needs {}",
+                                    spec.shape,
+                                    spec.len()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for c in &self.id_checks {
+            let ids: Box<dyn Iterator<Item = i64>> = match batch.get(&c.tensor) {
+                Some(Input::I32(v)) => Box::new(v.iter().map(|&x| x as i64)),
+                Some(Input::U32(v)) => Box::new(v.iter().map(|&x| x as i64)),
+                _ => continue, // device buffers are checked on the GPU (invalid rows are reported)
+            };
+            for (row, y) in ids.enumerate() {
+                if Some(y) != c.ignore && !(0..c.classes as i64).contains(&y) {
+                    return Err(Error::tensor(
+                        &c.tensor,
+                        Some(&c.term),
+                        format!(
+                            "class id {y} at row {row} is outside [0, {}) and is not ignore_index",
+                            c.classes
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one step: uploads host inputs, records every pass into one command buffer and
+    /// submits it once. Nothing is read back; see [`StepOutput`].
+    pub fn step(&mut self, batch: &Batch) -> Result<StepOutput<'_>> {
+        self.check(batch)?;
+        if let Some(e) = self.engine.take_uncaptured() {
+            return Err(Error::Gpu(e));
+        }
+        let mut counters = StepCounters::default();
+        // Upload host tensors; resolve every read tensor to a buffer.
+        let mut sources: BTreeMap<String, wgpu::Buffer> = BTreeMap::new();
+        let names: Vec<String> = self
+            .passes
+            .iter()
+            .flat_map(|p| p.spec.reads.iter().cloned())
+            .collect();
+        for name in names {
+            if sources.contains_key(&name) {
+                continue;
+            }
+            let buffer = match batch.get(&name).expect("checked") {
+                Input::Buffer(b) => (*b).clone(),
+                input => {
+                    let bytes = input.host_bytes().unwrap();
+                    let spec = self.shapes.get(&name).unwrap();
+                    let buffer = match self.uploads.get(&name) {
+                        Some(b) => b.clone(),
+                        None => {
+                            let b = self.engine.device.create_buffer(&wgpu::BufferDescriptor {
+                                label: Some(&format!("input/{name}")),
+                                size: spec.bytes().max(16).next_multiple_of(4),
+                                usage: storage_usage(),
+                                mapped_at_creation: false,
+                            });
+                            self.uploads.insert(name.clone(), b.clone());
+                            b
+                        }
+                    };
+                    if !bytes.is_empty() {
+                        self.engine.queue.write_buffer(&buffer, 0, bytes);
+                    }
+                    counters.bytes_uploaded += bytes.len() as u64;
+                    buffer
+                }
+            };
+            sources.insert(name, buffer);
+        }
+        if self.bound.as_ref() != Some(&sources) {
+            self.rebuild_bind_groups(&sources);
+            self.bound = Some(sources);
+        }
+
+        let scope = self
+            .engine
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut encoder =
+            self.engine
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("lossfuse step"),
+                });
+        {
+            let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("lossfuse step"),
+                timestamp_writes: None,
+            });
+            for pass in &self.passes {
+                cpass.set_pipeline(&pass.pipeline);
+                for (chunk, bg) in pass.chunks.iter().zip(&pass.bind_groups) {
+                    cpass.set_bind_group(0, bg, &[]);
+                    cpass.dispatch_workgroups(chunk.grid.0, chunk.grid.1, 1);
+                    counters.dispatches += 1;
+                }
+                for t in &pass.spec.reads {
+                    *counters.tensor_passes.entry(t.clone()).or_default() += 1;
+                }
+            }
+        }
+        let scalars = &self.internal[self.scalars];
+        encoder.copy_buffer_to_buffer(scalars, 0, &self.readback, 0, self.readback.size());
+        self.engine.queue.submit([encoder.finish()]);
+        counters.submissions += 1;
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("recording the step: {e}")));
+        }
+        self.totals.add(&counters);
+        Ok(StepOutput::new(self, counters))
+    }
+
+    fn rebuild_bind_groups(&mut self, sources: &BTreeMap<String, wgpu::Buffer>) {
+        let device = &self.engine.device;
+        for pass in &mut self.passes {
+            let layout = pass.pipeline.get_bind_group_layout(0);
+            pass.bind_groups = pass
+                .chunks
+                .iter()
+                .map(|chunk| {
+                    let entries: Vec<wgpu::BindGroupEntry> = pass
+                        .spec
+                        .binds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, bind)| {
+                            let resolve = |s: &Source| -> &wgpu::Buffer {
+                                match s {
+                                    Source::Input(n) => &sources[n],
+                                    Source::Grad(n) => &self.grads[n],
+                                    Source::Internal(k) => &self.internal[*k],
+                                }
+                            };
+                            let resource = match bind {
+                                Bind::Chunk => chunk
+                                    .uniform
+                                    .as_ref()
+                                    .expect("chunked pass")
+                                    .as_entire_binding(),
+                                Bind::Whole(s) => resolve(s).as_entire_binding(),
+                                Bind::Rows { source, row_bytes } => {
+                                    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: resolve(source),
+                                        offset: chunk.row_base * row_bytes,
+                                        size: std::num::NonZeroU64::new(chunk.rows * row_bytes),
+                                    })
+                                }
+                            };
+                            wgpu::BindGroupEntry {
+                                binding: i as u32,
+                                resource,
+                            }
+                        })
+                        .collect();
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(&pass.spec.label),
+                        layout: &layout,
+                        entries: &entries,
+                    })
+                })
+                .collect();
+        }
+    }
+
+    /// Describes the passes (for docs, `lossfuse bench` and tests): label, dispatches, tensors read.
+    pub fn describe(&self) -> Vec<(String, usize, Vec<String>)> {
+        self.passes
+            .iter()
+            .map(|p| (p.spec.label.clone(), p.chunks.len(), p.spec.reads.clone()))
+            .collect()
+    }
+
+    /// The generated WGSL of every pass (label, source), for inspection and validation.
+    pub fn shader_sources(&self) -> Vec<(String, String)> {
+        self.passes
+            .iter()
+            .map(|p| (p.spec.label.clone(), p.spec.source.clone()))
+            .collect()
+    }
+
+    /// Bytes a step must move at least: every tensor read once per pass that reads it, every
+    /// gradient written once.
+    pub fn bytes_per_step(&self) -> u64 {
+        let mut bytes = 0u64;
+        for p in &self.passes {
+            for t in &p.spec.reads {
+                bytes += self.shapes.get(t).map(|s| s.bytes()).unwrap_or(0);
+            }
+        }
+        bytes + self.grads.values().map(|b| b.size()).sum::<u64>()
+    }
+
+    /// Whether a dtype is integer (helper for external callers building shapes).
+    pub fn dtype_of(&self, tensor: &str) -> Option<DType> {
+        self.shapes.get(tensor).map(|s| s.dtype)
+    }
+
+    pub(crate) fn scalars_buffer(&self) -> &wgpu::Buffer {
+        &self.internal[self.scalars]
+    }
+
+    pub(crate) fn term_names(&self) -> Vec<String> {
+        self.config.losses.iter().map(|t| t.name.clone()).collect()
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn work_of(&self) -> Vec<Work> {
+        self.passes.iter().map(|p| p.spec.work).collect()
+    }
+}

@@ -1,0 +1,241 @@
+//! What a step returns: gradient buffers that stay on the GPU, and the scalars (total, each term's
+//! value and effective weight, learned-weight gradients) read back only when asked, blocking or
+//! as a future.
+
+use crate::combine::{self, S_INVALID, S_RAW_TOTAL, S_SIGN, S_TOTAL};
+use crate::engine::EngineInner;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// Work counters of a step (or, summed, of a plan), so tests can assert one submission per step
+/// and that adding a term on the same tensor adds no pass over it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepCounters {
+    /// Queue submissions.
+    pub submissions: u64,
+    /// Compute dispatches.
+    pub dispatches: u64,
+    /// Bytes uploaded from host slices.
+    pub bytes_uploaded: u64,
+    /// Passes that read each batch tensor.
+    pub tensor_passes: BTreeMap<String, u64>,
+}
+
+impl StepCounters {
+    pub(crate) fn add(&mut self, other: &StepCounters) {
+        self.submissions += other.submissions;
+        self.dispatches += other.dispatches;
+        self.bytes_uploaded += other.bytes_uploaded;
+        for (k, v) in &other.tensor_passes {
+            *self.tensor_passes.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Passes of this step that read `tensor`.
+    pub fn passes_over(&self, tensor: &str) -> u64 {
+        self.tensor_passes.get(tensor).copied().unwrap_or(0)
+    }
+}
+
+/// One term's results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TermReport {
+    /// Term name.
+    pub name: String,
+    /// L_k, the reduced loss.
+    pub value: f32,
+    /// Effective weight of L_k in the total this step (before the flooding sign).
+    pub weight: f32,
+    /// d total / d s_k for learned uncertainty weights (0 otherwise).
+    pub log_var_grad: f32,
+    /// s_k used this step (0 when not learned).
+    pub log_var: f32,
+}
+
+/// The scalars of a step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The total loss (after flooding).
+    pub total: f32,
+    /// The total before flooding.
+    pub raw_total: f32,
+    /// d total / d raw total: the flooding sign (1 without flooding).
+    pub flood_sign: f32,
+    /// Every term, in config order.
+    pub terms: Vec<TermReport>,
+}
+
+impl Report {
+    /// A term's report by name.
+    pub fn term(&self, name: &str) -> Option<&TermReport> {
+        self.terms.iter().find(|t| t.name == name)
+    }
+
+    fn parse(names: &[String], words: &[f32]) -> Result<Self> {
+        if words[S_INVALID] != 0.0 {
+            return Err(Error::Tensor {
+                tensor: "labels".into(),
+                term: None,
+                message: format!(
+                    "{} row(s) had class ids outside [0, C) that are not ignore_index (device \
+                     buffer input); they were ignored and the state was not updated",
+                    words[S_INVALID]
+                ),
+            });
+        }
+        let terms = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let at = |f: usize| words[combine::S_TERM_BASE + k * combine::S_TERM_STRIDE + f];
+                TermReport {
+                    name: name.clone(),
+                    value: at(combine::T_VALUE),
+                    weight: at(combine::T_WEIGHT),
+                    log_var_grad: at(combine::T_LOG_VAR_GRAD),
+                    log_var: at(combine::T_LOG_VAR),
+                }
+            })
+            .collect();
+        Ok(Report {
+            total: words[S_TOTAL],
+            raw_total: words[S_RAW_TOTAL],
+            flood_sign: words[S_SIGN],
+            terms,
+        })
+    }
+}
+
+/// The result of [`Plan::step`]. Borrows the plan: the next step overwrites these outputs.
+pub struct StepOutput<'p> {
+    plan: &'p Plan,
+    counters: StepCounters,
+}
+
+impl<'p> StepOutput<'p> {
+    pub(crate) fn new(plan: &'p Plan, counters: StepCounters) -> Self {
+        Self { plan, counters }
+    }
+
+    /// This step's counters.
+    pub fn counters(&self) -> &StepCounters {
+        &self.counters
+    }
+
+    /// d total / d tensor, on the GPU, f32, the tensor's shape.
+    pub fn grad(&self, tensor: &str) -> Result<&'p wgpu::Buffer> {
+        self.plan.grad(tensor)
+    }
+
+    /// d total / d tensor read back to the host (blocking).
+    pub fn read_grad(&self, tensor: &str) -> Result<Vec<f32>> {
+        let b = self.plan.grad(tensor)?;
+        let n = self.plan.shapes().get(tensor).map(|s| s.len()).unwrap_or(0);
+        let bytes = read_buffer(self.plan.engine(), b, 0, (n as u64 * 4).max(4))?;
+        let mut v: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
+        v.truncate(n);
+        Ok(v)
+    }
+
+    /// Waits for the step and reads the scalars.
+    pub fn report_blocking(&self) -> Result<Report> {
+        pollster::block_on(self.report())
+    }
+
+    /// The scalars as a future. On native backends the future drives the device by polling it
+    /// each time it is polled, so it completes under any executor.
+    pub fn report(&self) -> impl Future<Output = Result<Report>> + 'p {
+        let plan = self.plan;
+        let buffer = plan.readback();
+        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+            Arc::new(Mutex::new(None));
+        let sink = done.clone();
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            *sink.lock().unwrap() = Some(r);
+        });
+        MapFuture {
+            engine: plan.engine(),
+            done,
+        }
+        .then_read(plan)
+    }
+}
+
+struct MapFuture<'a> {
+    engine: &'a EngineInner,
+    done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
+}
+
+impl Future for MapFuture<'_> {
+    type Output = Result<()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _ = self.engine.device.poll(wgpu::PollType::Poll);
+        match self.done.lock().unwrap().take() {
+            Some(Ok(())) => Poll::Ready(Ok(())),
+            Some(Err(e)) => Poll::Ready(Err(Error::Gpu(format!("mapping the scalars: {e}")))),
+            None => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<'a> MapFuture<'a> {
+    async fn then_read(self, plan: &'a Plan) -> Result<Report> {
+        self.await?;
+        let buffer = plan.readback();
+        let words: Vec<f32> = {
+            let view = buffer
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("reading the scalars: {e}")))?;
+            bytemuck::cast_slice(&view).to_vec()
+        };
+        buffer.unmap();
+        if let Some(e) = plan.engine().take_uncaptured() {
+            return Err(Error::Gpu(e));
+        }
+        Report::parse(&plan.term_names(), &words)
+    }
+}
+
+/// Copies `size` bytes of `buffer` from `offset` to the host (blocking; outside any step).
+pub(crate) fn read_buffer(
+    engine: &EngineInner,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    size: u64,
+) -> Result<Vec<u8>> {
+    let size = size.next_multiple_of(4);
+    let staging = engine.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("read back"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = engine.device.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+    engine.queue.submit([encoder.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    engine
+        .device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+    rx.recv()
+        .map_err(|_| Error::Gpu("map callback dropped".into()))?
+        .map_err(|e| Error::Gpu(format!("mapping: {e}")))?;
+    let bytes = staging
+        .get_mapped_range(..)
+        .map_err(|e| Error::Gpu(format!("reading: {e}")))?
+        .to_vec();
+    staging.unmap();
+    Ok(bytes)
+}
