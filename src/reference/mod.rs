@@ -1,1 +1,167 @@
-//! placeholder
+//! The float64 CPU reference: every term and weighting strategy of `shared/LOSSES.md`, written
+//! plainly so that a reader can check it against the formulas, and so that the GPU engine can be
+//! tested against it.
+//!
+//! [`Reference::step`] evaluates every term on a [`HostBatch`] (per-row losses and analytic
+//! derivatives, then the term's reduction), combines the term values with the configured strategy
+//! and flooding, and returns the total, each term's value and effective weight, d(total)/d(tensor)
+//! for every tensor bound to a differentiable role, and d(total)/d(s_k) for learned uncertainty
+//! weights. The state carried between steps (learned s, Adam moments, EMA θ, step counter) changes
+//! only when a step succeeds.
+//!
+//! Modules: `inputs` (reading and checking tensors), `binary` and `softmax` (per-row losses),
+//! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
+
+mod binary;
+mod combine;
+mod inputs;
+mod softmax;
+mod terms;
+#[cfg(test)]
+mod tests;
+
+use crate::config::{LossConfig, Strategy};
+use crate::error::{Error, Result};
+use crate::tensor::HostBatch;
+use std::collections::BTreeMap;
+
+/// The state the reference carries from one step to the next (LOSSES.md, "Combining terms").
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceState {
+    /// Successful steps so far; the `random` strategy draws its weights at this counter.
+    pub step: u64,
+    /// Learned log-variance s_k per term (config order); 0 and unused for terms not learned.
+    pub log_vars: Vec<f64>,
+    /// Adam first moments per term (0 for terms not learned).
+    pub adam_m: Vec<f64>,
+    /// Adam second moments per term (0 for terms not learned).
+    pub adam_v: Vec<f64>,
+    /// Adam steps taken (one count shared by all learned terms).
+    pub adam_t: u64,
+    /// θ of `ema_reweight` (starts at theta0; 0 and unused for other strategies).
+    pub ema_theta: f64,
+}
+
+impl ReferenceState {
+    /// The state before the first step of `config`.
+    pub fn initial(config: &LossConfig) -> Self {
+        let k = config.losses.len();
+        Self {
+            step: 0,
+            log_vars: vec![0.0; k],
+            adam_m: vec![0.0; k],
+            adam_v: vec![0.0; k],
+            adam_t: 0,
+            ema_theta: match &config.strategy {
+                Strategy::EmaReweight(ema) => ema.theta0,
+                _ => 0.0,
+            },
+        }
+    }
+}
+
+/// What one reference step gives back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReferenceOutput {
+    /// The total loss, after the weighting strategy and flooding.
+    pub total: f64,
+    /// Each term's value L_k, in config order.
+    pub values: Vec<(String, f64)>,
+    /// Each term's effective weight e_k this step (fixed weight, c_k·e^{−s_k}, RLW weight, 1 or θ),
+    /// without the flooding sign.
+    pub weights: Vec<(String, f64)>,
+    /// d total / d tensor for every tensor bound to a differentiable role
+    /// ([`crate::TermKind::differentiable_roles`]), as many values as the tensor, summed over every
+    /// term that reads it.
+    pub grads: BTreeMap<String, Vec<f64>>,
+    /// d total / d s_k per term (0 for terms whose weight is not learned).
+    pub log_var_grads: Vec<f64>,
+}
+
+/// The f64 reference engine for one configuration, with its state.
+#[derive(Clone, Debug)]
+pub struct Reference {
+    config: LossConfig,
+    state: ReferenceState,
+}
+
+impl Reference {
+    /// A reference for `config` (validated again here) in its initial state.
+    pub fn new(config: &LossConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config: config.clone(),
+            state: ReferenceState::initial(config),
+        })
+    }
+
+    /// One step: evaluates every term, combines them, and updates the state (learned s, Adam
+    /// moments, EMA θ, step counter) only on success. A bad input gives an [`Error::Tensor`] naming
+    /// the tensor and the term, and leaves the state as it was.
+    pub fn step(&mut self, batch: &HostBatch) -> Result<ReferenceOutput> {
+        self.check_state()?;
+        let evaluated = self
+            .config
+            .losses
+            .iter()
+            .map(|term| terms::evaluate(term, batch))
+            .collect::<Result<Vec<_>>>()?;
+        let values: Vec<f64> = evaluated.iter().map(|t| t.value).collect();
+        let combined = combine::combine(&self.config, &values, &self.state);
+        let mut grads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (term, e) in evaluated.iter().zip(&combined.weights) {
+            let scale = e * combined.sign;
+            for (tensor, g) in &term.grads {
+                let acc = grads
+                    .entry(tensor.clone())
+                    .or_insert_with(|| vec![0.0; g.len()]);
+                for (a, gi) in acc.iter_mut().zip(g) {
+                    *a += scale * gi;
+                }
+            }
+        }
+        let names = self.config.losses.iter().map(|t| t.name.clone());
+        let output = ReferenceOutput {
+            total: combined.total,
+            values: names.clone().zip(values).collect(),
+            weights: names.zip(combined.weights).collect(),
+            grads,
+            log_var_grads: combined.log_var_grads,
+        };
+        self.state = combined.next;
+        Ok(output)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &ReferenceState {
+        &self.state
+    }
+
+    /// Replaces the state (tests, checkpoints). Its per-term vectors must have one entry per term;
+    /// the next [`Reference::step`] checks that.
+    pub fn set_state(&mut self, state: ReferenceState) {
+        self.state = state;
+    }
+
+    /// The configuration this reference runs.
+    pub fn config(&self) -> &LossConfig {
+        &self.config
+    }
+
+    fn check_state(&self) -> Result<()> {
+        let k = self.config.losses.len();
+        let s = &self.state;
+        for (what, len) in [
+            ("log_vars", s.log_vars.len()),
+            ("adam_m", s.adam_m.len()),
+            ("adam_v", s.adam_v.len()),
+        ] {
+            if len != k {
+                return Err(Error::State(format!(
+                    "reference state has {len} {what} but the config has {k} terms"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,275 @@
+//! Reductions of per-row losses to a term value, and the weighting strategies that combine term
+//! values into the total (LOSSES.md, "Reduction", "Binary focal" for OHEM, and "Combining terms").
+
+use super::ReferenceState;
+use crate::config::{LossConfig, Optimizer, Reduction, Strategy};
+use crate::rng;
+
+/// A term value and, per row, dL/dl_i: the factor that turns the row's dl_i/d(input) into
+/// dL/d(input).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Reduced {
+    /// The term value L.
+    pub value: f64,
+    /// dL/dl_i for every row.
+    pub row_factor: Vec<f64>,
+}
+
+/// L = Σ_i w_i·l_i / D with D = #{i : w_i ≠ 0} (`nonzero_mean`), Σ_i ω_i (`weighted_mean`), B
+/// (`mean`) or 1 (`sum`); L = 0 with zero factors when D = 0. `w` are the sample weights (0 for
+/// rows that contribute nothing), `omega` the weighted-mean weights (equal to `w` except for softmax
+/// with class ids, where ω_i = c_{y_i}·w_i).
+pub(crate) fn reduce(reduction: Reduction, w: &[f64], omega: &[f64], loss: &[f64]) -> Reduced {
+    let denominator = match reduction {
+        Reduction::NonzeroMean => w.iter().filter(|wi| **wi != 0.0).count() as f64,
+        Reduction::WeightedMean => omega.iter().sum(),
+        Reduction::Mean => w.len() as f64,
+        Reduction::Sum => 1.0,
+    };
+    if denominator == 0.0 {
+        return Reduced {
+            value: 0.0,
+            row_factor: vec![0.0; w.len()],
+        };
+    }
+    let numerator: f64 = w.iter().zip(loss).map(|(wi, li)| wi * li).sum();
+    Reduced {
+        value: numerator / denominator,
+        row_factor: w.iter().map(|wi| wi / denominator).collect(),
+    }
+}
+
+/// OHEM (LOSSES.md, "Binary focal"): with v_i = w_i·l_i, keep the k = max(1, round(B·r)) largest
+/// (ties at the k-th value: exactly k kept, lowest index first), drop kept values ≤ 0, and take
+/// the plain mean of the rest (0 when none is left). Only kept rows get a factor, w_i / count.
+/// `round` is half away from zero (`f64::round`).
+pub(crate) fn ohem(ratio: f64, w: &[f64], loss: &[f64]) -> Reduced {
+    let rows = loss.len();
+    let v: Vec<f64> = w.iter().zip(loss).map(|(wi, li)| wi * li).collect();
+    let k = ((rows as f64 * ratio).round() as usize).max(1).min(rows);
+    let mut order: Vec<usize> = (0..rows).collect();
+    // Descending by value, ascending by index among equal values (the sort is stable).
+    order.sort_by(|&i, &j| v[j].total_cmp(&v[i]));
+    let kept: Vec<usize> = order[..k].iter().copied().filter(|&i| v[i] > 0.0).collect();
+    let mut row_factor = vec![0.0; rows];
+    if kept.is_empty() {
+        return Reduced {
+            value: 0.0,
+            row_factor,
+        };
+    }
+    let count = kept.len() as f64;
+    let sum: f64 = kept.iter().map(|&i| v[i]).sum();
+    for &i in &kept {
+        row_factor[i] = w[i] / count;
+    }
+    Reduced {
+        value: sum / count,
+        row_factor,
+    }
+}
+
+/// The outcome of combining one step's term values.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Combined {
+    /// The total after flooding.
+    pub total: f64,
+    /// Each term's effective weight e_k (without the flooding sign).
+    pub weights: Vec<f64>,
+    /// The flooding sign (+1, −1 or 0; +1 without flooding) that multiplies every gradient.
+    pub sign: f64,
+    /// d total / d s_k, flooding sign included (0 for terms whose weight is not learned).
+    pub log_var_grads: Vec<f64>,
+    /// The state after this step.
+    pub next: ReferenceState,
+}
+
+/// The uncertainty factor c_k: 0.5 for regression terms (`l2_loss`, `sigmoid_l2_loss`), else 1.
+fn uncertainty_factor(regression: bool) -> f64 {
+    if regression {
+        0.5
+    } else {
+        1.0
+    }
+}
+
+/// Combines the term values `values` (config order) under `config.strategy` and `config.flooding`
+/// from `state`, and returns the total, the weights, the gradient scale and the next state
+/// (learned s after the optimiser step, Adam moments, EMA θ, step counter + 1).
+pub(crate) fn combine(config: &LossConfig, values: &[f64], state: &ReferenceState) -> Combined {
+    let terms = &config.losses;
+    let mut next = state.clone();
+    let mut raw = 0.0;
+    let mut log_var_grads = vec![0.0; terms.len()];
+    let weights: Vec<f64> = match &config.strategy {
+        Strategy::Fixed => terms.iter().map(|t| t.weight).collect(),
+        Strategy::Uncertainty(_) => terms
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                if !t.learn_loss_weight {
+                    return t.weight;
+                }
+                let s = state.log_vars[k];
+                let e = uncertainty_factor(t.kind.is_regression()) * (-s).exp();
+                raw += 0.5 * s;
+                log_var_grads[k] = -e * values[k] + 0.5;
+                e
+            })
+            .collect(),
+        Strategy::Random { seed } => rng::rlw_weights(*seed, state.step as u32, terms.len()),
+        Strategy::EmaReweight(ema) => {
+            let main = config.losses.iter().position(|t| t.name == ema.main);
+            let aux = config.losses.iter().position(|t| t.name == ema.aux);
+            let (main, aux) = main
+                .zip(aux)
+                .expect("ema_reweight terms checked by validate()");
+            let denominator = values[main] + ema.lambda * values[aux];
+            let theta_tilde = if denominator == 0.0 {
+                state.ema_theta
+            } else {
+                values[main] / denominator
+            };
+            next.ema_theta = ema.alpha * theta_tilde + (1.0 - ema.alpha) * state.ema_theta;
+            terms
+                .iter()
+                .enumerate()
+                .map(|(k, t)| match k {
+                    _ if k == main => 1.0,
+                    _ if k == aux => next.ema_theta,
+                    _ => t.weight,
+                })
+                .collect()
+        }
+    };
+    for (e, l) in weights.iter().zip(values) {
+        raw += e * l;
+    }
+    let (total, sign) = match config.flooding {
+        None => (raw, 1.0),
+        Some(b) => {
+            let sign = if raw > b {
+                1.0
+            } else if raw < b {
+                -1.0
+            } else {
+                0.0
+            };
+            ((raw - b).abs() + b, sign)
+        }
+    };
+    for g in &mut log_var_grads {
+        *g *= sign;
+    }
+    if let Strategy::Uncertainty(optimizer) = &config.strategy {
+        step_log_vars(optimizer, config, &log_var_grads, &mut next);
+    }
+    next.step += 1;
+    Combined {
+        total,
+        weights,
+        sign,
+        log_var_grads,
+        next,
+    }
+}
+
+/// The optimiser step on the learned s_k with gradient `grads`: none, SGD (s −= lr·g) or Adam with
+/// bias correction and one shared step count t (incremented once per step). Terms whose weight is
+/// not learned keep s, m and v unchanged.
+fn step_log_vars(
+    optimizer: &Optimizer,
+    config: &LossConfig,
+    grads: &[f64],
+    state: &mut ReferenceState,
+) {
+    let learned = config.losses.iter().map(|t| t.learn_loss_weight);
+    match *optimizer {
+        Optimizer::None => {}
+        Optimizer::Sgd { learning_rate } => {
+            for ((s, g), learn) in state.log_vars.iter_mut().zip(grads).zip(learned) {
+                if learn {
+                    *s -= learning_rate * g;
+                }
+            }
+        }
+        Optimizer::Adam {
+            learning_rate,
+            beta1,
+            beta2,
+            epsilon,
+        } => {
+            state.adam_t += 1;
+            let t = state.adam_t as f64;
+            let bias1 = 1.0 - beta1.powf(t);
+            let bias2 = 1.0 - beta2.powf(t);
+            for (k, learn) in learned.enumerate() {
+                if !learn {
+                    continue;
+                }
+                let g = grads[k];
+                state.adam_m[k] = beta1 * state.adam_m[k] + (1.0 - beta1) * g;
+                state.adam_v[k] = beta2 * state.adam_v[k] + (1.0 - beta2) * g * g;
+                let m_hat = state.adam_m[k] / bias1;
+                let v_hat = state.adam_v[k] / bias2;
+                state.log_vars[k] -= learning_rate * m_hat / (v_hat.sqrt() + epsilon);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reductions_by_hand() {
+        let w = [1.0, 0.0, 2.0, 0.5];
+        let omega = [2.0, 0.0, 1.0, 1.0];
+        let l = [1.0, 100.0, 3.0, 4.0];
+        let num = 1.0 + 6.0 + 2.0;
+        let r = reduce(Reduction::NonzeroMean, &w, &omega, &l);
+        assert_eq!(r.value, num / 3.0);
+        assert_eq!(r.row_factor, vec![1.0 / 3.0, 0.0, 2.0 / 3.0, 0.5 / 3.0]);
+        assert_eq!(
+            reduce(Reduction::WeightedMean, &w, &omega, &l).value,
+            num / 4.0
+        );
+        assert_eq!(reduce(Reduction::Mean, &w, &omega, &l).value, num / 4.0);
+        assert_eq!(reduce(Reduction::Sum, &w, &omega, &l).value, num);
+        let zero = reduce(Reduction::NonzeroMean, &[0.0; 2], &[0.0; 2], &[1.0, 2.0]);
+        assert_eq!(zero.value, 0.0);
+        assert_eq!(zero.row_factor, vec![0.0, 0.0]);
+        assert_eq!(
+            reduce(Reduction::WeightedMean, &[0.0; 2], &[0.0; 2], &[1.0, 2.0]).value,
+            0.0
+        );
+        assert_eq!(reduce(Reduction::Mean, &[], &[], &[]).value, 0.0);
+    }
+
+    #[test]
+    fn ohem_keeps_the_largest_and_breaks_ties_by_index() {
+        let w = [1.0; 6];
+        // B·r = 6·0.5 = 3 rows: 5, then the tie at 3 between rows 1, 3 and 4 keeps 1 and 3.
+        let l = [1.0, 3.0, 5.0, 3.0, 3.0, 0.5];
+        let r = ohem(0.5, &w, &l);
+        assert_eq!(r.value, 11.0 / 3.0);
+        assert_eq!(
+            r.row_factor,
+            vec![0.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0]
+        );
+        // Kept values ≤ 0 are dropped from the mean; k is at least 1.
+        let r = ohem(0.5, &[1.0, 0.0, 1.0, 1.0], &[2.0, 9.0, 0.0, 0.0]);
+        assert_eq!(r.value, 2.0);
+        assert_eq!(r.row_factor, vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            ohem(0.01, &[2.0, 1.0], &[1.0, 3.0]).row_factor,
+            vec![0.0, 1.0]
+        );
+        assert_eq!(ohem(0.5, &[0.0; 3], &[1.0; 3]).value, 0.0);
+        assert_eq!(ohem(0.5, &[], &[]).value, 0.0);
+        // round(2.5) = 3 (half away from zero).
+        let r = ohem(0.5, &[1.0; 5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(r.value, 4.0);
+    }
+}

@@ -1,0 +1,176 @@
+//! Reading a term's input tensors from a batch and checking them.
+//!
+//! Every check failure is an [`Error::Tensor`] that names the tensor, the term that reads it, and
+//! what was expected against what was found, so that a trainer's log line is enough to fix the
+//! input. Nothing here computes a loss.
+
+use crate::config::{LossTerm, SampleWeights};
+use crate::error::{Error, Result};
+use crate::tensor::{HostBatch, HostData, HostTensor};
+
+/// The tensor bound to `role` of `term`, with its name.
+///
+/// Fails with [`Error::Term`] when the role is not bound (a config built in code without it) and
+/// with [`Error::Tensor`] when the batch has no tensor of that name.
+pub(crate) fn bound<'a>(
+    batch: &'a HostBatch,
+    term: &'a LossTerm,
+    role: &str,
+) -> Result<(&'a str, &'a HostTensor)> {
+    let name = term.input(role).ok_or_else(|| {
+        Error::term(
+            &term.name,
+            format!(
+                "role '{role}' is not bound to a tensor (loss_type '{}')",
+                term.kind.loss_type()
+            ),
+        )
+    })?;
+    let tensor = batch.get(name).ok_or_else(|| {
+        Error::tensor(
+            name,
+            Some(&term.name),
+            format!("missing from the batch (bound to role '{role}')"),
+        )
+    })?;
+    check_len(name, &term.name, tensor)?;
+    Ok((name, tensor))
+}
+
+/// Checks that a tensor holds as many values as its shape says.
+fn check_len(name: &str, term: &str, t: &HostTensor) -> Result<()> {
+    let want: usize = t.shape.iter().product();
+    if t.len() != want {
+        return Err(Error::tensor(
+            name,
+            Some(term),
+            format!(
+                "holds {} values but its shape {:?} needs {want}",
+                t.len(),
+                t.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a shape is a per-row column: `[B]` or `[B, 1]`.
+pub(crate) fn is_column(shape: &[usize]) -> bool {
+    shape.len() == 1 || (shape.len() == 2 && shape[1] == 1)
+}
+
+/// Checks that `t` is a per-row column (`[B]` or `[B, 1]`) with `rows` rows when given, and
+/// returns its row count.
+fn column_rows(
+    name: &str,
+    term: &str,
+    t: &HostTensor,
+    rows: Option<(usize, &str)>,
+) -> Result<usize> {
+    let ok = is_column(&t.shape) && rows.is_none_or(|(b, _)| t.shape[0] == b);
+    if !ok {
+        let expected = match rows {
+            Some((b, from)) => format!("[{b}] or [{b}, 1] (B = {b} rows, from '{from}')"),
+            None => "[B] or [B, 1]".to_string(),
+        };
+        return Err(Error::tensor(
+            name,
+            Some(term),
+            format!("expected shape {expected}, got {:?}", t.shape),
+        ));
+    }
+    Ok(t.shape[0])
+}
+
+/// The real values of a per-row column (`[B]` or `[B, 1]`).
+///
+/// `rows` is `(B, tensor that fixed B)`; `None` lets this tensor fix B.
+pub(crate) fn real_column<'a>(
+    name: &str,
+    term: &str,
+    t: &'a HostTensor,
+    rows: Option<(usize, &str)>,
+) -> Result<&'a [f64]> {
+    let values = t.reals(name, Some(term))?;
+    column_rows(name, term, t, rows)?;
+    Ok(values)
+}
+
+/// The integer ids of a per-row column (`[B]` or `[B, 1]`) with `rows.0` rows.
+pub(crate) fn id_column<'a>(
+    name: &str,
+    term: &str,
+    t: &'a HostTensor,
+    rows: (usize, &str),
+) -> Result<&'a [i64]> {
+    let HostData::Int(ids) = &t.data else {
+        return Err(Error::tensor(
+            name,
+            Some(term),
+            "expected integer class ids (I32/I64), got reals",
+        ));
+    };
+    column_rows(name, term, t, Some(rows))?;
+    Ok(ids)
+}
+
+/// Checks that every value lies in [0, 1] (binary labels, probabilities).
+pub(crate) fn unit_interval(name: &str, term: &str, values: &[f64], what: &str) -> Result<()> {
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(0.0..=1.0).contains(*v))
+    {
+        return Err(Error::tensor(
+            name,
+            Some(term),
+            format!("{what} must lie in [0, 1]; row {i} holds {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The binary labels bound to `role`: reals in [0, 1], one per row.
+pub(crate) fn binary_labels<'a>(
+    batch: &'a HostBatch,
+    term: &'a LossTerm,
+    role: &str,
+    rows: (usize, &str),
+) -> Result<&'a [f64]> {
+    let (name, t) = bound(batch, term, role)?;
+    let y = real_column(name, &term.name, t, Some(rows))?;
+    unit_interval(name, &term.name, y, "binary labels")?;
+    Ok(y)
+}
+
+/// The per-row sample weights w_i of a term (LOSSES.md, "Reduction"): 1 without `sample_weights`,
+/// the tensor's values for a tensor, Σ coefficient·tensor_i for a combination.
+pub(crate) fn sample_weights(
+    batch: &HostBatch,
+    term: &LossTerm,
+    rows: (usize, &str),
+) -> Result<Vec<f64>> {
+    let Some(spec) = &term.sample_weights else {
+        return Ok(vec![1.0; rows.0]);
+    };
+    let mut w = vec![0.0; rows.0];
+    let parts = match spec {
+        SampleWeights::Tensor(name) => vec![(name.clone(), 1.0)],
+        SampleWeights::Combination(parts) => parts.clone(),
+    };
+    for (name, coefficient) in &parts {
+        let t = batch.get(name).ok_or_else(|| {
+            Error::tensor(
+                name,
+                Some(&term.name),
+                "missing from the batch (named by sample_weights)",
+            )
+        })?;
+        check_len(name, &term.name, t)?;
+        let values = real_column(name, &term.name, t, Some(rows))?;
+        for (wi, v) in w.iter_mut().zip(values) {
+            *wi += coefficient * v;
+        }
+    }
+    Ok(w)
+}

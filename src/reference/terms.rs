@@ -1,0 +1,298 @@
+//! Evaluating one configured term on a batch: read and check its tensors, compute every row's loss
+//! and derivative ([`super::binary`], [`super::softmax`]), reduce ([`super::combine`]), and scale
+//! the row derivatives into dL/d(tensor).
+
+use super::binary::{self, Focal};
+use super::combine::{self, Reduced};
+use super::inputs::{
+    binary_labels, bound, id_column, is_column, real_column, sample_weights, unit_interval,
+};
+use super::softmax::{softmax_ce_row, Target};
+use crate::config::{LossTerm, SoftmaxParams, TermKind};
+use crate::error::{Error, Result};
+use crate::tensor::{HostBatch, HostData, HostTensor};
+
+/// One term's value L_k and dL_k/d(tensor) for each tensor bound to a differentiable role
+/// (same length as the tensor). A tensor read through two roles appears twice; the caller sums.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TermValue {
+    /// The reduced term value L_k.
+    pub value: f64,
+    /// (tensor name, dL_k/d tensor).
+    pub grads: Vec<(String, Vec<f64>)>,
+}
+
+/// Evaluates `term` on `batch`, checking every tensor it reads.
+pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> {
+    match &term.kind {
+        TermKind::Classification {
+            label_smoothing,
+            pos_weight,
+            softmax,
+        } => {
+            let (name, logits) = bound(batch, term, "logits")?;
+            if is_column(&logits.shape) {
+                reject_softmax_options(term, name, logits, softmax)?;
+                let (ls, pw) = (*label_smoothing, *pos_weight);
+                column_term(term, batch, "logits", Labels::Binary, None, |x, y| {
+                    binary::sigmoid_ce(x, y, ls, pw)
+                })
+            } else {
+                if pos_weight.is_some() && logits.shape.len() == 2 {
+                    return Err(Error::tensor(
+                        name,
+                        Some(&term.name),
+                        format!(
+                            "pos_weight needs one logit per row ([B] or [B, 1]), got shape {:?} \
+                             (C ≥ 2 classes are scored with softmax CE)",
+                            logits.shape
+                        ),
+                    ));
+                }
+                softmax_term(term, batch, softmax)
+            }
+        }
+        TermKind::SoftmaxCrossEntropy(params) => softmax_term(term, batch, params),
+        TermKind::L2 => column_term(term, batch, "predictions", Labels::Any, None, binary::l2),
+        TermKind::SigmoidL2 => {
+            column_term(term, batch, "logits", Labels::Any, None, binary::sigmoid_l2)
+        }
+        TermKind::CrossEntropy => {
+            let (name, t) = bound(batch, term, "probabilities")?;
+            let p = real_column(name, &term.name, t, None)?;
+            unit_interval(name, &term.name, p, "probabilities")?;
+            column_term(
+                term,
+                batch,
+                "probabilities",
+                Labels::Binary,
+                None,
+                binary::prob_ce,
+            )
+        }
+        TermKind::BinaryFocal {
+            gamma,
+            alpha,
+            ohem_ratio,
+            label_smoothing,
+        } => {
+            let focal = Focal {
+                gamma: *gamma,
+                alpha: *alpha,
+                label_smoothing: *label_smoothing,
+            };
+            let ohem = (*ohem_ratio < 1.0).then_some(*ohem_ratio);
+            column_term(term, batch, "logits", Labels::Binary, ohem, |x, y| {
+                binary::focal(x, y, &focal)
+            })
+        }
+        TermKind::Esmm => esmm_term(term, batch),
+    }
+}
+
+/// What the `labels` of a one-column term must hold.
+#[derive(Clone, Copy, PartialEq)]
+enum Labels {
+    /// Binary labels: reals in [0, 1].
+    Binary,
+    /// Any real (regression targets).
+    Any,
+}
+
+/// A term with one real column `role` and one `labels` column, scored row by row with
+/// `row(x, y) = (l, dl/dx)`; reduced with OHEM when `ohem` is `Some(ratio)`, else with the term's
+/// reduction and ω = w.
+fn column_term(
+    term: &LossTerm,
+    batch: &HostBatch,
+    role: &str,
+    labels: Labels,
+    ohem: Option<f64>,
+    row: impl Fn(f64, f64) -> (f64, f64),
+) -> Result<TermValue> {
+    let (name, t) = bound(batch, term, role)?;
+    let x = real_column(name, &term.name, t, None)?;
+    let rows = (x.len(), name);
+    let y = match labels {
+        Labels::Binary => binary_labels(batch, term, "labels", rows)?,
+        Labels::Any => {
+            let (label_name, labels) = bound(batch, term, "labels")?;
+            real_column(label_name, &term.name, labels, Some(rows))?
+        }
+    };
+    let w = sample_weights(batch, term, rows)?;
+    let (loss, grad): (Vec<f64>, Vec<f64>) = x.iter().zip(y).map(|(&x, &y)| row(x, y)).unzip();
+    let reduced = match ohem {
+        Some(ratio) => combine::ohem(ratio, &w, &loss),
+        None => combine::reduce(term.effective_reduction(), &w, &w, &loss),
+    };
+    Ok(TermValue {
+        value: reduced.value,
+        grads: vec![(name.to_string(), scale_rows(grad, 1, &reduced))],
+    })
+}
+
+/// Multiplies each row's derivatives (`width` values per row) by its factor dL/dl_i.
+fn scale_rows(mut grad: Vec<f64>, width: usize, reduced: &Reduced) -> Vec<f64> {
+    if width > 0 {
+        for (row, factor) in grad.chunks_mut(width).zip(&reduced.row_factor) {
+            row.iter_mut().for_each(|g| *g *= factor);
+        }
+    }
+    grad
+}
+
+/// One logit per row is scored with sigmoid CE, which has no softmax options: refuse them rather
+/// than ignore them.
+fn reject_softmax_options(
+    term: &LossTerm,
+    name: &str,
+    logits: &HostTensor,
+    p: &SoftmaxParams,
+) -> Result<()> {
+    let mut set = Vec::new();
+    if p.temperature != 1.0 {
+        set.push("temperature");
+    }
+    if p.ignore_index.is_some() {
+        set.push("ignore_index");
+    }
+    if p.class_weights.is_some() {
+        set.push("class_weights");
+    }
+    if p.z_loss != 0.0 {
+        set.push("z_loss");
+    }
+    if set.is_empty() {
+        return Ok(());
+    }
+    Err(Error::tensor(
+        name,
+        Some(&term.name),
+        format!(
+            "has one logit per row (shape {:?}), scored with sigmoid CE, but the softmax-only \
+             option(s) {} are set; they need [B, C] logits with C ≥ 2",
+            logits.shape,
+            set.join(", ")
+        ),
+    ))
+}
+
+/// Softmax CE over [B, C] logits (LOSSES.md, "Softmax cross-entropy") with class-id labels
+/// (integers, [B]; rows equal to `ignore_index` get w_i = 0, ω_i = c_{y_i}·w_i) or probability
+/// labels (reals, [B, C]; ω_i = w_i).
+fn softmax_term(term: &LossTerm, batch: &HostBatch, params: &SoftmaxParams) -> Result<TermValue> {
+    let (name, t) = bound(batch, term, "logits")?;
+    let x = t.reals(name, Some(&term.name))?;
+    if t.shape.len() != 2 || t.shape[1] < 2 {
+        return Err(Error::tensor(
+            name,
+            Some(&term.name),
+            format!(
+                "softmax CE expects logits of shape [B, C] with C ≥ 2, got {:?}",
+                t.shape
+            ),
+        ));
+    }
+    let (b, c) = (t.shape[0], t.shape[1]);
+    if let Some(weights) = &params.class_weights {
+        if weights.len() != c {
+            return Err(Error::tensor(
+                name,
+                Some(&term.name),
+                format!(
+                    "class_weights has {} entries but the logits have C = {c} classes (shape {:?})",
+                    weights.len(),
+                    t.shape
+                ),
+            ));
+        }
+    }
+    let rows = (b, name);
+    let (label_name, labels) = bound(batch, term, "labels")?;
+    let mut w = sample_weights(batch, term, rows)?;
+    let mut omega = w.clone();
+    let mut loss = vec![0.0; b];
+    let mut grad = vec![0.0; b * c];
+    match &labels.data {
+        HostData::Int(_) => {
+            let ids = id_column(label_name, &term.name, labels, rows)?;
+            for (i, &id) in ids.iter().enumerate() {
+                if Some(id) == params.ignore_index {
+                    w[i] = 0.0;
+                    omega[i] = 0.0;
+                    continue;
+                }
+                if id < 0 || id >= c as i64 {
+                    let ignore = params
+                        .ignore_index
+                        .map(|v| format!(" and is not ignore_index ({v})"))
+                        .unwrap_or_default();
+                    return Err(Error::tensor(
+                        label_name,
+                        Some(&term.name),
+                        format!("class id {id} in row {i} is outside [0, {c}){ignore}"),
+                    ));
+                }
+                let y = id as usize;
+                let (l, g) = softmax_ce_row(&x[i * c..(i + 1) * c], Target::Class(y), params);
+                loss[i] = l;
+                grad[i * c..(i + 1) * c].copy_from_slice(&g);
+                omega[i] *= params.class_weights.as_ref().map_or(1.0, |cw| cw[y]);
+            }
+        }
+        HostData::Real(probs) => {
+            if labels.shape != [b, c] {
+                return Err(Error::tensor(
+                    label_name,
+                    Some(&term.name),
+                    format!(
+                        "expected class ids (integers, shape [{b}]) or probabilities (reals, \
+                         shape [{b}, {c}], from '{name}'), got reals of shape {:?}",
+                        labels.shape
+                    ),
+                ));
+            }
+            for i in 0..b {
+                let target = Target::Probabilities(&probs[i * c..(i + 1) * c]);
+                let (l, g) = softmax_ce_row(&x[i * c..(i + 1) * c], target, params);
+                loss[i] = l;
+                grad[i * c..(i + 1) * c].copy_from_slice(&g);
+            }
+        }
+    }
+    let reduced = combine::reduce(term.effective_reduction(), &w, &omega, &loss);
+    Ok(TermValue {
+        value: reduced.value,
+        grads: vec![(name.to_string(), scale_rows(grad, c, &reduced))],
+    })
+}
+
+/// ESMM: per row ce(σ(a), click) + ce(σ(a)σ(b), buy), gradients to both logit tensors.
+fn esmm_term(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> {
+    let (a_name, a_tensor) = bound(batch, term, "ctr_logits")?;
+    let a = real_column(a_name, &term.name, a_tensor, None)?;
+    let rows = (a.len(), a_name);
+    let (b_name, b_tensor) = bound(batch, term, "cvr_logits")?;
+    let b = real_column(b_name, &term.name, b_tensor, Some(rows))?;
+    let click = binary_labels(batch, term, "ctr_labels", rows)?;
+    let buy = binary_labels(batch, term, "ctcvr_labels", rows)?;
+    let w = sample_weights(batch, term, rows)?;
+    let mut loss = Vec::with_capacity(a.len());
+    let mut grad_a = Vec::with_capacity(a.len());
+    let mut grad_b = Vec::with_capacity(a.len());
+    for i in 0..a.len() {
+        let (l, da, db) = binary::esmm(a[i], b[i], click[i], buy[i]);
+        loss.push(l);
+        grad_a.push(da);
+        grad_b.push(db);
+    }
+    let reduced = combine::reduce(term.effective_reduction(), &w, &w, &loss);
+    Ok(TermValue {
+        value: reduced.value,
+        grads: vec![
+            (a_name.to_string(), scale_rows(grad_a, 1, &reduced)),
+            (b_name.to_string(), scale_rows(grad_b, 1, &reduced)),
+        ],
+    })
+}
