@@ -1,1 +1,57 @@
-fn main() {}
+//! `lossfuse`: the command line of the lossfuse GPU loss engine.
+//!
+//! - `lossfuse adapters`: every adapter and the limits plans are built by.
+//! - `lossfuse eval --config C --input I --output O [--adapter NAME | --reference] [--steps N]`:
+//!   losses, weights and gradients of a batch, as a safetensors file.
+//! - `lossfuse compare A B [--rtol 1e-4]`: two `eval` outputs agree (exit 1 when not).
+//! - `lossfuse bench [--shape NAME ...] [--adapter NAME] [--steps N] [--json FILE]`.
+//!
+//! Errors print `error: <message>` and exit with code 2.
+
+mod adapters;
+mod bench;
+mod compare;
+mod error;
+mod eval;
+mod io;
+mod rng;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// The lossfuse GPU loss engine: adapters, eval, compare, bench.
+#[derive(Parser, Debug)]
+#[command(name = "lossfuse", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List every adapter with the limits lossfuse plans by.
+    Adapters,
+    /// Run a config over a safetensors batch on an adapter or the f64 reference.
+    Eval(eval::EvalArgs),
+    /// Compare two `eval` outputs (exit code 1 when any key is outside tolerance).
+    Compare(compare::CompareArgs),
+    /// Time named shapes on one adapter.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Adapters => adapters::run().map(|()| ExitCode::SUCCESS),
+        Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Compare(args) => compare::run(args),
+        Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

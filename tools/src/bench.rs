@@ -1,0 +1,330 @@
+//! `lossfuse bench`: per-step wall time of named shapes on one adapter, as rows/s, bytes moved
+//! and the achieved bandwidth against the adapter's own buffer-copy bandwidth.
+//!
+//! Each timed step is `plan.step` followed by `report_blocking`, so the GPU work is finished when
+//! the clock stops; host inputs are uploaded by the step, as a trainer passing host slices would.
+
+use crate::error::{CliError, CliResult};
+use crate::rng::SplitMix64;
+use lossfuse::{Batch, DType, Engine, EngineOptions, LossConfig, Shapes};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The named shapes: (name, what it runs).
+pub const SHAPES: &[(&str, &str)] = &[
+    (
+        "softmax_ce_4096x8192",
+        "softmax_cross_entropy, logits [4096, 8192] f32, class ids [4096]",
+    ),
+    (
+        "fused3_1m",
+        "classification + binary_focal_loss + sigmoid_l2_loss on logits [1048576], one plan",
+    ),
+    (
+        "separate3_1m",
+        "the same three terms as three plans stepped one after the other",
+    ),
+];
+
+/// Arguments of `lossfuse bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Shapes to run (repeatable); default: all. `--list` names them.
+    #[arg(long = "shape", value_name = "NAME")]
+    pub shapes: Vec<String>,
+    /// Adapter (substring of "name (backend)"); default: LOSSFUSE_ADAPTER, else the default one.
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Timed steps per shape (the median is reported).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: u32,
+    /// Untimed steps before timing.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u32,
+    /// Also write the rows as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// List the shapes and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+const TERMS3: [&str; 3] = [
+    "[[losses]]\nloss_type = 'classification'\nlogits = 'logits'\nlabels = 'labels'\n",
+    "[[losses]]\nloss_type = 'binary_focal_loss'\nlogits = 'logits'\nlabels = 'labels'\ngamma = 2.0\nalpha = 0.25\n",
+    "[[losses]]\nloss_type = 'sigmoid_l2_loss'\nlogits = 'logits'\nlabels = 'labels'\n",
+];
+
+/// A benchmark case: its plans' configs, shapes and seeded inputs.
+pub struct Case {
+    /// Shape name.
+    pub name: String,
+    /// Rows (batch size).
+    pub rows: usize,
+    /// One config per plan, stepped in order.
+    pub configs: Vec<LossConfig>,
+    /// The shapes every plan is built for.
+    pub shapes: Shapes,
+    reals: BTreeMap<String, Vec<f32>>,
+    ids: BTreeMap<String, Vec<i32>>,
+}
+
+impl Case {
+    /// Builds a named case with inputs drawn from `seed`.
+    pub fn new(name: &str, seed: u64) -> CliResult<Self> {
+        let mut rng = SplitMix64::new(seed);
+        let mut reals = BTreeMap::new();
+        let mut ids = BTreeMap::new();
+        let (rows, texts, shapes) = match name {
+            "softmax_ce_4096x8192" => {
+                let (b, c) = (4096usize, 8192usize);
+                reals.insert(
+                    "logits".to_string(),
+                    (0..b * c).map(|_| rng.range_f32(-4.0, 4.0)).collect(),
+                );
+                ids.insert(
+                    "labels".to_string(),
+                    (0..b).map(|_| rng.below(c as u32) as i32).collect(),
+                );
+                let text = "[[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'logits'\nlabels = 'labels'\n";
+                let shapes = Shapes::new().tensor("logits", &[b, c], DType::F32).tensor(
+                    "labels",
+                    &[b],
+                    DType::I32,
+                );
+                (b, vec![text.to_string()], shapes)
+            }
+            "fused3_1m" | "separate3_1m" => {
+                let b = 1usize << 20;
+                reals.insert(
+                    "logits".to_string(),
+                    (0..b).map(|_| rng.range_f32(-6.0, 6.0)).collect(),
+                );
+                reals.insert(
+                    "labels".to_string(),
+                    (0..b)
+                        .map(|_| if rng.unit_f32() < 0.3 { 1.0 } else { 0.0 })
+                        .collect(),
+                );
+                let texts = if name == "fused3_1m" {
+                    vec![TERMS3.concat()]
+                } else {
+                    TERMS3.iter().map(|t| t.to_string()).collect()
+                };
+                let shapes = Shapes::new().tensor("logits", &[b], DType::F32).tensor(
+                    "labels",
+                    &[b],
+                    DType::F32,
+                );
+                (b, texts, shapes)
+            }
+            other => {
+                return Err(CliError::Usage(format!(
+                    "unknown shape '{other}'; known: {}",
+                    SHAPES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+                )))
+            }
+        };
+        let configs = texts
+            .iter()
+            .map(|t| LossConfig::from_toml_str(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            name: name.to_string(),
+            rows,
+            configs,
+            shapes,
+            reals,
+            ids,
+        })
+    }
+
+    /// The inputs as a batch borrowing this case.
+    pub fn batch(&self) -> Batch<'_> {
+        let mut b = Batch::new();
+        for (n, v) in &self.reals {
+            b = b.tensor(n.clone(), v);
+        }
+        for (n, v) in &self.ids {
+            b = b.ids(n.clone(), v);
+        }
+        b
+    }
+}
+
+/// One measured shape.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    /// Shape name.
+    pub shape: String,
+    /// Plans stepped per step.
+    pub plans: usize,
+    /// Rows per step.
+    pub rows: usize,
+    /// Timed steps.
+    pub steps: u32,
+    /// Median seconds per step.
+    pub median_s: f64,
+    /// Fastest step, seconds.
+    pub min_s: f64,
+    /// Bytes a step must move (sum of `Plan::bytes_per_step`).
+    pub bytes_per_step: u64,
+    /// Compute dispatches per step (all plans).
+    pub dispatches_per_step: u64,
+    /// Queue submissions per step (all plans).
+    pub submissions_per_step: u64,
+}
+
+impl BenchRow {
+    /// Rows per second at the median.
+    pub fn rows_per_s(&self) -> f64 {
+        self.rows as f64 / self.median_s
+    }
+    /// Achieved bytes per second at the median.
+    pub fn bytes_per_s(&self) -> f64 {
+        self.bytes_per_step as f64 / self.median_s
+    }
+}
+
+/// Builds the case's plans on `engine` and times `steps` steps after `warmup` untimed ones.
+pub fn measure(engine: &Engine, case: &Case, warmup: u32, steps: u32) -> CliResult<BenchRow> {
+    let mut plans = case
+        .configs
+        .iter()
+        .map(|c| engine.plan(c, &case.shapes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let batch = case.batch();
+    let bytes_per_step = plans.iter().map(|p| p.bytes_per_step()).sum();
+    let mut times = Vec::with_capacity(steps as usize);
+    let (mut dispatches, mut submissions) = (0, 0);
+    for i in 0..warmup + steps {
+        let start = Instant::now();
+        let (mut d, mut s) = (0, 0);
+        for plan in plans.iter_mut() {
+            let out = plan.step(&batch)?;
+            out.report_blocking()?;
+            d += out.counters().dispatches;
+            s += out.counters().submissions;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        if i >= warmup {
+            times.push(elapsed);
+        }
+        (dispatches, submissions) = (d, s);
+    }
+    times.sort_by(f64::total_cmp);
+    let median_s = if times.len() % 2 == 1 {
+        times[times.len() / 2]
+    } else {
+        0.5 * (times[times.len() / 2 - 1] + times[times.len() / 2])
+    };
+    Ok(BenchRow {
+        shape: case.name.clone(),
+        plans: plans.len(),
+        rows: case.rows,
+        steps,
+        median_s: median_s.max(1e-9),
+        min_s: times.first().copied().unwrap_or(median_s),
+        bytes_per_step,
+        dispatches_per_step: dispatches,
+        submissions_per_step: submissions,
+    })
+}
+
+/// Runs `lossfuse bench`.
+pub fn run(args: &BenchArgs) -> CliResult<()> {
+    if args.list {
+        for (name, what) in SHAPES {
+            println!("{name:<22} {what}");
+        }
+        return Ok(());
+    }
+    let names: Vec<String> = if args.shapes.is_empty() {
+        SHAPES.iter().map(|s| s.0.to_string()).collect()
+    } else {
+        args.shapes.clone()
+    };
+    // Reject unknown names before opening a device.
+    for n in &names {
+        if !SHAPES.iter().any(|s| s.0 == n) {
+            return Err(CliError::Usage(format!(
+                "unknown shape '{n}'; known: {}",
+                SHAPES.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    let engine = match &args.adapter {
+        Some(name) => Engine::with_adapter(name, EngineOptions::default())?,
+        None => Engine::new()?,
+    };
+    let adapter = engine.adapter().label();
+    const COPY_BYTES: u64 = 256 << 20;
+    let copy_bytes = COPY_BYTES.min(engine.adapter().max_buffer);
+    let copy_bw = engine.copy_bandwidth(copy_bytes, 5);
+    println!("adapter: {adapter}");
+    println!(
+        "copy bandwidth: {:.2} GB/s (buffer copy of {} MiB, median of 5)",
+        copy_bw / 1e9,
+        copy_bytes >> 20
+    );
+    println!(
+        "{:<22} {:>5} {:>5} {:>11} {:>11} {:>12} {:>10} {:>8} {:>8} {:>10}",
+        "shape",
+        "plans",
+        "steps",
+        "median ms",
+        "min ms",
+        "rows/s",
+        "MB/step",
+        "GB/s",
+        "of copy",
+        "dispatch"
+    );
+    let mut rows = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let case = Case::new(name, 0x5eed_0000 + i as u64)?;
+        let row = measure(&engine, &case, args.warmup, args.steps)?;
+        println!(
+            "{:<22} {:>5} {:>5} {:>11.3} {:>11.3} {:>12.4e} {:>10.1} {:>8.2} {:>7.1}% {:>10}",
+            row.shape,
+            row.plans,
+            row.steps,
+            row.median_s * 1e3,
+            row.min_s * 1e3,
+            row.rows_per_s(),
+            row.bytes_per_step as f64 / 1e6,
+            row.bytes_per_s() / 1e9,
+            100.0 * row.bytes_per_s() / copy_bw,
+            row.dispatches_per_step
+        );
+        rows.push(row);
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "adapter": adapter,
+            "backend": engine.adapter().backend,
+            "copy_bandwidth_bytes_per_s": copy_bw,
+            "copy_bytes": copy_bytes,
+            "warmup": args.warmup,
+            "rows": rows.iter().map(|r| serde_json::json!({
+                "shape": r.shape,
+                "plans": r.plans,
+                "rows": r.rows,
+                "steps": r.steps,
+                "median_s": r.median_s,
+                "min_s": r.min_s,
+                "rows_per_s": r.rows_per_s(),
+                "bytes_per_step": r.bytes_per_step,
+                "bytes_per_s": r.bytes_per_s(),
+                "fraction_of_copy": r.bytes_per_s() / copy_bw,
+                "dispatches_per_step": r.dispatches_per_step,
+                "submissions_per_step": r.submissions_per_step,
+            })).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&json)
+            .map_err(|e| CliError::file(path, format!("cannot encode JSON: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|e| CliError::file(path, e))?;
+    }
+    Ok(())
+}

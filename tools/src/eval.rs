@@ -1,0 +1,256 @@
+//! `lossfuse eval`: one or more steps of a config over a batch read from a safetensors file, on a
+//! GPU adapter or on the f64 reference; the last step's losses, weights and gradients are written
+//! to a safetensors file and printed as a table.
+
+use crate::error::{CliError, CliResult};
+use crate::io::{read_batch, write_tensors, OutTensor};
+use lossfuse::reference::Reference;
+use lossfuse::{Engine, EngineOptions, HostBatch, LossConfig, OwnedBatch, Shapes};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `lossfuse eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Loss configuration (.toml, or .json by extension).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Input batch: a safetensors file of named tensors (F32/F64 reals, I32/I64/U32/U64 ids).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write loss/<term>, loss/total, weight/<term> and grad/<tensor> (safetensors, f32).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Run on the first adapter whose "name (backend)" contains this (case-insensitive), e.g.
+    /// `vulkan`, `gl`, `llvmpipe`. Default: LOSSFUSE_ADAPTER, else the default adapter.
+    #[arg(long, conflicts_with = "reference")]
+    pub adapter: Option<String>,
+    /// Run the float64 CPU reference instead of a GPU.
+    #[arg(long)]
+    pub reference: bool,
+    /// Steps over the same batch (state carries between them); the last one is written.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: u32,
+    /// Do not print the table of results.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// One term's results of the last step.
+#[derive(Clone, Debug)]
+pub struct TermResult {
+    /// Term name.
+    pub name: String,
+    /// L_k.
+    pub value: f64,
+    /// Effective weight.
+    pub weight: f64,
+    /// d total / d s_k when the term's weight is learned.
+    pub log_var_grad: Option<f64>,
+}
+
+/// The results of the last step, from either engine.
+#[derive(Clone, Debug)]
+pub struct EvalResult {
+    /// What computed it: the adapter label or "reference (f64 CPU)".
+    pub source: String,
+    /// The total loss.
+    pub total: f64,
+    /// Every term, in config order.
+    pub terms: Vec<TermResult>,
+    /// d total / d tensor for every differentiable input, flat.
+    pub grads: BTreeMap<String, Vec<f64>>,
+}
+
+/// Runs `lossfuse eval`.
+pub fn run(args: &EvalArgs) -> CliResult<()> {
+    let config = LossConfig::from_path(&args.config)?;
+    let batch = read_batch(&args.input)?;
+    let result = if args.reference {
+        run_reference(&config, &batch, args.steps)?
+    } else {
+        run_gpu(&config, &batch, args.adapter.as_deref(), args.steps)?
+    };
+    let outputs = to_outputs(&result, &batch);
+    write_tensors(&args.output, &outputs)?;
+    if !args.quiet {
+        print_table(&result, args.steps, &args.output);
+    }
+    Ok(())
+}
+
+/// N steps on a GPU adapter (by name, else [`Engine::new`]).
+pub fn run_gpu(
+    config: &LossConfig,
+    batch: &HostBatch,
+    adapter: Option<&str>,
+    steps: u32,
+) -> CliResult<EvalResult> {
+    let engine = match adapter {
+        Some(name) => Engine::with_adapter(name, EngineOptions::default())?,
+        None => Engine::new()?,
+    };
+    let mut plan = engine.plan(config, &Shapes::of_host(batch))?;
+    let grad_names: Vec<String> = plan.grad_names().cloned().collect();
+    let owned = OwnedBatch::from_host(batch)?;
+    let gpu_batch = owned.batch();
+    let mut last = None;
+    for step in 1..=steps {
+        let out = plan.step(&gpu_batch)?;
+        let report = out.report_blocking()?;
+        if step == steps {
+            // The outputs of a step live in the plan's buffers until the next step.
+            let mut grads = BTreeMap::new();
+            for name in &grad_names {
+                let g = out.read_grad(name)?;
+                grads.insert(name.clone(), g.into_iter().map(f64::from).collect());
+            }
+            last = Some((report, grads));
+        }
+    }
+    let (report, grads) = last.ok_or_else(no_steps)?;
+    let learned = learned_terms(config);
+    Ok(EvalResult {
+        source: engine.adapter().label(),
+        total: report.total as f64,
+        terms: report
+            .terms
+            .iter()
+            .map(|t| TermResult {
+                name: t.name.clone(),
+                value: t.value as f64,
+                weight: t.weight as f64,
+                log_var_grad: learned.contains(&t.name).then_some(t.log_var_grad as f64),
+            })
+            .collect(),
+        grads,
+    })
+}
+
+fn no_steps() -> CliError {
+    CliError::Usage("--steps must be at least 1".into())
+}
+
+/// N steps of the f64 reference.
+pub fn run_reference(config: &LossConfig, batch: &HostBatch, steps: u32) -> CliResult<EvalResult> {
+    let mut reference = Reference::new(config)?;
+    let mut last = None;
+    for _ in 0..steps {
+        last = Some(reference.step(batch)?);
+    }
+    let out = last.ok_or_else(no_steps)?;
+    let learned = learned_terms(config);
+    let terms = out
+        .values
+        .iter()
+        .zip(&out.weights)
+        .enumerate()
+        .map(|(k, ((name, value), (_, weight)))| TermResult {
+            name: name.clone(),
+            value: *value,
+            weight: *weight,
+            log_var_grad: learned
+                .contains(name)
+                .then(|| out.log_var_grads.get(k).copied().unwrap_or(0.0)),
+        })
+        .collect();
+    Ok(EvalResult {
+        source: "reference (f64 CPU)".into(),
+        total: out.total,
+        terms,
+        grads: out.grads,
+    })
+}
+
+fn learned_terms(config: &LossConfig) -> Vec<String> {
+    config
+        .losses
+        .iter()
+        .filter(|t| t.learn_loss_weight)
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+/// The tensors `eval` writes: `loss/total`, `loss/<term>`, `weight/<term>`,
+/// `log_var_grad/<term>` for learned weights, and `grad/<tensor>` in the input's shape.
+pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, OutTensor> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "loss/total".to_string(),
+        OutTensor::scalar(result.total as f32),
+    );
+    for t in &result.terms {
+        out.insert(
+            format!("loss/{}", t.name),
+            OutTensor::scalar(t.value as f32),
+        );
+        out.insert(
+            format!("weight/{}", t.name),
+            OutTensor::scalar(t.weight as f32),
+        );
+        if let Some(g) = t.log_var_grad {
+            out.insert(
+                format!("log_var_grad/{}", t.name),
+                OutTensor::scalar(g as f32),
+            );
+        }
+    }
+    for (name, g) in &result.grads {
+        let shape = match batch.get(name) {
+            Some(t) if t.len() == g.len() => t.shape.clone(),
+            _ => vec![g.len()],
+        };
+        out.insert(
+            format!("grad/{name}"),
+            OutTensor {
+                shape,
+                values: g.iter().map(|&v| v as f32).collect(),
+            },
+        );
+    }
+    out
+}
+
+/// A number in a fixed-width column: plain for moderate magnitudes, scientific otherwise.
+pub fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 || (1e-3..1e6).contains(&a) {
+        format!("{v:.8}")
+    } else {
+        format!("{v:.6e}")
+    }
+}
+
+fn print_table(result: &EvalResult, steps: u32, output: &Path) {
+    println!("{} — step {steps} of {steps}", result.source);
+    let width = result
+        .terms
+        .iter()
+        .map(|t| t.name.len())
+        .chain(result.grads.keys().map(|k| k.len() + 5))
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    println!("{:<width$}  {:>18}  {:>18}", "term", "value", "weight");
+    for t in &result.terms {
+        println!(
+            "{:<width$}  {:>18}  {:>18}",
+            t.name,
+            fmt_num(t.value),
+            fmt_num(t.weight)
+        );
+    }
+    println!("{:<width$}  {:>18}", "total", fmt_num(result.total));
+    for (name, g) in &result.grads {
+        let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let max = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        println!(
+            "{:<width$}  {:>18}  {:>18}  ({} elements; L2 norm, max |g|)",
+            format!("grad/{name}"),
+            fmt_num(norm),
+            fmt_num(max),
+            g.len()
+        );
+    }
+    println!("written to {}", output.display());
+}
