@@ -789,3 +789,35 @@ fn a_state_of_the_wrong_size_is_refused() {
     let e = reference.step(&test_batch(16)).unwrap_err();
     assert!(matches!(e, Error::State(_)), "{e}");
 }
+
+#[test]
+fn combined_sample_weights_are_the_weighted_sum_of_tensors() {
+    let batch = test_batch(17);
+    let config = parse(
+        "[[losses]]\nloss_type = \"l2_loss\"\npredictions = \"pred\"\nlabels = \"target\"\n\
+         reduction = \"sum\"\nsample_weights = { c1 = 1.0, c2 = 3.0 }\n",
+    );
+    let out = Reference::new(&config).unwrap().step(&batch).unwrap();
+    let col = |n: &str| match &batch[n].data {
+        HostData::Real(v) => v.clone(),
+        HostData::Int(_) => unreachable!(),
+    };
+    let (p, t, c1, c2) = (col("pred"), col("target"), col("c1"), col("c2"));
+    let want: f64 = (0..B)
+        .map(|i| (c1[i] + 3.0 * c2[i]) * (p[i] - t[i]).powi(2))
+        .sum();
+    assert!((out.total - want).abs() < 1e-13, "{} vs {want}", out.total);
+}
+
+#[test]
+fn an_invalid_config_is_refused_by_new() {
+    let mut config = multi("", false);
+    config.strategy = Strategy::EmaReweight(crate::config::EmaReweight {
+        main: "ctr".into(),
+        aux: "nope".into(),
+        alpha: 0.1,
+        lambda: 1.0,
+        theta0: 0.0,
+    });
+    assert!(Reference::new(&config).is_err());
+}
