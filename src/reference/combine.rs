@@ -117,6 +117,7 @@ pub(crate) fn combine(config: &LossConfig, values: &[f64], state: &ReferenceStat
                 e
             })
             .collect(),
+        // The generator's step is a u32: the counter is taken modulo 2^32.
         Strategy::Random { seed } => rng::rlw_weights(*seed, state.step as u32, terms.len()),
         Strategy::EmaReweight(ema) => {
             let main = config.losses.iter().position(|t| t.name == ema.main);

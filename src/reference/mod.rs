@@ -9,6 +9,16 @@
 //! weights. The state carried between steps (learned s, Adam moments, EMA θ, step counter) changes
 //! only when a step succeeds.
 //!
+//! Choices LOSSES.md leaves open, made here (the GPU must match them):
+//! - binary labels (classification with one logit, focal, `cross_entropy_loss`, ESMM) and the
+//!   probabilities of `cross_entropy_loss` must lie in [0, 1]; `l2_loss` and `sigmoid_l2_loss`
+//!   labels are any reals;
+//! - softmax CE needs C ≥ 2; with probability targets and class weights the row loss is PyTorch's
+//!   Σ_c c_c·t'_c·(lse − z_c) with ω_i = w_i, and `ignore_index` does not apply;
+//! - `classification` with one logit refuses the softmax-only options, and with C ≥ 2 refuses
+//!   `pos_weight`;
+//! - OHEM replaces the term's reduction (plain mean over the kept rows).
+//!
 //! Modules: `inputs` (reading and checking tensors), `binary` and `softmax` (per-row losses),
 //! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
 

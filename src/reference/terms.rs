@@ -178,9 +178,9 @@ fn reject_softmax_options(
     ))
 }
 
-/// Softmax CE over [B, C] logits (LOSSES.md, "Softmax cross-entropy") with class-id labels
-/// (integers, [B]; rows equal to `ignore_index` get w_i = 0, ω_i = c_{y_i}·w_i) or probability
-/// labels (reals, [B, C]; ω_i = w_i).
+/// Softmax CE over `[B, C]` logits (LOSSES.md, "Softmax cross-entropy") with class-id labels
+/// (integers, `[B]`; rows equal to `ignore_index` get w_i = 0, ω_i = c_{y_i}·w_i) or probability
+/// labels (reals, `[B, C]`; ω_i = w_i; `ignore_index` has no effect there, as in PyTorch).
 fn softmax_term(term: &LossTerm, batch: &HostBatch, params: &SoftmaxParams) -> Result<TermValue> {
     let (name, t) = bound(batch, term, "logits")?;
     let x = t.reals(name, Some(&term.name))?;
