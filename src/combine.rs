@@ -6,6 +6,8 @@
 use crate::config::{LossConfig, Optimizer, Reduction, Strategy};
 use crate::kernel::{Bind, PassSpec, Source, Work, COMBINE, COMMON};
 
+// The layout constants mirror combine.wgsl; a test checks them against the shader, so some exist
+// only to be checked.
 /// Scalars block (f32): total, raw total, flooding sign, invalid-row count, then one record
 /// of `S_TERM_STRIDE` floats per term from `S_TERM_BASE`.
 pub(crate) const S_TOTAL: usize = 0;
@@ -17,13 +19,17 @@ pub(crate) const S_TERM_STRIDE: usize = 8;
 pub(crate) const T_VALUE: usize = 0;
 pub(crate) const T_WEIGHT: usize = 1;
 pub(crate) const T_COEF: usize = 2;
+#[allow(dead_code)]
 pub(crate) const T_DENOM: usize = 3;
 pub(crate) const T_LOG_VAR_GRAD: usize = 4;
+#[allow(dead_code)]
 pub(crate) const T_INVALID: usize = 6;
 pub(crate) const T_LOG_VAR: usize = 7;
 
 /// State block (u32 words): step, Adam step, EMA θ (f32 bits), reserved, then s, m, v per term.
+#[allow(dead_code)]
 pub(crate) const ST_STEP: usize = 0;
+#[allow(dead_code)]
 pub(crate) const ST_ADAM_T: usize = 1;
 pub(crate) const ST_THETA: usize = 2;
 pub(crate) const ST_TERM_BASE: usize = 4;
@@ -161,5 +167,54 @@ pub(crate) fn pass(
         ],
         work: Work::Single,
         reads: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Rust mirror of the shader's layout constants must match combine.wgsl.
+    #[test]
+    fn layout_matches_the_shader() {
+        let value = |name: &str| -> usize {
+            let line = COMBINE
+                .lines()
+                .find(|l| l.starts_with(&format!("const {name}: u32 = ")))
+                .unwrap_or_else(|| panic!("{name} not in combine.wgsl"));
+            line.split('=')
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches([';', 'u'])
+                .parse()
+                .unwrap()
+        };
+        for (name, v) in [
+            ("S_TOTAL", S_TOTAL),
+            ("S_RAW_TOTAL", S_RAW_TOTAL),
+            ("S_SIGN", S_SIGN),
+            ("S_INVALID", S_INVALID),
+            ("S_TERM_BASE", S_TERM_BASE),
+            ("S_TERM_STRIDE", S_TERM_STRIDE),
+            ("T_VALUE", T_VALUE),
+            ("T_WEIGHT", T_WEIGHT),
+            ("T_COEF", T_COEF),
+            ("T_DENOM", T_DENOM),
+            ("T_LOG_VAR_GRAD", T_LOG_VAR_GRAD),
+            ("T_INVALID", T_INVALID),
+            ("T_LOG_VAR", T_LOG_VAR),
+            ("ST_STEP", ST_STEP),
+            ("ST_ADAM_T", ST_ADAM_T),
+            ("ST_THETA", ST_THETA),
+            ("ST_TERM_BASE", ST_TERM_BASE),
+            ("ST_TERM_STRIDE", ST_TERM_STRIDE),
+        ] {
+            assert_eq!(value(name), v, "{name}");
+        }
+        assert_eq!(std::mem::size_of::<Settings>(), 64);
+        assert_eq!(std::mem::size_of::<TermInfo>(), 32);
     }
 }

@@ -14,7 +14,7 @@ use crate::combine::{self, Settings, TermInfo};
 use crate::config::LossConfig;
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
-use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source, Work};
+use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source};
 use crate::losses::{binary, softmax};
 use crate::report::{read_buffer, StepCounters, StepOutput};
 use crate::schedule::{schedule, Form, Group};
@@ -246,10 +246,12 @@ impl Plan {
                     }
                     let accumulate = written.iter().any(|w| w == logits);
                     let p = softmax::passes(
-                        logits,
-                        classes,
-                        terms,
-                        &buffers,
+                        softmax::GroupInput {
+                            logits,
+                            classes,
+                            terms,
+                            buffers: &buffers,
+                        },
                         partials,
                         scalars,
                         &|n| spec_of(n).dtype,
@@ -787,16 +789,7 @@ impl Plan {
         self.shapes.get(tensor).map(|s| s.dtype)
     }
 
-    pub(crate) fn scalars_buffer(&self) -> &wgpu::Buffer {
-        &self.internal[self.scalars]
-    }
-
     pub(crate) fn term_names(&self) -> Vec<String> {
         self.config.losses.iter().map(|t| t.name.clone()).collect()
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn work_of(&self) -> Vec<Work> {
-        self.passes.iter().map(|p| p.spec.work).collect()
     }
 }

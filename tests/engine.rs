@@ -33,8 +33,15 @@ fn a_third_term_on_the_same_logits_adds_no_pass() {
         let three = count(&format!("{TWO}{THIRD}"));
         assert_eq!(two.submissions, 1);
         assert_eq!(three.submissions, 1);
-        assert_eq!(two.dispatches, three.dispatches, "dispatches grew with the terms");
-        assert_eq!(two.passes_over("x"), 2, "forward and backward read the logits");
+        assert_eq!(
+            two.dispatches, three.dispatches,
+            "dispatches grew with the terms"
+        );
+        assert_eq!(
+            two.passes_over("x"),
+            2,
+            "forward and backward read the logits"
+        );
         assert_eq!(three.passes_over("x"), two.passes_over("x"));
     }
 }
@@ -54,7 +61,12 @@ fn two_runs_are_bit_identical() {
         assert_eq!(a[0].report, b[0].report, "{}", engine.adapter().label());
         for (name, g) in &a[0].grads {
             let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(g), bits(&b[0].grads[name]), "{}: grad/{name}", engine.adapter().label());
+            assert_eq!(
+                bits(g),
+                bits(&b[0].grads[name]),
+                "{}: grad/{name}",
+                engine.adapter().label()
+            );
         }
     }
 }
@@ -83,7 +95,11 @@ fn softmax_logits_larger_than_one_binding() {
     let mut rng = Rng::new(5);
     let batch = Inputs::new()
         .real("z", &[b, c], reals(&mut rng, b * c, -4.0, 4.0))
-        .ids("k", &[b], (0..b).map(|_| rng.below(c as u64) as i64).collect());
+        .ids(
+            "k",
+            &[b],
+            (0..b).map(|_| rng.below(c as u64) as i64).collect(),
+        );
     check_all(
         "[[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\nlabel_smoothing = 0.1\n",
         &batch,
@@ -99,7 +115,11 @@ fn small_binding_cap_splits_every_group() {
     let (b, c) = (3000, 37);
     let batch = row_batch(7, b)
         .real("z", &[b, c], reals(&mut rng, b * c, -4.0, 4.0))
-        .ids("k", &[b], (0..b).map(|_| rng.below(c as u64) as i64).collect())
+        .ids(
+            "k",
+            &[b],
+            (0..b).map(|_| rng.below(c as u64) as i64).collect(),
+        )
         .real("w", &[b], reals(&mut rng, b, 0.0, 2.0));
     let config = LossConfig::from_toml_str(&format!(
         "{TWO}{THIRD}[[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\nsample_weights = 'w'\n"
@@ -110,7 +130,11 @@ fn small_binding_cap_splits_every_group() {
         max_binding_bytes: Some(4096),
     }) {
         let plan = engine.plan(&config, &Shapes::of_host(&batch.0)).unwrap();
-        assert!(plan.describe().iter().any(|(_, chunks, _)| *chunks > 10), "{:?}", plan.describe());
+        assert!(
+            plan.describe().iter().any(|(_, chunks, _)| *chunks > 10),
+            "{:?}",
+            plan.describe()
+        );
         let gpu = run_gpu(&engine, &config, &batch.0, 1);
         assert_matches(&engine.adapter().label(), &gpu[0], &reference[0], TOL);
     }
@@ -171,11 +195,20 @@ fn a_failed_step_changes_no_state() {
         let x = vec![0.0f32; 500];
         let short = vec![0.0f32; 499];
         let missing = Batch::new().tensor("x", &x).tensor("y", &x);
-        let e = plan.step(&missing).err().expect("missing tensor is an error");
+        let e = plan
+            .step(&missing)
+            .err()
+            .expect("missing tensor is an error");
         assert!(e.to_string().contains("'r'"), "{e}");
-        let bad_len = Batch::new().tensor("x", &x).tensor("y", &short).tensor("r", &x);
+        let bad_len = Batch::new()
+            .tensor("x", &x)
+            .tensor("y", &short)
+            .tensor("r", &x);
         let e = plan.step(&bad_len).err().expect("short tensor is an error");
-        assert!(e.to_string().contains("'y'") && e.to_string().contains("499"), "{e}");
+        assert!(
+            e.to_string().contains("'y'") && e.to_string().contains("499"),
+            "{e}"
+        );
         let ids = vec![0i32; 500];
         let bad_dtype = Batch::new().tensor("x", &x).ids("y", &ids).tensor("r", &x);
         assert!(plan.step(&bad_dtype).is_err());
@@ -194,19 +227,30 @@ fn out_of_range_class_ids_are_errors_and_change_no_state() {
     let z = vec![0.5f32; b * c];
     let mut k = vec![1i32; b];
     for engine in engines() {
-        let shapes = Shapes::new().tensor("z", &[b, c], DType::F32).tensor("k", &[b], DType::I32);
+        let shapes = Shapes::new()
+            .tensor("z", &[b, c], DType::F32)
+            .tensor("k", &[b], DType::I32);
         let mut plan = engine.plan(&config, &shapes).unwrap();
-        plan.step(&Batch::new().tensor("z", &z).ids("k", &k)).unwrap();
+        plan.step(&Batch::new().tensor("z", &z).ids("k", &k))
+            .unwrap();
         let before = plan.save_state().unwrap();
         k[17] = 4;
-        let e = plan.step(&Batch::new().tensor("z", &z).ids("k", &k)).err().expect("host ids are checked");
+        let e = plan
+            .step(&Batch::new().tensor("z", &z).ids("k", &k))
+            .err()
+            .expect("host ids are checked");
         let msg = e.to_string();
-        assert!(msg.contains("'k'") && msg.contains("row 17") && msg.contains("softmax_cross_entropy"), "{msg}");
+        assert!(
+            msg.contains("'k'") && msg.contains("row 17") && msg.contains("softmax_cross_entropy"),
+            "{msg}"
+        );
         // The same ids from a device buffer: detected on the GPU, reported, state untouched.
         let buf = upload(&engine, bytemuck_cast(&k));
         let zbuf = upload(&engine, bytemuck_cast(&z));
-        let out = plan.step(&Batch::new().buffer("z", &zbuf).buffer("k", &buf)).unwrap();
-        let e = out.report_blocking().err().expect("device ids are checked");
+        let out = plan
+            .step(&Batch::new().buffer("z", &zbuf).buffer("k", &buf))
+            .unwrap();
+        let e = out.report_blocking().expect_err("device ids are checked");
         assert!(e.to_string().contains("class ids"), "{e}");
         assert_eq!(plan.save_state().unwrap(), before);
         k[17] = 1;
@@ -238,14 +282,23 @@ fn device_buffers_are_bound_without_copies() {
     let y: Vec<f32> = (0..b).map(|_| (rng.unit() < 0.3) as i32 as f32).collect();
     let config = LossConfig::from_toml_str(TWO).unwrap();
     for engine in engines() {
-        let shapes = Shapes::new().tensor("x", &[b], DType::F32).tensor("y", &[b], DType::F32);
+        let shapes = Shapes::new()
+            .tensor("x", &[b], DType::F32)
+            .tensor("y", &[b], DType::F32);
         let mut plan = engine.plan(&config, &shapes).unwrap();
         let host = {
-            let out = plan.step(&Batch::new().tensor("x", &x).tensor("y", &y)).unwrap();
+            let out = plan
+                .step(&Batch::new().tensor("x", &x).tensor("y", &y))
+                .unwrap();
             (out.report_blocking().unwrap(), out.read_grad("x").unwrap())
         };
-        let (xb, yb) = (upload(&engine, bytemuck_cast(&x)), upload(&engine, bytemuck_cast(&y)));
-        let out = plan.step(&Batch::new().buffer("x", &xb).buffer("y", &yb)).unwrap();
+        let (xb, yb) = (
+            upload(&engine, bytemuck_cast(&x)),
+            upload(&engine, bytemuck_cast(&y)),
+        );
+        let out = plan
+            .step(&Batch::new().buffer("x", &xb).buffer("y", &yb))
+            .unwrap();
         assert_eq!(out.counters().bytes_uploaded, 0);
         assert_eq!(out.report_blocking().unwrap(), host.0);
         assert_eq!(out.read_grad("x").unwrap(), host.1);
@@ -256,8 +309,14 @@ fn device_buffers_are_bound_without_copies() {
             usage: wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let e = plan.step(&Batch::new().buffer("x", &plain).buffer("y", &yb)).err().unwrap();
-        assert!(e.to_string().contains("'x'") && e.to_string().contains("STORAGE"), "{e}");
+        let e = plan
+            .step(&Batch::new().buffer("x", &plain).buffer("y", &yb))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("'x'") && e.to_string().contains("STORAGE"),
+            "{e}"
+        );
     }
 }
 
@@ -279,24 +338,53 @@ fn plan_errors_name_the_term_the_tensor_and_the_shape() {
         "[[losses]]\nname = 'ctr'\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n",
     )
     .unwrap();
-    let msg = |shapes: Shapes| engine.plan(&config, &shapes).err().expect("must fail").to_string();
+    let msg = |shapes: Shapes| {
+        engine
+            .plan(&config, &shapes)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
     let m = msg(Shapes::new().tensor("x", &[10], DType::F32));
-    assert!(m.contains("'y'") && m.contains("'ctr'") && m.contains("not in the batch"), "{m}");
-    let m = msg(Shapes::new().tensor("x", &[10], DType::F32).tensor("y", &[11], DType::F32));
-    assert!(m.contains("'y'") && m.contains("11") && m.contains("10"), "{m}");
-    let m = msg(Shapes::new().tensor("x", &[10], DType::F32).tensor("y", &[10], DType::I32));
-    assert!(m.contains("'y'") && m.contains("F32") && m.contains("I32"), "{m}");
-    let m = msg(Shapes::new().tensor("x", &[10, 3, 2], DType::F32).tensor("y", &[10], DType::F32));
+    assert!(
+        m.contains("'y'") && m.contains("'ctr'") && m.contains("not in the batch"),
+        "{m}"
+    );
+    let m = msg(Shapes::new()
+        .tensor("x", &[10], DType::F32)
+        .tensor("y", &[11], DType::F32));
+    assert!(
+        m.contains("'y'") && m.contains("11") && m.contains("10"),
+        "{m}"
+    );
+    let m = msg(Shapes::new()
+        .tensor("x", &[10], DType::F32)
+        .tensor("y", &[10], DType::I32));
+    assert!(
+        m.contains("'y'") && m.contains("F32") && m.contains("I32"),
+        "{m}"
+    );
+    let m = msg(Shapes::new()
+        .tensor("x", &[10, 3, 2], DType::F32)
+        .tensor("y", &[10], DType::F32));
     assert!(m.contains("'x'") && m.contains("[10, 3, 2]"), "{m}");
     let focal = LossConfig::from_toml_str(
         "[[losses]]\nloss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nohem_ratio = 0.5\n",
     )
     .unwrap();
     let e = engine
-        .plan(&focal, &Shapes::new().tensor("x", &[10], DType::F32).tensor("y", &[10], DType::F32))
+        .plan(
+            &focal,
+            &Shapes::new()
+                .tensor("x", &[10], DType::F32)
+                .tensor("y", &[10], DType::F32),
+        )
         .err()
         .unwrap();
-    assert!(matches!(e, Error::Unsupported(_)) && e.to_string().contains("ohem_ratio"), "{e}");
+    assert!(
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("ohem_ratio"),
+        "{e}"
+    );
 }
 
 #[test]

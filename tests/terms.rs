@@ -9,10 +9,27 @@ fn rows(seed: u64, b: usize, scale: f64) -> Inputs {
     let x = reals(&mut rng, b, -scale, scale);
     let x2 = reals(&mut rng, b, -scale, scale);
     let y = binary(&mut rng, b, 0.3);
-    let y2: Vec<f64> = y.iter().map(|&c| if c > 0.0 { (rng.unit() < 0.4) as i32 as f64 } else { 0.0 }).collect();
+    let y2: Vec<f64> = y
+        .iter()
+        .map(|&c| {
+            if c > 0.0 {
+                (rng.unit() < 0.4) as i32 as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
     let soft = reals(&mut rng, b, 0.0, 1.0);
     let p = reals(&mut rng, b, 0.01, 0.99);
-    let w: Vec<f64> = (0..b).map(|_| if rng.unit() < 0.2 { 0.0 } else { rng.range(0.5, 2.0) }).collect();
+    let w: Vec<f64> = (0..b)
+        .map(|_| {
+            if rng.unit() < 0.2 {
+                0.0
+            } else {
+                rng.range(0.5, 2.0)
+            }
+        })
+        .collect();
     let finish = binary(&mut rng, b, 0.2);
     Inputs::new()
         .real("x", &[b], x)
@@ -32,8 +49,18 @@ fn term(body: &str) -> String {
 #[test]
 fn classification_sigmoid() {
     let b = rows(1, 1000, 8.0);
-    check_all(&term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'"), &b, 1, TOL);
-    check_all(&term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'soft'\nlabel_smoothing = 0.1"), &b, 1, TOL);
+    check_all(
+        &term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'"),
+        &b,
+        1,
+        TOL,
+    );
+    check_all(
+        &term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'soft'\nlabel_smoothing = 0.1"),
+        &b,
+        1,
+        TOL,
+    );
     check_all(&term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\npos_weight = 3.0\nsample_weights = 'w'"), &b, 1, TOL);
 }
 
@@ -53,16 +80,36 @@ fn every_reduction() {
 #[test]
 fn regression_and_probability_terms() {
     let b = rows(3, 1000, 4.0);
-    check_all(&term("loss_type = 'l2_loss'\npredictions = 'x'\nlabels = 'soft'"), &b, 1, TOL);
-    check_all(&term("loss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'soft'\nsample_weights = 'w'"), &b, 1, TOL);
-    check_all(&term("loss_type = 'cross_entropy_loss'\nprobabilities = 'p'\nlabels = 'y'"), &b, 1, TOL);
+    check_all(
+        &term("loss_type = 'l2_loss'\npredictions = 'x'\nlabels = 'soft'"),
+        &b,
+        1,
+        TOL,
+    );
+    check_all(
+        &term("loss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'soft'\nsample_weights = 'w'"),
+        &b,
+        1,
+        TOL,
+    );
+    check_all(
+        &term("loss_type = 'cross_entropy_loss'\nprobabilities = 'p'\nlabels = 'y'"),
+        &b,
+        1,
+        TOL,
+    );
 }
 
 #[test]
 fn binary_focal() {
     let b = rows(4, 1000, 6.0);
     check_all(&term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\ngamma = 2.0\nalpha = 0.25"), &b, 1, TOL);
-    check_all(&term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\ngamma = 0.0"), &b, 1, TOL);
+    check_all(
+        &term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\ngamma = 0.0"),
+        &b,
+        1,
+        TOL,
+    );
     check_all(
         &term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\ngamma = 1.5\nlabel_smoothing = 0.1\nsample_weights = 'w'"),
         &b,
@@ -118,16 +165,38 @@ fn per_row_edge_cases() {
     let y = binary(&mut rng, b, 0.5);
     let big = Inputs::new().real("x", &[b], x).real("y", &[b], y);
     for t in ["classification", "binary_focal_loss", "sigmoid_l2_loss"] {
-        check_all(&term(&format!("loss_type = '{t}'\nlogits = 'x'\nlabels = 'y'")), &big, 1, TOL);
+        check_all(
+            &term(&format!("loss_type = '{t}'\nlogits = 'x'\nlabels = 'y'")),
+            &big,
+            1,
+            TOL,
+        );
     }
-    let one = Inputs::new().real("x", &[1], vec![0.3]).real("y", &[1, 1], vec![1.0]);
-    check_all(&term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'"), &one, 1, TOL);
+    let one = Inputs::new()
+        .real("x", &[1], vec![0.3])
+        .real("y", &[1, 1], vec![1.0]);
+    check_all(
+        &term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'"),
+        &one,
+        1,
+        TOL,
+    );
     let negatives = Inputs::new()
         .real("x", &[257], reals(&mut rng, 257, -3.0, 3.0))
         .real("y", &[257], vec![0.0; 257]);
-    check_all(&term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nalpha = 0.25"), &negatives, 1, TOL);
+    check_all(
+        &term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nalpha = 0.25"),
+        &negatives,
+        1,
+        TOL,
+    );
     let zero_w = negatives.clone().real("w", &[257], vec![0.0; 257]);
-    check_all(&term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nsample_weights = 'w'"), &zero_w, 1, TOL);
+    check_all(
+        &term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nsample_weights = 'w'"),
+        &zero_w,
+        1,
+        TOL,
+    );
     check_all(
         &term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nsample_weights = 'w'\nreduction = 'weighted_mean'"),
         &zero_w,
@@ -152,7 +221,15 @@ fn softmax_batch(seed: u64, b: usize, c: usize, scale: f64, ignore: Option<i64>)
         let s: f64 = row.iter().sum();
         probs.extend(row.iter().map(|v| v / s));
     }
-    let w: Vec<f64> = (0..b).map(|_| if rng.unit() < 0.1 { 0.0 } else { rng.range(0.5, 2.0) }).collect();
+    let w: Vec<f64> = (0..b)
+        .map(|_| {
+            if rng.unit() < 0.1 {
+                0.0
+            } else {
+                rng.range(0.5, 2.0)
+            }
+        })
+        .collect();
     Inputs::new()
         .real("z", &[b, c], logits)
         .ids("k", &[b], ids)
@@ -161,15 +238,28 @@ fn softmax_batch(seed: u64, b: usize, c: usize, scale: f64, ignore: Option<i64>)
 }
 
 fn softmax_term(extra: &str) -> String {
-    term(&format!("loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\n{extra}"))
+    term(&format!(
+        "loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\n{extra}"
+    ))
 }
 
 #[test]
 fn softmax_plain_smoothing_temperature() {
-    for (seed, b, c) in [(10, 300, 2), (11, 200, 3), (12, 100, 37), (13, 40, 1000), (14, 9, 5000)] {
+    for (seed, b, c) in [
+        (10, 300, 2),
+        (11, 200, 3),
+        (12, 100, 37),
+        (13, 40, 1000),
+        (14, 9, 5000),
+    ] {
         let batch = softmax_batch(seed, b, c, 6.0, None);
         check_all(&softmax_term(""), &batch, 1, TOL);
-        check_all(&softmax_term("label_smoothing = 0.1\ntemperature = 0.5\nsample_weights = 'w'"), &batch, 1, TOL);
+        check_all(
+            &softmax_term("label_smoothing = 0.1\ntemperature = 0.5\nsample_weights = 'w'"),
+            &batch,
+            1,
+            TOL,
+        );
     }
 }
 
@@ -184,7 +274,12 @@ fn softmax_ignore_class_weights_z_loss() {
         1,
         TOL,
     );
-    check_all(&softmax_term("ignore_index = -100\nz_loss = 1e-3\ntemperature = 2.0"), &batch, 1, TOL);
+    check_all(
+        &softmax_term("ignore_index = -100\nz_loss = 1e-3\ntemperature = 2.0"),
+        &batch,
+        1,
+        TOL,
+    );
     for r in ["nonzero_mean", "weighted_mean", "mean", "sum"] {
         check_all(
             &softmax_term(&format!("ignore_index = -100\nsample_weights = 'w'\nclass_weights = [1.0, 2.0, 0.5, 0.0, 1.5, 3.0, 1.0]\nreduction = '{r}'")),
@@ -201,7 +296,11 @@ fn softmax_ignore_class_weights_z_loss() {
 #[test]
 fn softmax_probability_targets() {
     let batch = softmax_batch(17, 300, 11, 4.0, None);
-    let t = |extra: &str| term(&format!("loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 't'\n{extra}"));
+    let t = |extra: &str| {
+        term(&format!(
+            "loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 't'\n{extra}"
+        ))
+    };
     check_all(&t(""), &batch, 1, TOL);
     check_all(
         &t("label_smoothing = 0.2\nclass_weights = [1.0, 2.0, 0.5, 0.1, 1.5, 3.0, 1.0, 1.0, 1.0, 2.0, 1.0]\nz_loss = 1e-2\nsample_weights = 'w'"),
@@ -214,7 +313,12 @@ fn softmax_probability_targets() {
 #[test]
 fn classification_with_many_classes_is_softmax() {
     let batch = softmax_batch(18, 100, 10, 4.0, None);
-    check_all(&term("loss_type = 'classification'\nlogits = 'z'\nlabels = 'k'\nlabel_smoothing = 0.1"), &batch, 1, TOL);
+    check_all(
+        &term("loss_type = 'classification'\nlogits = 'z'\nlabels = 'k'\nlabel_smoothing = 0.1"),
+        &batch,
+        1,
+        TOL,
+    );
 }
 
 #[test]

@@ -17,7 +17,11 @@ fn batch(seed: u64) -> Inputs {
 }
 
 fn terms(learn: bool) -> String {
-    let l = if learn { "\nlearn_loss_weight = true" } else { "" };
+    let l = if learn {
+        "\nlearn_loss_weight = true"
+    } else {
+        ""
+    };
     format!(
         "[[losses]]\nname = 'ctr'\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nweight = 1.5{l}\n\
          [[losses]]\nname = 'reg'\nloss_type = 'sigmoid_l2_loss'\nlogits = 'x2'\nlabels = 'r'\nweight = 0.5{l}\n\
@@ -27,12 +31,22 @@ fn terms(learn: bool) -> String {
 
 #[test]
 fn fixed_weights() {
-    check_all(&format!("loss_weight_strategy = 'fixed'\n{}", terms(false)), &batch(1), 2, TOL);
+    check_all(
+        &format!("loss_weight_strategy = 'fixed'\n{}", terms(false)),
+        &batch(1),
+        2,
+        TOL,
+    );
 }
 
 #[test]
 fn uncertainty_without_optimizer() {
-    check_all(&format!("loss_weight_strategy = 'uncertainty'\n{}", terms(true)), &batch(2), 2, TOL);
+    check_all(
+        &format!("loss_weight_strategy = 'uncertainty'\n{}", terms(true)),
+        &batch(2),
+        2,
+        TOL,
+    );
 }
 
 #[test]
@@ -57,10 +71,20 @@ fn uncertainty_with_adam_over_steps() {
 
 #[test]
 fn random_weights_change_each_step() {
-    let config = format!("loss_weight_strategy = 'random'\n[random]\nseed = 42\n{}", terms(false));
+    let config = format!(
+        "loss_weight_strategy = 'random'\n[random]\nseed = 42\n{}",
+        terms(false)
+    );
     check_all(&config, &batch(5), 4, TOL);
-    let reference = run_reference(&lossfuse::LossConfig::from_toml_str(&config).unwrap(), &batch(5).0, 2);
-    assert_ne!(reference[0].weights, reference[1].weights, "RLW draws fresh weights each step");
+    let reference = run_reference(
+        &lossfuse::LossConfig::from_toml_str(&config).unwrap(),
+        &batch(5).0,
+        2,
+    );
+    assert_ne!(
+        reference[0].weights, reference[1].weights,
+        "RLW draws fresh weights each step"
+    );
 }
 
 #[test]
@@ -79,7 +103,12 @@ fn ema_reweighting_over_steps() {
 #[test]
 fn flooding_above_and_below_the_total() {
     for level in ["0.05", "50.0"] {
-        check_all(&format!("flooding = {level}\n{}", terms(false)), &batch(7), 1, TOL);
+        check_all(
+            &format!("flooding = {level}\n{}", terms(false)),
+            &batch(7),
+            1,
+            TOL,
+        );
         check_all(
             &format!("flooding = {level}\nloss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'sgd'\nlearning_rate = 0.1\n{}", terms(true)),
             &batch(7),

@@ -75,17 +75,28 @@ pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
     1 + 1 + row_inputs(terms).names.len() as u32 + cw + terms.len() as u32 + 1
 }
 
+/// What a softmax group reads: its logits, their class count, its terms and their buffers.
+pub(crate) struct GroupInput<'a> {
+    pub logits: &'a str,
+    pub classes: u64,
+    pub terms: &'a [Resolved],
+    pub buffers: &'a [TermBuffers],
+}
+
 /// Builds the passes. `dtype(name)` is a row input's dtype; `grad_accumulates` as for rows.
 pub(crate) fn passes(
-    logits: &str,
-    classes: u64,
-    terms: &[Resolved],
-    buffers: &[TermBuffers],
+    group: GroupInput,
     partials: usize,
     scalars: usize,
     dtype: &dyn Fn(&str) -> DType,
     grad_accumulates: bool,
 ) -> SoftmaxPasses {
+    let GroupInput {
+        logits,
+        classes,
+        terms,
+        buffers,
+    } = group;
     let inputs = row_inputs(terms);
     let views: Vec<TermView> = terms.iter().map(view).collect();
     let r = row_threads(classes);

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use lossfuse::reference::{Reference, ReferenceOutput};
-use lossfuse::{Engine, EngineOptions, HostBatch, HostTensor, LossConfig, OwnedBatch, Report, Shapes};
+use lossfuse::{
+    Engine, EngineOptions, HostBatch, HostTensor, LossConfig, OwnedBatch, Report, Shapes,
+};
 use std::collections::BTreeMap;
 
 /// Every adapter found. Fails (never skips) when there is none, or when `LOSSFUSE_REQUIRE`
@@ -88,7 +90,8 @@ impl Inputs {
         self
     }
     pub fn ids(mut self, name: &str, shape: &[usize], v: Vec<i64>) -> Self {
-        self.0.insert(name.into(), HostTensor::int(shape.to_vec(), v));
+        self.0
+            .insert(name.into(), HostTensor::int(shape.to_vec(), v));
         self
     }
 }
@@ -101,7 +104,12 @@ pub struct GpuStep {
 }
 
 /// Runs `steps` steps of `config` on `engine`, outputs poisoned with NaN before each.
-pub fn run_gpu(engine: &Engine, config: &LossConfig, batch: &HostBatch, steps: usize) -> Vec<GpuStep> {
+pub fn run_gpu(
+    engine: &Engine,
+    config: &LossConfig,
+    batch: &HostBatch,
+    steps: usize,
+) -> Vec<GpuStep> {
     let mut plan = engine
         .plan(config, &Shapes::of_host(batch))
         .unwrap_or_else(|e| panic!("{}: plan: {e}", engine.adapter().label()));
@@ -164,7 +172,9 @@ pub fn assert_matches(label: &str, gpu: &GpuStep, reference: &ReferenceOutput, t
         reference.total
     );
     for (i, (name, value)) in reference.values.iter().enumerate() {
-        let t = r.term(name).unwrap_or_else(|| panic!("{label}: no term {name}"));
+        let t = r
+            .term(name)
+            .unwrap_or_else(|| panic!("{label}: no term {name}"));
         assert!(
             close(t.value as f64, *value, tol),
             "{label}: loss/{name} {} vs reference {value}",
@@ -192,7 +202,10 @@ pub fn assert_matches(label: &str, gpu: &GpuStep, reference: &ReferenceOutput, t
         let got = &gpu.grads[name];
         assert_eq!(got.len(), want.len(), "{label}: grad/{name} length");
         if let Some(i) = got.iter().position(|g| !g.is_finite()) {
-            panic!("{label}: grad/{name}[{i}] = {} (unwritten or not finite)", got[i]);
+            panic!(
+                "{label}: grad/{name}[{i}] = {} (unwritten or not finite)",
+                got[i]
+            );
         }
         let norm_ref = want.iter().map(|x| x * x).sum::<f64>().sqrt();
         let norm_diff = got
@@ -223,12 +236,7 @@ pub fn check_all(config_toml: &str, batch: &Inputs, steps: usize, tol: Tol) {
     for engine in engines() {
         let gpu = run_gpu(&engine, &config, &batch.0, steps);
         for (s, (g, r)) in gpu.iter().zip(&reference).enumerate() {
-            assert_matches(
-                &format!("{} step {s}", engine.adapter().label()),
-                g,
-                r,
-                tol,
-            );
+            assert_matches(&format!("{} step {s}", engine.adapter().label()), g, r, tol);
         }
     }
 }
