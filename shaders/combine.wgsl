@@ -1,4 +1,4 @@
-// The combine pass (one workgroup): per-term partial sums -> term values; the weighting strategy
+// The combine pass: `combine` (one workgroup) reduces per-term partial sums -> term values; the weighting strategy
 // (LOSSES.md, "Combining terms"); flooding; the gradient coefficient of every term; learned-weight
 // gradients and their optimiser step; state updates. Everything the host would otherwise have to
 // read back stays here, so a step is one submission. Needs common.wgsl.
@@ -103,11 +103,12 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
         let sum = workgroup_sum(lid, acc);
         if (lid == 0u) {
             var denom = 1.0;
-            switch t.reduction {
-                case 0u: { denom = sum.z; }
-                case 1u: { denom = sum.y; }
-                case 2u: { denom = t.rows; }
-                default: { denom = 1.0; }
+            if (t.reduction == 0u) {
+                denom = sum.z;
+            } else if (t.reduction == 1u) {
+                denom = sum.y;
+            } else if (t.reduction == 2u) {
+                denom = t.rows;
             }
             var value = 0.0;
             if (denom != 0.0) {
@@ -119,10 +120,16 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
             scalars[term_slot(k, T_INVALID)] = sum.w;
         }
     }
-    if (lid != 0u) {
-        return;
-    }
+    // Both entry points bind the same buffers, so one bind group layout serves them.
+    _ = state[0];
+}
 
+// The serial part runs as its own one-invocation dispatch: inside a barrier-synchronised
+// workgroup it is far slower on software adapters (lavapipe runs each barrier section as a
+// coroutine over the whole workgroup).
+@compute @workgroup_size(1)
+fn weigh() {
+    _ = partials[0];
     // 2. Effective weights and the raw total, in term order.
     let n = settings.term_count;
     let step = state[ST_STEP];
@@ -163,26 +170,21 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
         var weight = t.weight;
         var log_var_grad = 0.0;
         var log_var = 0.0;
-        switch settings.strategy {
-            case 1u: {
-                if (t.learn == 1u) {
-                    log_var = state_f32(ST_TERM_BASE + k * ST_TERM_STRIDE);
-                    weight = t.half * exp(-log_var);
-                    raw = raw + 0.5 * log_var;
-                    log_var_grad = -weight * value + 0.5;
-                }
+        if (settings.strategy == 1u) {
+            if (t.learn == 1u) {
+                log_var = state_f32(ST_TERM_BASE + k * ST_TERM_STRIDE);
+                weight = t.half * exp(-log_var);
+                raw = raw + 0.5 * log_var;
+                log_var_grad = -weight * value + 0.5;
             }
-            case 2u: {
-                weight = exp(rlw_normal(settings.seed, step, k) - normal_max) / normal_sum;
+        } else if (settings.strategy == 2u) {
+            weight = exp(rlw_normal(settings.seed, step, k) - normal_max) / normal_sum;
+        } else if (settings.strategy == 3u) {
+            if (k == settings.ema_main) {
+                weight = 1.0;
+            } else if (k == settings.ema_aux) {
+                weight = theta;
             }
-            case 3u: {
-                if (k == settings.ema_main) {
-                    weight = 1.0;
-                } else if (k == settings.ema_aux) {
-                    weight = theta;
-                }
-            }
-            default: {}
         }
         raw = raw + weight * value;
         scalars[term_slot(k, T_WEIGHT)] = weight;

@@ -90,8 +90,6 @@ pub(crate) enum Bind {
 pub(crate) enum Work {
     /// `rows_per_wg` rows per workgroup.
     Rows { rows_per_wg: u32 },
-    /// One invocation per element, `per_row` elements per row.
-    Elements { per_row: u64 },
     /// One workgroup in all.
     Single,
 }
@@ -100,7 +98,6 @@ impl Work {
     pub(crate) fn workgroups(self, rows: u64) -> u64 {
         match self {
             Work::Rows { rows_per_wg } => rows.div_ceil(rows_per_wg as u64),
-            Work::Elements { per_row } => (rows * per_row).div_ceil(WG as u64),
             Work::Single => 1,
         }
     }

@@ -37,6 +37,20 @@ struct Pass {
     bind_groups: Vec<wgpu::BindGroup>,
 }
 
+impl Pass {
+    fn record(&self, cpass: &mut wgpu::ComputePass, counters: &mut StepCounters) {
+        cpass.set_pipeline(&self.pipeline);
+        for (chunk, bg) in self.chunks.iter().zip(&self.bind_groups) {
+            cpass.set_bind_group(0, bg, &[]);
+            cpass.dispatch_workgroups(chunk.grid.0, chunk.grid.1, 1);
+            counters.dispatches += 1;
+        }
+        for t in &self.spec.reads {
+            *counters.tensor_passes.entry(t.clone()).or_default() += 1;
+        }
+    }
+}
+
 /// Host-side checks of class ids before upload: (tensor, term, classes, ignore_index).
 struct IdCheck {
     tensor: String,
@@ -62,6 +76,14 @@ pub struct Plan {
     bound: Option<BTreeMap<String, wgpu::Buffer>>,
     id_checks: Vec<IdCheck>,
     totals: StepCounters,
+    timing: Option<Timing>,
+}
+
+/// Timestamp queries around every pass, when enabled (`Plan::enable_pass_timing`).
+struct Timing {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    readback: wgpu::Buffer,
 }
 
 fn storage_usage() -> wgpu::BufferUsages {
@@ -372,23 +394,21 @@ impl Plan {
         }
         internal[partials] = make("partials", partial_cursor * 16, storage_usage())?;
 
-        let combine_spec = combine::pass(settings, term_table, partials, scalars, state);
-        let combine_pipeline = engine.pipeline(
-            &combine_spec.label,
-            &combine_spec.source,
-            combine_spec.entry,
-        )?;
-        let combine_pass = Pass {
-            spec: combine_spec,
-            pipeline: combine_pipeline,
-            chunks: vec![ChunkDispatch {
-                row_base: 0,
-                rows: 1,
-                uniform: None,
-                grid: (1, 1),
-            }],
-            bind_groups: Vec::new(),
-        };
+        let mut combine_passes = Vec::new();
+        for spec in combine::passes(settings, term_table, partials, scalars, state) {
+            let pipeline = engine.pipeline(&spec.label, &spec.source, spec.entry)?;
+            combine_passes.push(Pass {
+                spec,
+                pipeline,
+                chunks: vec![ChunkDispatch {
+                    row_base: 0,
+                    rows: 1,
+                    uniform: None,
+                    grid: (1, 1),
+                }],
+                bind_groups: Vec::new(),
+            });
+        }
         let settings_data = Settings::new(config);
         engine
             .queue
@@ -405,7 +425,7 @@ impl Plan {
             mapped_at_creation: false,
         });
         let mut passes = forwards;
-        passes.push(combine_pass);
+        passes.extend(combine_passes);
         passes.extend(backwards);
         let plan = Plan {
             engine,
@@ -421,6 +441,7 @@ impl Plan {
             bound: None,
             id_checks,
             totals: StepCounters::default(),
+            timing: None,
         };
         plan.write_state(&plan.initial_state());
         Ok(plan)
@@ -676,21 +697,38 @@ impl Plan {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("lossfuse step"),
                 });
-        {
-            let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("lossfuse step"),
-                timestamp_writes: None,
-            });
-            for pass in &self.passes {
-                cpass.set_pipeline(&pass.pipeline);
-                for (chunk, bg) in pass.chunks.iter().zip(&pass.bind_groups) {
-                    cpass.set_bind_group(0, bg, &[]);
-                    cpass.dispatch_workgroups(chunk.grid.0, chunk.grid.1, 1);
-                    counters.dispatches += 1;
+        match &self.timing {
+            None => {
+                let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("lossfuse step"),
+                    timestamp_writes: None,
+                });
+                for pass in &self.passes {
+                    pass.record(&mut cpass, &mut counters);
                 }
-                for t in &pass.spec.reads {
-                    *counters.tensor_passes.entry(t.clone()).or_default() += 1;
+            }
+            Some(timing) => {
+                // One compute pass per kernel, so each gets its own timestamps.
+                for (i, pass) in self.passes.iter().enumerate() {
+                    let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(&pass.spec.label),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &timing.queries,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    pass.record(&mut cpass, &mut counters);
                 }
+                let n = 2 * self.passes.len() as u32;
+                encoder.resolve_query_set(&timing.queries, 0..n, &timing.resolved, 0);
+                encoder.copy_buffer_to_buffer(
+                    &timing.resolved,
+                    0,
+                    &timing.readback,
+                    0,
+                    n as u64 * 8,
+                );
             }
         }
         let scalars = &self.internal[self.scalars];
@@ -702,6 +740,82 @@ impl Plan {
         }
         self.totals.add(&counters);
         Ok(StepOutput::new(self, counters))
+    }
+
+    /// Records GPU timestamps around every pass from the next step on (one submission still),
+    /// for [`Plan::pass_times`]. Needs the adapter's `TIMESTAMP_QUERY` feature.
+    pub fn enable_pass_timing(&mut self) -> Result<()> {
+        let device = &self.engine.device;
+        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Unsupported(format!(
+                "{} has no timestamp queries",
+                self.engine.summary.label()
+            )));
+        }
+        let n = 2 * self.passes.len() as u32;
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: n as u64 * 8,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        self.timing = Some(Timing {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: n,
+            }),
+            resolved: buffer(
+                "timestamps",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                "timestamps readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+        });
+        Ok(())
+    }
+
+    /// GPU seconds of every pass of the last step (label, seconds), when timing is enabled.
+    pub fn pass_times(&self) -> Result<Vec<(String, f64)>> {
+        let timing = self
+            .timing
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("pass timing is not enabled".into()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        timing
+            .readback
+            .map_async(wgpu::MapMode::Read, .., move |r| {
+                let _ = tx.send(r);
+            });
+        self.engine
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("map callback dropped".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping timestamps: {e}")))?;
+        let ticks: Vec<u64> = bytemuck::cast_slice(
+            &timing
+                .readback
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("reading timestamps: {e}")))?,
+        )
+        .to_vec();
+        timing.readback.unmap();
+        let period = self.engine.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(self
+            .passes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
+                (p.spec.label.clone(), dt as f64 * period)
+            })
+            .collect())
     }
 
     fn rebuild_bind_groups(&mut self, sources: &BTreeMap<String, wgpu::Buffer>) {

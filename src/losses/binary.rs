@@ -9,6 +9,9 @@ use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, WG};
 use crate::schedule::{Form, Resolved};
 use std::fmt::Write;
 
+/// Rows each invocation of the forward pass sums before the workgroup reduction.
+const ROWS_PER_INVOCATION: u32 = 8;
+
 /// Binding index of the first tensor (0: chunk uniform, 1: partials or scalars).
 const FIRST_TENSOR: usize = 2;
 
@@ -156,24 +159,32 @@ pub(crate) fn passes(
     declare_inputs(&mut f);
     let _ = writeln!(
         f,
+        "const ROWS_PER_INVOCATION: u32 = {ROWS_PER_INVOCATION}u;"
+    );
+    let _ = writeln!(
+        f,
         "\n@compute @workgroup_size({WG})\nfn forward({HEADER_ARGS}) {{"
     );
-    f.push_str("    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
+    f.push_str("    let wg = linear_workgroup(wid, nwg);\n");
     for k in 0..terms.len() {
         let _ = writeln!(f, "    var acc{k} = vec4<f32>(0.0);");
     }
-    f.push_str("    if (wg < chunk.wgs && r < chunk.rows) {\n");
+    // Each invocation sums several rows before the barrier-bound workgroup reduction; the rows of
+    // one step of the loop stay contiguous across the workgroup, for coalesced loads.
+    f.push_str("    for (var j = 0u; j < ROWS_PER_INVOCATION; j = j + 1u) {\n");
+    f.push_str("        let r = (wg * ROWS_PER_INVOCATION + j) * WG + lid;\n");
+    f.push_str("        if (wg < chunk.wgs && r < chunk.rows) {\n");
     load_inputs(&mut f);
     for (k, t) in terms.iter().enumerate() {
         let _ = writeln!(
             f,
-            "        {{ // {}\n            let w = {};\n            let lg = {};\n            acc{k} = vec4<f32>(w * lg.x, w, select(0.0, 1.0, w != 0.0), 0.0);\n        }}",
+            "        {{ // {}\n            let w = {};\n            let lg = {};\n            acc{k} = acc{k} + vec4<f32>(w * lg.x, w, select(0.0, 1.0, w != 0.0), 0.0);\n        }}",
             t.term.name,
             weight_expr(&t.weights, value),
             call(t, &value)
         );
     }
-    f.push_str("    }\n");
+    f.push_str("        }\n    }\n");
     for k in 0..terms.len() {
         let _ = writeln!(
             f,
@@ -271,7 +282,9 @@ pub(crate) fn passes(
             source: f,
             entry: "forward",
             binds: fwd_binds,
-            work: Work::Rows { rows_per_wg: WG },
+            work: Work::Rows {
+                rows_per_wg: WG * ROWS_PER_INVOCATION,
+            },
             reads: inputs.names.clone(),
         },
         backward: PassSpec {

@@ -6,7 +6,7 @@
 //!   row once, keeping an online log-sum-exp and the linear sums smoothing and probability targets
 //!   need; rows wider than the workgroup are strided, so C is limited only by one binding. Writes
 //!   the row's lse (and Σ c·t') for the backward pass and per-workgroup partial sums.
-//! - backward: one invocation per element, p = exp(z − lse), gradient scaled by the term's
+//! - backward: the same row mapping; p = exp(z − lse) per element, gradient scaled by the term's
 //!   coefficient from the combine pass.
 //!
 //! Reference: `reference/softmax.rs`.
@@ -306,27 +306,51 @@ pub(crate) fn passes(
         b,
         "\n@compute @workgroup_size({WG})\nfn backward({head_args}) {{"
     );
+    // Row-mapped like the forward pass: the row's label, weight, lse and coefficient are loaded
+    // once, then its R invocations stride over the classes (consecutive lanes, consecutive
+    // elements).
     b.push_str(
-        "    let wg = linear_workgroup(wid, nwg);\n    let e = wg * WG + lid;\n    if (wg >= chunk.wgs || e >= chunk.rows * C) {\n        return;\n    }\n    let row = e / C;\n    let c = e % C;\n    let xv = logits[e];\n    var g = 0.0;\n",
+        "    let wg = linear_workgroup(wid, nwg);\n    let row = wg * RPW + lid / R;\n    let lane = lid % R;\n    if (wg >= chunk.wgs || row >= chunk.rows) {\n        return;\n    }\n    let base = row * C;\n",
     );
     for (k, v) in views.iter().enumerate() {
-        let eps = v.p.label_smoothing;
-        let zl = v.p.z_loss;
         let inv_t = lit(1.0 / v.p.temperature);
         let _ = writeln!(
             b,
-            "    {{ // {}\n        let w = {};\n        let st = stats{k}[row];\n        let lse = st.x;\n        let p = exp(xv * {inv_t} - lse);",
+            "    // {}\n    let w{k} = {};\n    let st{k} = stats{k}[row];\n    let lse{k} = st{k}.x;",
             v.t.term.name,
             weight_expr(&v.t.weights, row_value)
         );
         if v.ids {
             let _ = writeln!(
                 b,
-                "        let y = {};\n        let ok = y >= 0i && y < i32(C) && !({});\n        let weff = select(0.0, w, ok);\n        let yc = u32(clamp(y, 0i, i32(C) - 1i));\n        let gk = {} * {} * (p - select(0.0, 1.0, c == yc)) + {} * (p * {} - {}) + {} * lse * p;",
-                label_id(k),
-                ignore_test(k),
+                "    let y{k} = {};\n    let weff{k} = select(0.0, w{k}, y{k} >= 0i && y{k} < i32(C) && !({}));\n    let yc{k} = u32(clamp(y{k}, 0i, i32(C) - 1i));\n    let cy{k} = {};",
+                label_id(k).replace("i32(in", "i32(in"),
+                ignore_test(k).replace("y ==", &format!("y{k} ==")),
+                cw(k, &format!("yc{k}")),
+            );
+        } else {
+            let _ = writeln!(b, "    let weff{k} = w{k};");
+        }
+        let _ = writeln!(
+            b,
+            "    let coef{k} = scalars[{}] * weff{k} * {inv_t};",
+            coef_index(v.t.slot)
+        );
+    }
+    b.push_str("    for (var c = lane; c < C; c = c + R) {\n        let e = base + c;\n        let xv = logits[e];\n        var g = 0.0;\n");
+    for (k, v) in views.iter().enumerate() {
+        let eps = v.p.label_smoothing;
+        let zl = v.p.z_loss;
+        let inv_t = lit(1.0 / v.p.temperature);
+        let _ = writeln!(
+            b,
+            "        {{\n            let p = exp(xv * {inv_t} - lse{k});"
+        );
+        if v.ids {
+            let _ = writeln!(
+                b,
+                "            let gk = {} * cy{k} * (p - select(0.0, 1.0, c == yc{k})) + {} * (p * {} - {}) + {} * lse{k} * p;",
                 lit(1.0 - eps),
-                cw(k, "yc"),
                 lit(eps / classes as f64),
                 sum_c(k),
                 cw(k, "c"),
@@ -335,22 +359,18 @@ pub(crate) fn passes(
         } else {
             let _ = writeln!(
                 b,
-                "        let weff = w;\n        let gk = p * st.y - {} * {} + {} * lse * p;",
+                "            let gk = p * st{k}.y - {} * {} + {} * lse{k} * p;",
                 cw(k, "c"),
                 smoothed_target(k, probs_at(k, "e")),
                 lit(2.0 * zl)
             );
         }
-        let _ = writeln!(
-            b,
-            "        g = g + scalars[{}] * weff * gk * {inv_t};\n    }}",
-            coef_index(v.t.slot)
-        );
+        let _ = writeln!(b, "            g = g + coef{k} * gk;\n        }}");
     }
     if grad_accumulates {
-        b.push_str("    grad[e] = grad[e] + g;\n}\n");
+        b.push_str("        grad[e] = grad[e] + g;\n    }\n}\n");
     } else {
-        b.push_str("    grad[e] = g;\n}\n");
+        b.push_str("        grad[e] = g;\n    }\n}\n");
     }
 
     // ---- bindings
@@ -403,7 +423,9 @@ pub(crate) fn passes(
             source: b,
             entry: "backward",
             binds: bwd,
-            work: Work::Elements { per_row: classes },
+            work: Work::Rows {
+                rows_per_wg: WG / r,
+            },
             reads,
         },
     }
