@@ -324,7 +324,7 @@ pub(crate) fn passes(
             let _ = writeln!(
                 b,
                 "    let y{k} = {};\n    let weff{k} = select(0.0, w{k}, y{k} >= 0i && y{k} < i32(C) && !({}));\n    let yc{k} = u32(clamp(y{k}, 0i, i32(C) - 1i));\n    let cy{k} = {};",
-                label_id(k).replace("i32(in", "i32(in"),
+                label_id(k),
                 ignore_test(k).replace("y ==", &format!("y{k} ==")),
                 cw(k, &format!("yc{k}")),
             );
