@@ -75,6 +75,8 @@ pub struct Plan {
     /// Buffers the cached bind groups were built with, per read tensor.
     bound: Option<BTreeMap<String, wgpu::Buffer>>,
     id_checks: Vec<IdCheck>,
+    /// Host-side checks of values that must lie in [0, 1]: (tensor, term, what).
+    unit_checks: Vec<(String, String, &'static str)>,
     totals: StepCounters,
     timing: Option<Timing>,
 }
@@ -143,8 +145,24 @@ impl Plan {
         // Gradient buffers for every differentiable input, and the host-side id checks.
         let mut grads = BTreeMap::new();
         let mut id_checks = Vec::new();
+        let mut unit_checks = Vec::new();
         for g in &groups {
             for t in g.terms() {
+                let unit_roles: &[(&str, &'static str)] = match t.form {
+                    Form::Sigmoid { .. } | Form::Focal { .. } => &[("labels", "binary labels")],
+                    Form::ProbCe => &[
+                        ("labels", "binary labels"),
+                        ("probabilities", "probabilities"),
+                    ],
+                    Form::Esmm => &[
+                        ("ctr_labels", "binary labels"),
+                        ("ctcvr_labels", "binary labels"),
+                    ],
+                    _ => &[],
+                };
+                for (role, what) in unit_roles {
+                    unit_checks.push((t.input(role).to_string(), t.term.name.clone(), *what));
+                }
                 for role in t.term.kind.differentiable_roles() {
                     let name = t.input(role).to_string();
                     if !grads.contains_key(&name) {
@@ -440,6 +458,7 @@ impl Plan {
             readback,
             bound: None,
             id_checks,
+            unit_checks,
             totals: StepCounters::default(),
             timing: None,
         };
@@ -611,6 +630,17 @@ impl Plan {
                             ));
                         }
                     }
+                }
+            }
+        }
+        for (tensor, term, what) in &self.unit_checks {
+            if let Some(Input::F32(v)) = batch.get(tensor) {
+                if let Some(row) = v.iter().position(|x| !(0.0..=1.0).contains(x)) {
+                    return Err(Error::tensor(
+                        tensor,
+                        Some(term),
+                        format!("{what} must lie in [0, 1]; row {row} holds {}", v[row]),
+                    ));
                 }
             }
         }

@@ -212,6 +212,16 @@ fn a_failed_step_changes_no_state() {
         let ids = vec![0i32; 500];
         let bad_dtype = Batch::new().tensor("x", &x).ids("y", &ids).tensor("r", &x);
         assert!(plan.step(&bad_dtype).is_err());
+        let mut y = vec![0.0f32; 500];
+        y[3] = 1.5;
+        let e = plan
+            .step(&Batch::new().tensor("x", &x).tensor("y", &y).tensor("r", &x))
+            .err()
+            .expect("labels outside [0, 1] are an error");
+        assert!(
+            e.to_string().contains("'y'") && e.to_string().contains("row 3"),
+            "{e}"
+        );
         assert_eq!(plan.save_state().unwrap(), before);
     }
 }
