@@ -47,6 +47,18 @@ impl AdapterSummary {
                 .trim()
                 .to_string(),
             subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+            ..Self::of_limits(limits, features)
+        }
+    }
+
+    /// A summary with only the limits known (a trainer's device, whose adapter we do not see).
+    fn of_limits(limits: &wgpu::Limits, features: wgpu::Features) -> Self {
+        Self {
+            name: "trainer device".into(),
+            backend: "external".into(),
+            device_type: "external".into(),
+            driver: String::new(),
+            subgroup_sizes: (0, 0),
             max_storage_binding: limits.max_storage_buffer_binding_size,
             max_buffer: limits.max_buffer_size,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
@@ -262,20 +274,7 @@ impl Engine {
     /// The device's limits are read back from it; its uncaptured-error handler is left alone.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
         let limits = device.limits();
-        let summary = AdapterSummary {
-            name: "trainer device".into(),
-            backend: "external".into(),
-            device_type: "external".into(),
-            driver: String::new(),
-            subgroup_sizes: (0, 0),
-            max_storage_binding: limits.max_storage_buffer_binding_size,
-            max_buffer: limits.max_buffer_size,
-            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
-            max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
-            max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
-            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
-            timestamps: device.features().contains(wgpu::Features::TIMESTAMP_QUERY),
-        };
+        let summary = AdapterSummary::of_limits(&limits, device.features());
         Ok(Self::build(
             device,
             queue,

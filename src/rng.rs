@@ -1,4 +1,4 @@
-//! The counter-based generator behind `random` loss weighting (RLW, Lin et al. 2021).
+//! Random numbers. The counter-based generator behind `random` loss weighting (RLW, Lin et al. 2021).
 //!
 //! Only 32-bit integer arithmetic, so the GPU (`shaders/combine.wgsl`, `rlw_uniform`) and the CPU
 //! reference draw bit-identical uniforms from (seed, step, k); the normal deviates are then formed
@@ -31,6 +31,47 @@ pub fn rlw_weights(seed: u32, step: u32, count: usize) -> Vec<f64> {
     let e: Vec<f64> = normals.iter().map(|n| (n - m).exp()).collect();
     let s: f64 = e.iter().sum();
     e.into_iter().map(|x| x / s).collect()
+}
+
+/// splitmix64 (Steele, Lea & Flood 2014): seeded inputs for tests, benchmarks and examples, so that
+/// every run sees the same values without a dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A stream starting at `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), 24 bits (exact in f32).
+    pub fn unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u32 << 24) as f32
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range_f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit_f32()
+    }
+
+    /// Uniform in [0, 1), 53 bits.
+    pub fn unit_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform integer in [0, n) (n > 0; the modulo bias is negligible for small n).
+    pub fn below(&mut self, n: u32) -> u32 {
+        (self.next_u64() % n.max(1) as u64) as u32
+    }
 }
 
 #[cfg(test)]

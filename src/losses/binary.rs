@@ -98,8 +98,8 @@ fn tensors_of(term: &Resolved) -> Vec<String> {
     v
 }
 
-/// Storage buffers the passes of a row group bind (the larger of forward and backward).
-pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
+/// The tensors the group reads and those whose gradient it writes, each once, in binding order.
+fn bound_tensors(terms: &[Resolved]) -> (Inputs, Inputs) {
     let mut inputs = Inputs::default();
     let mut grads = Inputs::default();
     for t in terms {
@@ -110,6 +110,12 @@ pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
             grads.index(g);
         }
     }
+    (inputs, grads)
+}
+
+/// Storage buffers the passes of a row group bind (the larger of forward and backward).
+pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
+    let (inputs, grads) = bound_tensors(terms);
     1 + inputs.names.len() as u32 + grads.names.len() as u32
 }
 
@@ -126,16 +132,7 @@ pub(crate) fn passes(
     grad_accumulates: &dyn Fn(&str) -> bool,
 ) -> RowPasses {
     let _ = rows;
-    let mut inputs = Inputs::default();
-    let mut grads = Inputs::default();
-    for t in terms {
-        for n in tensors_of(t) {
-            inputs.index(&n);
-        }
-        for (g, _) in grad_components(t) {
-            grads.index(g);
-        }
-    }
+    let (inputs, grads) = bound_tensors(terms);
     let value = |name: &str| format!("v{}", inputs.position(name));
     let declare_inputs = |src: &mut String| {
         for (i, n) in inputs.names.iter().enumerate() {

@@ -5,7 +5,7 @@
 //! the clock stops; host inputs are uploaded by the step, as a trainer passing host slices would.
 
 use crate::error::{CliError, CliResult};
-use crate::rng::SplitMix64;
+use lossfuse::rng::SplitMix64;
 use lossfuse::{Batch, DType, Engine, EngineOptions, LossConfig, Shapes};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

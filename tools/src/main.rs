@@ -14,7 +14,6 @@ mod compare;
 mod error;
 mod eval;
 mod io;
-mod rng;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
