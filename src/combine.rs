@@ -22,7 +22,6 @@ pub(crate) const T_COEF: usize = 2;
 #[allow(dead_code)]
 pub(crate) const T_DENOM: usize = 3;
 pub(crate) const T_LOG_VAR_GRAD: usize = 4;
-#[allow(dead_code)]
 pub(crate) const T_INVALID: usize = 6;
 pub(crate) const T_LOG_VAR: usize = 7;
 

@@ -9,7 +9,7 @@
 //! needs the batch-wide denominator of its reduction and, with flooding or EMA reweighting, this
 //! step's loss values).
 
-use crate::batch::{Batch, DType, Input, Shapes, TensorSpec};
+use crate::batch::{Batch, Input, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
 use crate::config::LossConfig;
 use crate::engine::EngineInner;
@@ -926,14 +926,5 @@ impl Plan {
             }
         }
         bytes + self.grads.values().map(|b| b.size()).sum::<u64>()
-    }
-
-    /// Whether a dtype is integer (helper for external callers building shapes).
-    pub fn dtype_of(&self, tensor: &str) -> Option<DType> {
-        self.shapes.get(tensor).map(|s| s.dtype)
-    }
-
-    pub(crate) fn term_names(&self) -> Vec<String> {
-        self.config.losses.iter().map(|t| t.name.clone()).collect()
     }
 }

@@ -3,6 +3,7 @@
 //! as a future.
 
 use crate::combine::{self, S_INVALID, S_RAW_TOTAL, S_SIGN, S_TOTAL};
+use crate::config::LossConfig;
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -76,23 +77,32 @@ impl Report {
         self.terms.iter().find(|t| t.name == name)
     }
 
-    fn parse(names: &[String], words: &[f32]) -> Result<Self> {
+    fn parse(config: &LossConfig, words: &[f32]) -> Result<Self> {
+        let field =
+            |k: usize, f: usize| words[combine::S_TERM_BASE + k * combine::S_TERM_STRIDE + f];
         if words[S_INVALID] != 0.0 {
+            // Only class ids read from device buffers get here; host ids are checked before upload.
+            let k = (0..config.losses.len())
+                .find(|&k| field(k, combine::T_INVALID) != 0.0)
+                .unwrap_or(0);
+            let term = &config.losses[k];
             return Err(Error::Tensor {
-                tensor: "labels".into(),
-                term: None,
+                tensor: term.input("labels").unwrap_or("labels").to_string(),
+                term: Some(term.name.clone()),
                 message: format!(
                     "{} row(s) had class ids outside [0, C) that are not ignore_index (device \
                      buffer input); they were ignored and the state was not updated",
-                    words[S_INVALID]
+                    field(k, combine::T_INVALID)
                 ),
             });
         }
-        let terms = names
+        let terms = config
+            .losses
             .iter()
             .enumerate()
-            .map(|(k, name)| {
-                let at = |f: usize| words[combine::S_TERM_BASE + k * combine::S_TERM_STRIDE + f];
+            .map(|(k, t)| {
+                let name = &t.name;
+                let at = |f: usize| field(k, f);
                 TermReport {
                     name: name.clone(),
                     value: at(combine::T_VALUE),
@@ -200,7 +210,7 @@ impl<'a> MapFuture<'a> {
         if let Some(e) = plan.engine().take_uncaptured() {
             return Err(Error::Gpu(e));
         }
-        Report::parse(&plan.term_names(), &words)
+        Report::parse(plan.config(), &words)
     }
 }
 

@@ -33,7 +33,6 @@ pub(crate) enum Form {
         params: SoftmaxParams,
         classes: u64,
         ids: bool,
-        label_dtype: DType,
     },
 }
 
@@ -341,7 +340,6 @@ fn resolve_softmax(term: &LossTerm, shapes: &Shapes, p: &SoftmaxParams) -> Resul
             params: p.clone(),
             classes: c,
             ids,
-            label_dtype: labels.dtype,
         },
         b,
     ))

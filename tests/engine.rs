@@ -261,7 +261,13 @@ fn out_of_range_class_ids_are_errors_and_change_no_state() {
             .step(&Batch::new().buffer("z", &zbuf).buffer("k", &buf))
             .unwrap();
         let e = out.report_blocking().expect_err("device ids are checked");
-        assert!(e.to_string().contains("class ids"), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("class ids")
+                && msg.contains("'k'")
+                && msg.contains("softmax_cross_entropy"),
+            "{msg}"
+        );
         assert_eq!(plan.save_state().unwrap(), before);
         k[17] = 1;
     }
