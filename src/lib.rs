@@ -2,7 +2,7 @@
 //!
 //! One batch of named tensors per training step goes in; every configured loss term, the weighted
 //! total and the gradient of the total for every differentiable input come out, from one queue
-//! submission. Every term has an f64 CPU reference ([`reference`]) that the GPU is tested against.
+//! submission. Every term has an f64 CPU reference ([`reference`](mod@reference)) that the GPU is tested against.
 //! Formulas: `shared/LOSSES.md`; architecture: `shared/DESIGN.md`.
 //!
 //! ```no_run
@@ -26,6 +26,8 @@
 //! # let _ = (report, grad);
 //! # Ok::<(), lossfuse::Error>(())
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod batch;
 mod combine;

@@ -416,3 +416,38 @@ fn every_shader_file_validates() {
         }
     }
 }
+
+#[test]
+fn the_report_future_completes_under_another_executor() {
+    let batch = row_batch(12, 900);
+    let config = LossConfig::from_toml_str(TWO).unwrap();
+    let owned = OwnedBatch::from_host(&batch.0).unwrap();
+    for engine in engines() {
+        let mut plan = engine.plan(&config, &Shapes::of_host(&batch.0)).unwrap();
+        let blocking = plan
+            .step(&owned.batch())
+            .unwrap()
+            .report_blocking()
+            .unwrap();
+        let out = plan.step(&owned.batch()).unwrap();
+        let future = futures::executor::block_on(out.report()).unwrap();
+        assert_eq!(future, blocking);
+    }
+}
+
+#[test]
+fn adapters_are_chosen_by_name_or_backend() {
+    for engine in engines() {
+        let backend = engine.adapter().backend.to_lowercase();
+        let chosen =
+            Engine::with_adapter(&backend.to_uppercase(), EngineOptions::default()).unwrap();
+        assert_eq!(chosen.adapter().backend.to_lowercase(), backend);
+    }
+    let e = Engine::with_adapter("no-such-adapter", EngineOptions::default())
+        .err()
+        .expect("unknown adapter");
+    assert!(
+        matches!(e, Error::Adapter(_)) && e.to_string().contains("found:"),
+        "{e}"
+    );
+}
