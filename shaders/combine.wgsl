@@ -30,7 +30,7 @@ struct TermInfo {
     rows: f32,          // B, the denominator of `mean`
     weight: f32,        // fixed weight
     half: f32,          // c_k of the uncertainty form: 0.5 for regression terms, else 1
-    _pad: u32,
+    static_denom: f32,  // the reduction's denominator when it does not depend on the data, else 0
 }
 
 // Layout of `scalars` (f32) and `state` (u32 words, f32 ones bitcast); mirrored in src/combine.rs.
@@ -91,6 +91,36 @@ fn rlw_normal(seed: u32, step: u32, k: u32) -> f32 {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
+// RLW normaliser of this step's normals: (max, Σ exp(normal - max)).
+fn rlw_norm(step: u32) -> vec2<f32> {
+    var norm = vec2<f32>(NEG_BIG, 0.0);
+    if (settings.strategy == 2u) {
+        for (var k = 0u; k < settings.term_count; k = k + 1u) {
+            norm.x = max(norm.x, rlw_normal(settings.seed, step, k));
+        }
+        for (var k = 0u; k < settings.term_count; k = k + 1u) {
+            norm.y = norm.y + exp(rlw_normal(settings.seed, step, k) - norm.x);
+        }
+    }
+    return norm;
+}
+
+// Term k's weight as far as the state decides it: fixed, learned (from s), random, EMA's main.
+// EMA's auxiliary weight comes from this step's values and is set by `weigh`.
+fn state_weight(k: u32, step: u32, norm: vec2<f32>) -> f32 {
+    let t = terms[k];
+    if (settings.strategy == 1u && t.learn == 1u) {
+        return t.half * exp(-state_f32(ST_TERM_BASE + k * ST_TERM_STRIDE));
+    }
+    if (settings.strategy == 2u) {
+        return exp(rlw_normal(settings.seed, step, k) - norm.x) / norm.y;
+    }
+    if (settings.strategy == 3u && k == settings.ema_main) {
+        return 1.0;
+    }
+    return t.weight;
+}
+
 @compute @workgroup_size(256)
 fn combine(@builtin(local_invocation_index) lid: u32) {
     // 1. Term values: each term's partials summed in a fixed order.
@@ -103,7 +133,9 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
         let sum = workgroup_sum(lid, acc);
         if (lid == 0u) {
             var denom = 1.0;
-            if (t.reduction == 0u) {
+            if (t.static_denom != 0.0) {
+                denom = t.static_denom;
+            } else if (t.reduction == 0u) {
                 denom = sum.z;
             } else if (t.reduction == 1u) {
                 denom = sum.y;
@@ -138,17 +170,7 @@ fn weigh() {
         invalid = invalid + scalars[term_slot(k, T_INVALID)];
     }
 
-    // RLW: softmax of fresh normals (max-subtracted).
-    var normal_max = NEG_BIG;
-    var normal_sum = 0.0;
-    if (settings.strategy == 2u) {
-        for (var k = 0u; k < n; k = k + 1u) {
-            normal_max = max(normal_max, rlw_normal(settings.seed, step, k));
-        }
-        for (var k = 0u; k < n; k = k + 1u) {
-            normal_sum = normal_sum + exp(rlw_normal(settings.seed, step, k) - normal_max);
-        }
-    }
+    let norm = rlw_norm(step);
 
     // EMA reweighting: θ from this step's detached values.
     var theta = state_f32(ST_THETA);
@@ -167,24 +189,15 @@ fn weigh() {
     for (var k = 0u; k < n; k = k + 1u) {
         let t = terms[k];
         let value = scalars[term_slot(k, T_VALUE)];
-        var weight = t.weight;
+        var weight = state_weight(k, step, norm);
         var log_var_grad = 0.0;
         var log_var = 0.0;
-        if (settings.strategy == 1u) {
-            if (t.learn == 1u) {
-                log_var = state_f32(ST_TERM_BASE + k * ST_TERM_STRIDE);
-                weight = t.half * exp(-log_var);
-                raw = raw + 0.5 * log_var;
-                log_var_grad = -weight * value + 0.5;
-            }
-        } else if (settings.strategy == 2u) {
-            weight = exp(rlw_normal(settings.seed, step, k) - normal_max) / normal_sum;
-        } else if (settings.strategy == 3u) {
-            if (k == settings.ema_main) {
-                weight = 1.0;
-            } else if (k == settings.ema_aux) {
-                weight = theta;
-            }
+        if (settings.strategy == 1u && t.learn == 1u) {
+            log_var = state_f32(ST_TERM_BASE + k * ST_TERM_STRIDE);
+            raw = raw + 0.5 * log_var;
+            log_var_grad = -weight * value + 0.5;
+        } else if (settings.strategy == 3u && k == settings.ema_aux) {
+            weight = theta;
         }
         raw = raw + weight * value;
         scalars[term_slot(k, T_WEIGHT)] = weight;
@@ -253,4 +266,21 @@ fn weigh() {
         set_state_f32(ST_THETA, theta);
     }
     state[ST_STEP] = step + 1u;
+}
+
+// Runs before the forward passes when no gradient scale depends on this step's values (no
+// flooding, no EMA reweighting): every term with a data-independent denominator gets its
+// gradient coefficient from the state alone, so its row group can write gradients in its forward
+// pass. `weigh` later writes the same coefficients (same operations, so the same bits).
+@compute @workgroup_size(1)
+fn coefficients() {
+    _ = partials[0];
+    let step = state[ST_STEP];
+    let norm = rlw_norm(step);
+    for (var k = 0u; k < settings.term_count; k = k + 1u) {
+        let denom = terms[k].static_denom;
+        if (denom != 0.0) {
+            scalars[term_slot(k, T_COEF)] = state_weight(k, step, norm) / denom;
+        }
+    }
 }

@@ -76,7 +76,7 @@ pub(crate) struct TermInfo {
     pub rows: f32,
     pub weight: f32,
     pub half: f32,
-    pub _pad: u32,
+    pub static_denom: f32,
 }
 
 impl Settings {
@@ -145,16 +145,17 @@ pub(crate) fn reduction_code(r: Reduction) -> u32 {
     }
 }
 
-/// The combine passes: `combine` (one workgroup) reduces the partials, then `weigh` (one
-/// invocation) applies the strategy. Both bind settings (uniform), term table, partials,
-/// scalars, state.
+/// The combine passes, all binding settings (uniform), term table, partials, scalars, state:
+/// `coefficients` (one invocation, before the forward passes, only when some row group writes its
+/// gradients in its forward pass), `combine` (one workgroup: reduce the partials) and `weigh`
+/// (one invocation: strategy, flooding, coefficients, state).
 pub(crate) fn passes(
     settings: usize,
     terms: usize,
     partials: usize,
     scalars: usize,
     state: usize,
-) -> [PassSpec; 2] {
+) -> [PassSpec; 3] {
     let binds = vec![
         Bind::Whole(Source::Internal(settings)),
         Bind::Whole(Source::Internal(terms)),
@@ -163,12 +164,61 @@ pub(crate) fn passes(
         Bind::Whole(Source::Internal(state)),
     ];
     let source = format!("{COMMON}\n{COMBINE}");
-    [("combine", "combine"), ("weigh", "weigh")].map(|(label, entry)| PassSpec {
-        label: label.into(),
+    ["coefficients", "combine", "weigh"].map(|entry| PassSpec {
+        label: entry.into(),
         source: source.clone(),
         entry,
         binds: binds.clone(),
         work: Work::Single,
         reads: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Rust mirror of the shader's layout constants must match combine.wgsl.
+    #[test]
+    fn layout_matches_the_shader() {
+        let value = |name: &str| -> usize {
+            let line = COMBINE
+                .lines()
+                .find(|l| l.starts_with(&format!("const {name}: u32 = ")))
+                .unwrap_or_else(|| panic!("{name} not in combine.wgsl"));
+            line.split('=')
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches([';', 'u'])
+                .parse()
+                .unwrap()
+        };
+        for (name, v) in [
+            ("S_TOTAL", S_TOTAL),
+            ("S_RAW_TOTAL", S_RAW_TOTAL),
+            ("S_SIGN", S_SIGN),
+            ("S_INVALID", S_INVALID),
+            ("S_TERM_BASE", S_TERM_BASE),
+            ("S_TERM_STRIDE", S_TERM_STRIDE),
+            ("T_VALUE", T_VALUE),
+            ("T_WEIGHT", T_WEIGHT),
+            ("T_COEF", T_COEF),
+            ("T_DENOM", T_DENOM),
+            ("T_LOG_VAR_GRAD", T_LOG_VAR_GRAD),
+            ("T_INVALID", T_INVALID),
+            ("T_LOG_VAR", T_LOG_VAR),
+            ("ST_STEP", ST_STEP),
+            ("ST_ADAM_T", ST_ADAM_T),
+            ("ST_THETA", ST_THETA),
+            ("ST_TERM_BASE", ST_TERM_BASE),
+            ("ST_TERM_STRIDE", ST_TERM_STRIDE),
+        ] {
+            assert_eq!(value(name), v, "{name}");
+        }
+        assert_eq!(std::mem::size_of::<Settings>(), 64);
+        assert_eq!(std::mem::size_of::<TermInfo>(), 32);
+    }
 }

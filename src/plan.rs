@@ -11,7 +11,7 @@
 
 use crate::batch::{Batch, Input, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
-use crate::config::LossConfig;
+use crate::config::{LossConfig, Strategy};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source};
@@ -118,13 +118,27 @@ impl Plan {
     fn build(engine: Arc<EngineInner>, config: &LossConfig, shapes: &Shapes) -> Result<Self> {
         let device = engine.device.clone();
         let max_storage = engine.limits.max_storage_buffers_per_shader_stage;
-        let mut groups = Vec::new();
+        // A row group writes its gradients in its forward pass when every coefficient is known
+        // before the step: no flooding or EMA reweighting (they scale by this step's values) and
+        // no denominator that depends on the data. Decided before splitting, so the parts of a
+        // group agree.
+        let fusable =
+            !matches!(config.strategy, Strategy::EmaReweight(_)) && config.flooding.is_none();
+        let mut groups: Vec<(Group, bool)> = Vec::new();
         for g in schedule(config, shapes)? {
-            groups.extend(g.split(max_storage, |g| match g {
+            let fused = fusable
+                && matches!(g, Group::Rows { .. })
+                && g.terms().iter().all(|t| t.static_denominator().is_some());
+            for part in g.split(max_storage, |g| match g {
                 Group::Rows { terms, .. } => binary::storage_bindings(terms),
                 Group::Softmax { terms, .. } => softmax::storage_bindings(terms),
-            })?);
+            })? {
+                groups.push((part, fused));
+            }
         }
+        // Fused groups first: their gradients are written before any backward pass runs.
+        groups.sort_by_key(|(_, fused)| !fused);
+        let any_fused = groups.iter().any(|(_, fused)| *fused);
         let spec_of =
             |name: &str| -> &TensorSpec { shapes.get(name).expect("checked by the scheduler") };
         let max_buffer = engine.limits.max_buffer_size;
@@ -146,7 +160,7 @@ impl Plan {
         let mut grads = BTreeMap::new();
         let mut id_checks = Vec::new();
         let mut unit_checks = Vec::new();
-        for g in &groups {
+        for (g, _) in &groups {
             for t in g.terms() {
                 let unit_roles: &[(&str, &'static str)] = match t.form {
                     Form::Sigmoid { .. } | Form::Focal { .. } => &[("labels", "binary labels")],
@@ -224,15 +238,21 @@ impl Plan {
         let mut written: Vec<String> = Vec::new();
         struct GroupPasses {
             forward: PassSpec,
-            backward: PassSpec,
+            backward: Option<PassSpec>,
             rows: u64,
             slots: Vec<usize>,
+            static_denominators: Vec<f64>,
         }
         let mut group_passes = Vec::new();
-        for g in &groups {
+        for (g, fused) in &groups {
+            let static_denominators = g
+                .terms()
+                .iter()
+                .map(|t| t.static_denominator().unwrap_or(0.0))
+                .collect();
             match g {
                 Group::Rows { rows, terms } => {
-                    let p = binary::passes(*rows, terms, partials, scalars, &|n| {
+                    let p = binary::passes(terms, partials, scalars, *fused, &|n| {
                         written.iter().any(|w| w == n)
                     });
                     written.extend(p.grads.iter().cloned());
@@ -241,6 +261,7 @@ impl Plan {
                         backward: p.backward,
                         rows: *rows,
                         slots: terms.iter().map(|t| t.slot).collect(),
+                        static_denominators,
                     });
                 }
                 Group::Softmax { logits, terms } => {
@@ -300,9 +321,10 @@ impl Plan {
                     written.push(logits.clone());
                     group_passes.push(GroupPasses {
                         forward: p.forward,
-                        backward: p.backward,
+                        backward: Some(p.backward),
                         rows,
                         slots: terms.iter().map(|t| t.slot).collect(),
+                        static_denominators,
                     });
                 }
             }
@@ -321,7 +343,7 @@ impl Plan {
                 .forward
                 .binds
                 .iter()
-                .chain(gp.backward.binds.iter())
+                .chain(gp.backward.iter().flat_map(|b| b.binds.iter()))
                 .filter_map(|b| match b {
                     Bind::Rows { row_bytes, .. } => Some(*row_bytes),
                     _ => None,
@@ -353,12 +375,13 @@ impl Plan {
                     rows: gp.rows as f32,
                     weight: t.weight as f32,
                     half: if t.kind.is_regression() { 0.5 } else { 1.0 },
-                    _pad: 0,
+                    static_denom: gp.static_denominators[k] as f32,
                 };
             }
             let group_base = partial_cursor;
             partial_cursor += stride * gp.slots.len() as u64;
-            for (spec, is_forward) in [(gp.forward, true), (gp.backward, false)] {
+            let specs = std::iter::once((gp.forward, true)).chain(gp.backward.map(|b| (b, false)));
+            for (spec, is_forward) in specs {
                 let mut chunks = Vec::new();
                 let mut wg_base = group_base;
                 for &(row_base, rows) in &ranges {
@@ -413,7 +436,13 @@ impl Plan {
         internal[partials] = make("partials", partial_cursor * 16, storage_usage())?;
 
         let mut combine_passes = Vec::new();
-        for spec in combine::passes(settings, term_table, partials, scalars, state) {
+        let [coefficients, reduce, weigh] =
+            combine::passes(settings, term_table, partials, scalars, state);
+        let mut combine_specs = vec![reduce, weigh];
+        if any_fused {
+            combine_specs.insert(0, coefficients);
+        }
+        for spec in combine_specs {
             let pipeline = engine.pipeline(&spec.label, &spec.source, spec.entry)?;
             combine_passes.push(Pass {
                 spec,
@@ -442,7 +471,12 @@ impl Plan {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut passes = forwards;
+        // [coefficients], forward passes, combine, weigh, backward passes.
+        let mut passes = Vec::new();
+        if any_fused {
+            passes.push(combine_passes.remove(0));
+        }
+        passes.extend(forwards);
         passes.extend(combine_passes);
         passes.extend(backwards);
         let plan = Plan {

@@ -8,7 +8,7 @@
 //! limit.
 
 use crate::batch::{DType, Shapes, TensorSpec};
-use crate::config::{LossConfig, LossTerm, SampleWeights, SoftmaxParams, TermKind};
+use crate::config::{LossConfig, LossTerm, Reduction, SampleWeights, SoftmaxParams, TermKind};
 use crate::error::{Error, Result};
 
 /// What a term computes once its shapes are known.
@@ -51,6 +51,24 @@ pub(crate) struct Resolved {
 impl Resolved {
     pub(crate) fn input(&self, role: &str) -> &str {
         self.term.input(role).expect("role checked at resolve time")
+    }
+
+    /// The reduction's denominator when it does not depend on the batch's values: `sum` (1),
+    /// `mean` (B), and the weighted forms without sample weights (every w_i = 1, so B). Softmax
+    /// terms are left out: ignore_index and class weights make theirs data-dependent, and their
+    /// gradient needs the row's lse from a first pass anyway.
+    pub(crate) fn static_denominator(&self) -> Option<f64> {
+        if matches!(self.form, Form::Softmax { .. }) {
+            return None;
+        }
+        match self.term.effective_reduction() {
+            Reduction::Sum => Some(1.0),
+            Reduction::Mean => Some(self.rows as f64),
+            Reduction::NonzeroMean | Reduction::WeightedMean if self.weights.is_empty() => {
+                Some(self.rows as f64)
+            }
+            _ => None,
+        }
     }
 }
 

@@ -29,10 +29,21 @@ fn a_third_term_on_the_same_logits_adds_no_pass() {
             let out = plan.step(&owned.batch()).unwrap();
             out.counters().clone()
         };
+        // Coefficients known before the step: one pass writes values and gradients.
         let two = count(TWO);
         let three = count(&format!("{TWO}{THIRD}"));
         assert_eq!(two.submissions, 1);
         assert_eq!(three.submissions, 1);
+        assert_eq!(
+            two.dispatches, three.dispatches,
+            "dispatches grew with the terms"
+        );
+        assert_eq!(two.passes_over("x"), 1, "values and gradients in one pass");
+        assert_eq!(three.passes_over("x"), 1);
+        // Flooding scales every gradient by this step's total: a forward and a backward pass,
+        // still independent of the number of terms.
+        let two = count(&format!("flooding = 0.1\n{TWO}"));
+        let three = count(&format!("flooding = 0.1\n{TWO}{THIRD}"));
         assert_eq!(
             two.dispatches, three.dispatches,
             "dispatches grew with the terms"
@@ -42,7 +53,8 @@ fn a_third_term_on_the_same_logits_adds_no_pass() {
             2,
             "forward and backward read the logits"
         );
-        assert_eq!(three.passes_over("x"), two.passes_over("x"));
+        assert_eq!(three.passes_over("x"), 2);
+        assert_eq!(three.submissions, 1);
     }
 }
 

@@ -12,13 +12,11 @@ use std::fmt::Write;
 /// Rows each invocation of the forward pass sums before the workgroup reduction.
 const ROWS_PER_INVOCATION: u32 = 8;
 
-/// Binding index of the first tensor (0: chunk uniform, 1: partials or scalars).
-const FIRST_TENSOR: usize = 2;
-
 /// The forward and backward passes of a row group.
 pub(crate) struct RowPasses {
     pub forward: PassSpec,
-    pub backward: PassSpec,
+    /// None when the forward pass writes the gradients itself (fused).
+    pub backward: Option<PassSpec>,
     /// Tensors whose gradient the backward pass writes, in binding order.
     pub grads: Vec<String>,
 }
@@ -116,44 +114,88 @@ fn bound_tensors(terms: &[Resolved]) -> (Inputs, Inputs) {
 /// Storage buffers the passes of a row group bind (the larger of forward and backward).
 pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
     let (inputs, grads) = bound_tensors(terms);
-    1 + inputs.names.len() as u32 + grads.names.len() as u32
+    // partials and scalars (both in a fused forward pass), inputs, gradients
+    2 + inputs.names.len() as u32 + grads.names.len() as u32
 }
 
 const HEADER_ARGS: &str = "@builtin(local_invocation_index) lid: u32, \
 @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>";
 
 /// Builds the passes of a row group. `grad_accumulates(tensor)` says whether an earlier pass
-/// already wrote that gradient this step (then this one adds to it).
+/// already wrote that gradient this step (then this one adds to it). With `fused`, every term's
+/// gradient coefficient is known before the step (the `coefficients` dispatch), so the forward
+/// pass also writes the gradients and there is no backward pass: one read of each tensor.
 pub(crate) fn passes(
-    rows: u64,
     terms: &[Resolved],
     partials: usize,
     scalars: usize,
+    fused: bool,
     grad_accumulates: &dyn Fn(&str) -> bool,
 ) -> RowPasses {
-    let _ = rows;
     let (inputs, grads) = bound_tensors(terms);
     let value = |name: &str| format!("v{}", inputs.position(name));
-    let declare_inputs = |src: &mut String| {
+    // Bindings: 0 chunk, then partials and/or scalars, then the inputs, then the gradients.
+    let declare = |src: &mut String, first: usize, with_grads: bool| {
         for (i, n) in inputs.names.iter().enumerate() {
             let _ = writeln!(
                 src,
                 "@group(0) @binding({}) var<storage, read> in{i}: array<f32>; // {n}",
-                FIRST_TENSOR + i
+                first + i
             );
         }
+        if with_grads {
+            for (i, n) in grads.names.iter().enumerate() {
+                let _ = writeln!(
+                    src,
+                    "@group(0) @binding({}) var<storage, read_write> grad{i}: array<f32>; // {n}",
+                    first + inputs.names.len() + i
+                );
+            }
+        }
     };
-    let load_inputs = |src: &mut String| {
+    // The row's values, then Σ_k coef_k · w · dl_k/dx into each gradient (`indent` spaces deep).
+    let load = |src: &mut String, indent: &str| {
         for i in 0..inputs.names.len() {
-            let _ = writeln!(src, "        let v{i} = in{i}[r];");
+            let _ = writeln!(src, "{indent}let v{i} = in{i}[r];");
+        }
+    };
+    let write_grads = |src: &mut String, indent: &str| {
+        for i in 0..grads.names.len() {
+            let _ = writeln!(src, "{indent}var g{i} = 0.0;");
+        }
+        for t in terms {
+            let _ = writeln!(
+                src,
+                "{indent}{{ // {}\n{indent}    let c = scalars[{}] * {};\n{indent}    let lg = {};",
+                t.term.name,
+                coef_index(t.slot),
+                weight_expr(&t.weights, value),
+                call(t, &value)
+            );
+            for (g, comp) in grad_components(t) {
+                let i = grads.position(g);
+                let _ = writeln!(src, "{indent}    g{i} = g{i} + c * lg.{comp};");
+            }
+            let _ = writeln!(src, "{indent}}}");
+        }
+        for (i, n) in grads.names.iter().enumerate() {
+            if grad_accumulates(n) {
+                let _ = writeln!(src, "{indent}grad{i}[r] = grad{i}[r] + g{i};");
+            } else {
+                let _ = writeln!(src, "{indent}grad{i}[r] = g{i};");
+            }
         }
     };
 
-    // Forward: per-term vec4(Σ w·l, Σ w, #{w ≠ 0}, 0) per workgroup.
+    // Forward: per-term vec4(Σ w·l, Σ w, #{w ≠ 0}, 0) per workgroup (and, fused, the gradients).
     let mut f = format!("{COMMON}\n{BINARY}\n");
     f.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
     f.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
-    declare_inputs(&mut f);
+    if fused {
+        f.push_str("@group(0) @binding(2) var<storage, read> scalars: array<f32>;\n");
+    }
+    let first_forward = if fused { 3 } else { 2 };
+    declare(&mut f, first_forward, fused);
     let _ = writeln!(
         f,
         "const ROWS_PER_INVOCATION: u32 = {ROWS_PER_INVOCATION}u;"
@@ -171,15 +213,18 @@ pub(crate) fn passes(
     f.push_str("    for (var j = 0u; j < ROWS_PER_INVOCATION; j = j + 1u) {\n");
     f.push_str("        let r = (wg * ROWS_PER_INVOCATION + j) * WG + lid;\n");
     f.push_str("        if (wg < chunk.wgs && r < chunk.rows) {\n");
-    load_inputs(&mut f);
+    load(&mut f, "            ");
     for (k, t) in terms.iter().enumerate() {
         let _ = writeln!(
             f,
-            "        {{ // {}\n            let w = {};\n            let lg = {};\n            acc{k} = acc{k} + vec4<f32>(w * lg.x, w, select(0.0, 1.0, w != 0.0), 0.0);\n        }}",
+            "            {{ // {}\n                let w = {};\n                let lg = {};\n                acc{k} = acc{k} + vec4<f32>(w * lg.x, w, select(0.0, 1.0, w != 0.0), 0.0);\n            }}",
             t.term.name,
             weight_expr(&t.weights, value),
             call(t, &value)
         );
+    }
+    if fused {
+        write_grads(&mut f, "            ");
     }
     f.push_str("        }\n    }\n");
     for k in 0..terms.len() {
@@ -189,63 +234,6 @@ pub(crate) fn passes(
         );
     }
     f.push_str("}\n");
-
-    // Backward: Σ_k coef_k · w · dl_k/dx per row and input.
-    let mut b = format!("{COMMON}\n{BINARY}\n");
-    b.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
-    b.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
-    declare_inputs(&mut b);
-    let first_grad = FIRST_TENSOR + inputs.names.len();
-    for (i, n) in grads.names.iter().enumerate() {
-        let _ = writeln!(
-            b,
-            "@group(0) @binding({}) var<storage, read_write> grad{i}: array<f32>; // {n}",
-            first_grad + i
-        );
-    }
-    let _ = writeln!(
-        b,
-        "\n@compute @workgroup_size({WG})\nfn backward({HEADER_ARGS}) {{"
-    );
-    b.push_str("    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
-    b.push_str("    if (wg >= chunk.wgs || r >= chunk.rows) {\n        return;\n    }\n");
-    {
-        let mut body = String::new();
-        for i in 0..inputs.names.len() {
-            let _ = writeln!(body, "    let v{i} = in{i}[r];");
-        }
-        b.push_str(&body);
-    }
-    for i in 0..grads.names.len() {
-        let _ = writeln!(b, "    var g{i} = 0.0;");
-    }
-    for t in terms {
-        let _ = writeln!(
-            b,
-            "    {{ // {}\n        let c = scalars[{}] * {};\n        let lg = {};",
-            t.term.name,
-            coef_index(t.slot),
-            weight_expr(&t.weights, value),
-            call(t, &value)
-        );
-        for (g, comp) in grad_components(t) {
-            let _ = writeln!(
-                b,
-                "        g{} = g{} + c * lg.{comp};",
-                grads.position(g),
-                grads.position(g)
-            );
-        }
-        b.push_str("    }\n");
-    }
-    for (i, n) in grads.names.iter().enumerate() {
-        if grad_accumulates(n) {
-            let _ = writeln!(b, "    grad{i}[r] = grad{i}[r] + g{i};");
-        } else {
-            let _ = writeln!(b, "    grad{i}[r] = g{i};");
-        }
-    }
-    b.push_str("}\n");
 
     let row_binds = |names: &[String], grad: bool| -> Vec<Bind> {
         names
@@ -260,11 +248,6 @@ pub(crate) fn passes(
             })
             .collect()
     };
-    let mut fwd_binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(partials))];
-    fwd_binds.extend(row_binds(&inputs.names, false));
-    let mut bwd_binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(scalars))];
-    bwd_binds.extend(row_binds(&inputs.names, false));
-    bwd_binds.extend(row_binds(&grads.names, true));
     let label = format!(
         "rows[{}]",
         terms
@@ -273,25 +256,58 @@ pub(crate) fn passes(
             .collect::<Vec<_>>()
             .join(",")
     );
-    RowPasses {
-        forward: PassSpec {
-            label: format!("{label} forward"),
-            source: f,
-            entry: "forward",
-            binds: fwd_binds,
-            work: Work::Rows {
-                rows_per_wg: WG * ROWS_PER_INVOCATION,
-            },
-            reads: inputs.names.clone(),
+    let mut fwd_binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(partials))];
+    if fused {
+        fwd_binds.push(Bind::Whole(Source::Internal(scalars)));
+    }
+    fwd_binds.extend(row_binds(&inputs.names, false));
+    if fused {
+        fwd_binds.extend(row_binds(&grads.names, true));
+    }
+    let forward = PassSpec {
+        label: format!(
+            "{label} {}",
+            if fused { "forward+gradient" } else { "forward" }
+        ),
+        source: f,
+        entry: "forward",
+        binds: fwd_binds,
+        work: Work::Rows {
+            rows_per_wg: WG * ROWS_PER_INVOCATION,
         },
-        backward: PassSpec {
+        reads: inputs.names.clone(),
+    };
+
+    // Backward: one invocation per row.
+    let backward = (!fused).then(|| {
+        let mut b = format!("{COMMON}\n{BINARY}\n");
+        b.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+        b.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
+        declare(&mut b, 2, true);
+        let _ = writeln!(
+            b,
+            "\n@compute @workgroup_size({WG})\nfn backward({HEADER_ARGS}) {{"
+        );
+        b.push_str("    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
+        b.push_str("    if (wg >= chunk.wgs || r >= chunk.rows) {\n        return;\n    }\n");
+        load(&mut b, "    ");
+        write_grads(&mut b, "    ");
+        b.push_str("}\n");
+        let mut binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(scalars))];
+        binds.extend(row_binds(&inputs.names, false));
+        binds.extend(row_binds(&grads.names, true));
+        PassSpec {
             label: format!("{label} backward"),
             source: b,
             entry: "backward",
-            binds: bwd_binds,
+            binds,
             work: Work::Rows { rows_per_wg: WG },
             reads: inputs.names.clone(),
-        },
+        }
+    });
+    RowPasses {
+        forward,
+        backward,
         grads: grads.names,
     }
 }
