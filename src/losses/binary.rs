@@ -159,18 +159,27 @@ pub(crate) fn passes(
             let _ = writeln!(src, "{indent}let v{i} = in{i}[r];");
         }
     };
+    // `w{k}` and `lg{k}` are the row's weight and (loss, gradient) of term k, computed once.
+    let term_values = |src: &mut String, indent: &str| {
+        for (k, t) in terms.iter().enumerate() {
+            let _ = writeln!(
+                src,
+                "{indent}let w{k} = {}; // {}\n{indent}let lg{k} = {};",
+                weight_expr(&t.weights, value),
+                t.term.name,
+                call(t, &value)
+            );
+        }
+    };
     let write_grads = |src: &mut String, indent: &str| {
         for i in 0..grads.names.len() {
             let _ = writeln!(src, "{indent}var g{i} = 0.0;");
         }
-        for t in terms {
+        for (k, t) in terms.iter().enumerate() {
             let _ = writeln!(
                 src,
-                "{indent}{{ // {}\n{indent}    let c = scalars[{}] * {};\n{indent}    let lg = {};",
-                t.term.name,
+                "{indent}{{\n{indent}    let c = scalars[{}] * w{k};\n{indent}    let lg = lg{k};",
                 coef_index(t.slot),
-                weight_expr(&t.weights, value),
-                call(t, &value)
             );
             for (g, comp) in grad_components(t) {
                 let i = grads.position(g);
@@ -214,13 +223,11 @@ pub(crate) fn passes(
     f.push_str("        let r = (wg * ROWS_PER_INVOCATION + j) * WG + lid;\n");
     f.push_str("        if (wg < chunk.wgs && r < chunk.rows) {\n");
     load(&mut f, "            ");
-    for (k, t) in terms.iter().enumerate() {
+    term_values(&mut f, "            ");
+    for k in 0..terms.len() {
         let _ = writeln!(
             f,
-            "            {{ // {}\n                let w = {};\n                let lg = {};\n                acc{k} = acc{k} + vec4<f32>(w * lg.x, w, select(0.0, 1.0, w != 0.0), 0.0);\n            }}",
-            t.term.name,
-            weight_expr(&t.weights, value),
-            call(t, &value)
+            "            acc{k} = acc{k} + vec4<f32>(w{k} * lg{k}.x, w{k}, select(0.0, 1.0, w{k} != 0.0), 0.0);"
         );
     }
     if fused {
@@ -291,6 +298,7 @@ pub(crate) fn passes(
         b.push_str("    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
         b.push_str("    if (wg >= chunk.wgs || r >= chunk.rows) {\n        return;\n    }\n");
         load(&mut b, "    ");
+        term_values(&mut b, "    ");
         write_grads(&mut b, "    ");
         b.push_str("}\n");
         let mut binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(scalars))];
