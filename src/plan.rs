@@ -1,13 +1,15 @@
 //! A plan: every buffer, pipeline and bind group for one config and one set of shapes, built once;
 //! `step` records one command buffer and submits it once.
 //!
-//! A step runs, in one compute pass: the forward pass of every group (per-workgroup partial
-//! sums), the combine pass (term values, weights, gradient coefficients, state), the backward
-//! pass of every group (gradients), then copies the scalars into a mappable buffer. Each tensor
-//! is read by the forward and the backward pass of its group: twice per step however many terms
-//! read it (softmax needs the row's log-sum-exp before any gradient, and every term's gradient
-//! needs the batch-wide denominator of its reduction and, with flooding or EMA reweighting, this
-//! step's loss values).
+//! A step runs: the `coefficients` dispatch (when some row group is fused, below), the forward pass
+//! of every group (per-workgroup partial sums), `combine` (term values), `weigh` (weights,
+//! flooding, gradient coefficients, state), the backward pass of every unfused group, then a copy
+//! of the scalars into a mappable buffer.
+//!
+//! A row group is fused when every gradient coefficient is known before the step (no flooding, no
+//! EMA reweighting, denominators independent of the data): its forward pass writes the gradients
+//! too, so each tensor is read once per step. Otherwise each tensor is read twice (forward and
+//! backward), however many terms read it: every gradient then needs this step's batch-wide values.
 
 use crate::batch::{Batch, Input, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
