@@ -97,11 +97,20 @@ fn readme_json_examples_parse_like_toml() {
 
 #[test]
 fn the_embedding_example_runs() {
-    // examples/embed.rs is the README's trainer code; run it as the README says it is.
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["run", "--quiet", "--example", "embed"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
+    // examples/embed.rs is the README's trainer code. `cargo test` builds examples next to the
+    // test binaries (target/<profile>/examples); run that one, or build it when this test runs
+    // alone.
+    let built = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples").join("embed")))
+        .filter(|p| p.exists());
+    let status = match built {
+        Some(path) => std::process::Command::new(path).status(),
+        None => std::process::Command::new(env!("CARGO"))
+            .args(["run", "--quiet", "--example", "embed"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status(),
+    }
+    .expect("the example starts");
     assert!(status.success(), "examples/embed.rs failed");
 }
