@@ -227,6 +227,16 @@ impl OwnedBatch {
         Ok(out)
     }
 
+    /// Adds (or replaces) an f32 tensor.
+    pub fn insert_real(&mut self, name: impl Into<String>, values: Vec<f32>) {
+        self.reals.insert(name.into(), values);
+    }
+
+    /// Adds (or replaces) an i32 id tensor.
+    pub fn insert_ids(&mut self, name: impl Into<String>, values: Vec<i32>) {
+        self.ids.insert(name.into(), values);
+    }
+
     /// A batch borrowing these values.
     pub fn batch(&self) -> Batch<'_> {
         let mut b = Batch::new();

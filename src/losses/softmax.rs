@@ -185,17 +185,27 @@ pub(crate) fn passes(
         }
     };
     let row_value = |name: &str| format!("f32(in{}[row])", inputs.position(name));
-    let label_id = |k: usize| {
-        format!(
-            "i32(in{}[row])",
-            inputs.position(views[k].t.input("labels"))
-        )
-    };
     let probs_at =
         |k: usize, idx: &str| format!("in{}[{idx}]", inputs.position(views[k].t.input("labels")));
-    let ignore_test = |k: usize| match views[k].p.ignore_index {
-        Some(i) => format!("y == {i}i"),
-        None => "false".into(),
+    // A row's class-id label, shared by both passes: y{k}, whether it is out of range and not
+    // ignored (bad{k}), the effective weight weff{k} (0 when ignored or bad; needs w{k}), the id
+    // clamped for indexing (yc{k}) and its class weight (cy{k}).
+    let id_row = |k: usize, indent: &str| {
+        let ignored = match views[k].p.ignore_index {
+            Some(i) => format!("y{k} == {i}i"),
+            None => "false".into(),
+        };
+        format!(
+            "{indent}let y{k} = i32(in{}[row]);\n\
+             {indent}let ignored{k} = {ignored};\n\
+             {indent}let valid{k} = y{k} >= 0i && y{k} < i32(C);\n\
+             {indent}let bad{k} = !ignored{k} && !valid{k};\n\
+             {indent}let weff{k} = select(0.0, w{k}, valid{k} && !ignored{k});\n\
+             {indent}let yc{k} = u32(clamp(y{k}, 0i, i32(C) - 1i));\n\
+             {indent}let cy{k} = {};\n",
+            inputs.position(views[k].t.input("labels")),
+            cw(k, &format!("yc{k}")),
+        )
     };
     let smoothed_target = |k: usize, t: String| {
         let eps = views[k].p.label_smoothing;
@@ -264,17 +274,15 @@ pub(crate) fn passes(
         let zl = v.p.z_loss;
         let _ = writeln!(
             f,
-            "        {{ // {}\n            let lse = lse{k}.x + log(lse{k}.y);\n            let w = {};",
+            "        {{ // {}\n            let lse = lse{k}.x + log(lse{k}.y);\n            let w{k} = {};",
             v.t.term.name,
             weight_expr(&v.t.weights, row_value)
         );
         if v.ids {
+            f.push_str(&id_row(k, "            "));
             let _ = writeln!(
                 f,
-                "            let y = {};\n            let ignored = {};\n            let valid = y >= 0i && y < i32(C);\n            let bad = !ignored && !valid;\n            let weff = select(0.0, w, valid && !ignored);\n            let yc = u32(clamp(y, 0i, i32(C) - 1i));\n            let cy = {};\n            let zy = logits[base + yc] * {};\n            let l = {} * cy * (lse - zy) + {} * (lse * {} - lin{k}.x) + {} * lse * lse;\n            part{k} = vec4<f32>(weff * l, cy * weff, select(0.0, 1.0, weff != 0.0), select(0.0, 1.0, bad));\n            stats{k}[row] = vec2<f32>(lse, 0.0);",
-                label_id(k),
-                ignore_test(k),
-                cw(k, "yc"),
+                "            let zy = logits[base + yc{k}] * {};\n            let l = {} * cy{k} * (lse - zy) + {} * (lse * {} - lin{k}.x) + {} * lse * lse;\n            part{k} = vec4<f32>(weff{k} * l, cy{k} * weff{k}, select(0.0, 1.0, weff{k} != 0.0), select(0.0, 1.0, bad{k}));\n            stats{k}[row] = vec2<f32>(lse, 0.0);",
                 lit(1.0 / v.p.temperature),
                 lit(1.0 - eps),
                 lit(eps / classes as f64),
@@ -284,7 +292,7 @@ pub(crate) fn passes(
         } else {
             let _ = writeln!(
                 f,
-                "            let l = lse * lin{k}.z - lin{k}.y + {} * lse * lse;\n            part{k} = vec4<f32>(w * l, w, select(0.0, 1.0, w != 0.0), 0.0);\n            stats{k}[row] = vec2<f32>(lse, lin{k}.z);",
+                "            let l = lse * lin{k}.z - lin{k}.y + {} * lse * lse;\n            part{k} = vec4<f32>(w{k} * l, w{k}, select(0.0, 1.0, w{k} != 0.0), 0.0);\n            stats{k}[row] = vec2<f32>(lse, lin{k}.z);",
                 lit(zl)
             );
         }
@@ -321,13 +329,7 @@ pub(crate) fn passes(
             weight_expr(&v.t.weights, row_value)
         );
         if v.ids {
-            let _ = writeln!(
-                b,
-                "    let y{k} = {};\n    let weff{k} = select(0.0, w{k}, y{k} >= 0i && y{k} < i32(C) && !({}));\n    let yc{k} = u32(clamp(y{k}, 0i, i32(C) - 1i));\n    let cy{k} = {};",
-                label_id(k),
-                ignore_test(k).replace("y ==", &format!("y{k} ==")),
-                cw(k, &format!("yc{k}")),
-            );
+            b.push_str(&id_row(k, "    "));
         } else {
             let _ = writeln!(b, "    let weff{k} = w{k};");
         }

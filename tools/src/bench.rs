@@ -6,8 +6,7 @@
 
 use crate::error::{CliError, CliResult};
 use lossfuse::rng::SplitMix64;
-use lossfuse::{Batch, DType, Engine, EngineOptions, LossConfig, Shapes};
-use std::collections::BTreeMap;
+use lossfuse::{Batch, DType, Engine, EngineOptions, LossConfig, OwnedBatch, Shapes};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -66,25 +65,23 @@ pub struct Case {
     pub configs: Vec<LossConfig>,
     /// The shapes every plan is built for.
     pub shapes: Shapes,
-    reals: BTreeMap<String, Vec<f32>>,
-    ids: BTreeMap<String, Vec<i32>>,
+    inputs: OwnedBatch,
 }
 
 impl Case {
     /// Builds a named case with inputs drawn from `seed`.
     pub fn new(name: &str, seed: u64) -> CliResult<Self> {
         let mut rng = SplitMix64::new(seed);
-        let mut reals = BTreeMap::new();
-        let mut ids = BTreeMap::new();
+        let mut inputs = OwnedBatch::default();
         let (rows, texts, shapes) = match name {
             "softmax_ce_4096x8192" => {
                 let (b, c) = (4096usize, 8192usize);
-                reals.insert(
-                    "logits".to_string(),
+                inputs.insert_real(
+                    "logits",
                     (0..b * c).map(|_| rng.range_f32(-4.0, 4.0)).collect(),
                 );
-                ids.insert(
-                    "labels".to_string(),
+                inputs.insert_ids(
+                    "labels",
                     (0..b).map(|_| rng.below(c as u32) as i32).collect(),
                 );
                 let text = "[[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'logits'\nlabels = 'labels'\n";
@@ -97,12 +94,9 @@ impl Case {
             }
             "fused3_1m" | "separate3_1m" => {
                 let b = 1usize << 20;
-                reals.insert(
-                    "logits".to_string(),
-                    (0..b).map(|_| rng.range_f32(-6.0, 6.0)).collect(),
-                );
-                reals.insert(
-                    "labels".to_string(),
+                inputs.insert_real("logits", (0..b).map(|_| rng.range_f32(-6.0, 6.0)).collect());
+                inputs.insert_real(
+                    "labels",
                     (0..b)
                         .map(|_| if rng.unit_f32() < 0.3 { 1.0 } else { 0.0 })
                         .collect(),
@@ -135,21 +129,13 @@ impl Case {
             rows,
             configs,
             shapes,
-            reals,
-            ids,
+            inputs,
         })
     }
 
     /// The inputs as a batch borrowing this case.
     pub fn batch(&self) -> Batch<'_> {
-        let mut b = Batch::new();
-        for (n, v) in &self.reals {
-            b = b.tensor(n.clone(), v);
-        }
-        for (n, v) in &self.ids {
-            b = b.ids(n.clone(), v);
-        }
-        b
+        self.inputs.batch()
     }
 }
 
