@@ -18,8 +18,12 @@ struct Settings {
     ema_aux: u32,
     ema_alpha: f32,
     ema_lambda: f32,
+    commit_src: u32,    // words of `aux` (this step's GHM-C accumulators) ...
+    commit_dst: u32,    // ... copied onto `state` from here when the step succeeds
+    commit_count: u32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 
 struct TermInfo {
@@ -60,6 +64,7 @@ const ST_TERM_STRIDE: u32 = 3u;  // s, adam m, adam v
 @group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> scalars: array<f32>;
 @group(0) @binding(4) var<storage, read_write> state: array<u32>;
+@group(0) @binding(5) var<storage, read> aux: array<u32>;
 
 fn term_slot(k: u32, field: u32) -> u32 {
     return S_TERM_BASE + k * S_TERM_STRIDE + field;
@@ -152,8 +157,9 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
             scalars[term_slot(k, T_INVALID)] = sum.w;
         }
     }
-    // Both entry points bind the same buffers, so one bind group layout serves them.
+    // Every entry point binds the same buffers, so one bind group layout serves them.
     _ = state[0];
+    _ = aux[0];
 }
 
 // The serial part runs as its own one-invocation dispatch: inside a barrier-synchronised
@@ -162,6 +168,7 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
 @compute @workgroup_size(1)
 fn weigh() {
     _ = partials[0];
+    _ = aux[0];
     // 2. Effective weights and the raw total, in term order.
     let n = settings.term_count;
     let step = state[ST_STEP];
@@ -265,6 +272,9 @@ fn weigh() {
     if (settings.strategy == 3u) {
         set_state_f32(ST_THETA, theta);
     }
+    for (var i = 0u; i < settings.commit_count; i = i + 1u) {
+        state[settings.commit_dst + i] = aux[settings.commit_src + i];
+    }
     state[ST_STEP] = step + 1u;
 }
 
@@ -275,6 +285,7 @@ fn weigh() {
 @compute @workgroup_size(1)
 fn coefficients() {
     _ = partials[0];
+    _ = aux[0];
     let step = state[ST_STEP];
     let norm = rlw_norm(step);
     for (var k = 0u; k < settings.term_count; k = k + 1u) {

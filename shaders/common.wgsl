@@ -9,16 +9,18 @@ const NEG_BIG: f32 = -3.4e38;
 // The rows a dispatch covers: tensors are bound from `row_base`, so indices are chunk-relative.
 // `wgs` is the number of workgroups that do work (the grid is 2-D and may have spare ones).
 // Partial sums of the group's k-th term go to partials[wg_base + k * term_stride + workgroup]:
-// `wg_base` places this chunk after the previous chunks of the group.
+// `wg_base` places this chunk after the previous chunks of the group. `p0`..`p2` are parameters
+// of the pass itself (the selection's state offset, k and round), so that one pipeline serves
+// every round.
 struct Chunk {
     row_base: u32,
     rows: u32,
     wgs: u32,
     wg_base: u32,
     term_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    p0: u32,
+    p1: u32,
+    p2: u32,
 }
 
 fn partial_index(chunk: Chunk, k: u32, wg: u32) -> u32 {
@@ -84,4 +86,20 @@ fn segment_sum(lid: u32, width: u32, value: vec4<f32>) -> vec4<f32> {
     let total = reduce_buf[lid - lane];
     workgroupBarrier();
     return total;
+}
+
+// A u32 whose unsigned order is the float order of `v` (negative floats reversed, -0 below +0),
+// so that a radix selection over the bits finds the largest floats.
+fn order_key(v: f32) -> u32 {
+    let bits = bitcast<u32>(v);
+    if ((bits & 0x80000000u) != 0u) {
+        return ~bits;
+    }
+    return bits | 0x80000000u;
+}
+
+// Whether a row is among the k selected by `select.wgsl`: keys above the k-th key `threshold`,
+// and of the keys equal to it those up to index `last_tie` (lowest indices first).
+fn select_kept(key: u32, index: u32, threshold: u32, last_tie: u32) -> bool {
+    return key > threshold || (key == threshold && index <= last_tie);
 }

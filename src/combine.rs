@@ -62,7 +62,12 @@ pub(crate) struct Settings {
     pub ema_aux: u32,
     pub ema_alpha: f32,
     pub ema_lambda: f32,
-    pub _pad: [u32; 2],
+    /// Words of `aux` from `commit_src` copied onto `state` from `commit_dst` when a step
+    /// succeeds (the GHM-C accumulators).
+    pub commit_src: u32,
+    pub commit_dst: u32,
+    pub commit_count: u32,
+    pub _pad: [u32; 3],
 }
 
 /// `TermInfo` of combine.wgsl.
@@ -145,7 +150,7 @@ pub(crate) fn reduction_code(r: Reduction) -> u32 {
     }
 }
 
-/// The combine passes, all binding settings (uniform), term table, partials, scalars, state:
+/// The combine passes, all binding settings (uniform), term table, partials, scalars, state, aux:
 /// `coefficients` (one invocation, before the forward passes, only when some row group writes its
 /// gradients in its forward pass), `combine` (one workgroup: reduce the partials) and `weigh`
 /// (one invocation: strategy, flooding, coefficients, state).
@@ -155,6 +160,7 @@ pub(crate) fn passes(
     partials: usize,
     scalars: usize,
     state: usize,
+    aux: usize,
 ) -> [PassSpec; 3] {
     let binds = vec![
         Bind::Whole(Source::Internal(settings)),
@@ -162,6 +168,7 @@ pub(crate) fn passes(
         Bind::Whole(Source::Internal(partials)),
         Bind::Whole(Source::Internal(scalars)),
         Bind::Whole(Source::Internal(state)),
+        Bind::Whole(Source::Internal(aux)),
     ];
     let source = format!("{COMMON}\n{COMBINE}");
     ["coefficients", "combine", "weigh"].map(|entry| PassSpec {
@@ -171,6 +178,7 @@ pub(crate) fn passes(
         binds: binds.clone(),
         work: Work::Single,
         reads: Vec::new(),
+        params: [0; 3],
     })
 }
 
@@ -218,7 +226,7 @@ mod tests {
         ] {
             assert_eq!(value(name), v, "{name}");
         }
-        assert_eq!(std::mem::size_of::<Settings>(), 64);
+        assert_eq!(std::mem::size_of::<Settings>(), 80);
         assert_eq!(std::mem::size_of::<TermInfo>(), 32);
     }
 }

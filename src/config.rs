@@ -124,6 +124,9 @@ impl Default for SoftmaxParams {
     }
 }
 
+/// The largest `bins` of `ghm_c`: the GPU keeps one workgroup counter per bin.
+pub const MAX_GHM_BINS: u32 = 1024;
+
 /// A loss type with its parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TermKind {
@@ -157,6 +160,22 @@ pub enum TermKind {
     },
     /// ESMM (Ma et al. SIGIR 2018): CE(σ(a), click) + CE(σ(a)σ(b), buy).
     Esmm,
+    /// GHM-C (Li et al. AAAI 2019; mmdetection `GHMC`): sigmoid CE reweighted by the inverse
+    /// density of the gradient norm g = |σ(x) − y| over `bins` equal bins (weights detached).
+    GhmC {
+        /// Number of bins of g in [0, 1] (1..=1024).
+        bins: u32,
+        /// Momentum of the per-bin EMA of the counts (0: this batch's counts only).
+        momentum: f64,
+    },
+    /// EasyRec `F1_REWEIGHTED_LOSS`: sigmoid CE with negatives weighted by
+    /// tp / ((β² − 1)·n_pos + tp + 1e-8), tp = Σ σ(x), not detached.
+    F1Reweighted {
+        /// β²: > 1 favours recall, < 1 precision.
+        f1_beta_square: f64,
+        /// Binary label smoothing of the CE label.
+        label_smoothing: f64,
+    },
 }
 
 impl TermKind {
@@ -170,6 +189,8 @@ impl TermKind {
             Self::CrossEntropy => "cross_entropy_loss",
             Self::BinaryFocal { .. } => "binary_focal_loss",
             Self::Esmm => "esmm",
+            Self::GhmC { .. } => "ghm_c",
+            Self::F1Reweighted { .. } => "f1_reweighted_loss",
         }
     }
 
@@ -179,7 +200,9 @@ impl TermKind {
             Self::Classification { .. }
             | Self::SoftmaxCrossEntropy(_)
             | Self::SigmoidL2
-            | Self::BinaryFocal { .. } => &[("logits", true), ("labels", true)],
+            | Self::BinaryFocal { .. }
+            | Self::GhmC { .. }
+            | Self::F1Reweighted { .. } => &[("logits", true), ("labels", true)],
             Self::L2 => &[("predictions", true), ("labels", true)],
             Self::CrossEntropy => &[("probabilities", true), ("labels", true)],
             Self::Esmm => &[
@@ -732,12 +755,49 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
             )
         }
         "esmm" => (TermKind::Esmm, &[]),
+        "ghm_c" => {
+            let bins = t.u32_or("bins", 10)?;
+            if !(1..=MAX_GHM_BINS).contains(&bins) {
+                return Err(t.err(format!(
+                    "'bins' must be in [1, {MAX_GHM_BINS}], got {bins}"
+                )));
+            }
+            let momentum = t.f64_or("momentum", 0.0)?;
+            if !(0.0..1.0).contains(&momentum) {
+                return Err(t.err(format!("'momentum' must be in [0, 1), got {momentum}")));
+            }
+            if obj.contains_key("reduction") {
+                return Err(t.err(
+                    "'reduction' does not apply to ghm_c: it is normalised by the number of \
+                     valid rows (mmdetection GHMC)"
+                        .into(),
+                ));
+            }
+            (
+                TermKind::GhmC { bins, momentum },
+                &["bins", "momentum"],
+            )
+        }
+        "f1_reweighted_loss" => {
+            let f1_beta_square = t.f64_or("f1_beta_square", 1.0)?;
+            t.positive("f1_beta_square", f1_beta_square)?;
+            let label_smoothing = t.f64_or("label_smoothing", 0.0)?;
+            t.in_range("label_smoothing", label_smoothing, 0.0, 1.0)?;
+            (
+                TermKind::F1Reweighted {
+                    f1_beta_square,
+                    label_smoothing,
+                },
+                &["f1_beta_square", "label_smoothing"],
+            )
+        }
         other => {
             return Err(Error::term(
                 &name,
                 format!(
                     "unknown loss_type '{other}'; expected one of classification, softmax_cross_entropy, \
-                     l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, esmm"
+                     l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, esmm, ghm_c, \
+                     f1_reweighted_loss"
                 ),
             ))
         }

@@ -18,6 +18,12 @@ pub(crate) const BINARY: &str = include_str!("../shaders/binary.wgsl");
 pub(crate) const SOFTMAX: &str = include_str!("../shaders/softmax.wgsl");
 /// `shaders/combine.wgsl`: the combine pass.
 pub(crate) const COMBINE: &str = include_str!("../shaders/combine.wgsl");
+/// `shaders/ghm.wgsl`: GHM-C gradient norm and bins.
+pub(crate) const GHM: &str = include_str!("../shaders/ghm.wgsl");
+/// `shaders/select.wgsl`: the deterministic top-k selection passes.
+pub(crate) const SELECT: &str = include_str!("../shaders/select.wgsl");
+/// `shaders/prepare.wgsl`: statistics → per-row factors of the batch-wide terms.
+pub(crate) const PREPARE: &str = include_str!("../shaders/prepare.wgsl");
 
 /// The shader files with the files each needs before it, for validation and assembly.
 pub const SHADER_FILES: &[(&str, &[&str])] = &[
@@ -25,6 +31,9 @@ pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("binary.wgsl", &["common.wgsl"]),
     ("softmax.wgsl", &["common.wgsl"]),
     ("combine.wgsl", &["common.wgsl"]),
+    ("ghm.wgsl", &["common.wgsl"]),
+    ("select.wgsl", &["common.wgsl"]),
+    ("prepare.wgsl", &["common.wgsl"]),
 ];
 
 /// The text of a shader file by name.
@@ -34,6 +43,9 @@ pub fn shader_file(name: &str) -> Option<&'static str> {
         "binary.wgsl" => BINARY,
         "softmax.wgsl" => SOFTMAX,
         "combine.wgsl" => COMBINE,
+        "ghm.wgsl" => GHM,
+        "select.wgsl" => SELECT,
+        "prepare.wgsl" => PREPARE,
         _ => return None,
     })
 }
@@ -113,6 +125,8 @@ pub(crate) struct PassSpec {
     pub work: Work,
     /// Batch tensors the pass reads (for the per-step counters).
     pub reads: Vec<String>,
+    /// Parameters of the pass itself, `Chunk::p0..p2` (e.g. a selection's round).
+    pub params: [u32; 3],
 }
 
 /// A 2-D grid for `n` workgroups under the per-dimension limit; kernels linearise it and skip

@@ -16,10 +16,10 @@ use crate::combine::{self, Settings, TermInfo};
 use crate::config::{LossConfig, Strategy};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
-use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source};
-use crate::losses::{binary, softmax};
+use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source, Work};
+use crate::losses::{binary, softmax, statistics, TermAux};
 use crate::report::{read_buffer, StepCounters, StepOutput};
-use crate::schedule::{schedule, Form, Group};
+use crate::schedule::{schedule, Form, Group, Resolved};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -73,6 +73,8 @@ pub struct Plan {
     passes: Vec<Pass>,
     scalars: usize,
     state: usize,
+    /// Words of the state buffer (combine's block, then the GHM-C accumulators).
+    state_words: usize,
     readback: wgpu::Buffer,
     /// Buffers the cached bind groups were built with, per read tensor.
     bound: Option<BTreeMap<String, wgpu::Buffer>>,
@@ -165,7 +167,10 @@ impl Plan {
         for (g, _) in &groups {
             for t in g.terms() {
                 let unit_roles: &[(&str, &'static str)] = match t.form {
-                    Form::Sigmoid { .. } | Form::Focal { .. } => &[("labels", "binary labels")],
+                    Form::Sigmoid { .. }
+                    | Form::Focal { .. }
+                    | Form::Ghm { .. }
+                    | Form::F1 { .. } => &[("labels", "binary labels")],
                     Form::ProbCe => &[
                         ("labels", "binary labels"),
                         ("probabilities", "probabilities"),
@@ -206,8 +211,42 @@ impl Plan {
             }
         }
 
-        // Internal buffers: partials (sized below), scalars, state, settings, term table.
+        // Batch-wide terms (GHM-C, OHEM, F1): their regions of the `aux` buffer, OHEM key
+        // buffers, and GHM-C accumulators. The accumulators of every GHM-C term form one block at
+        // the start of `aux` (this step's new values) and one at the end of the state (the
+        // committed values): `weigh` copies the first onto the second when the step succeeds.
         let n_terms = config.losses.len();
+        let mut term_aux: BTreeMap<usize, TermAux> = BTreeMap::new();
+        let global_terms: Vec<&Resolved> = groups
+            .iter()
+            .flat_map(|(g, _)| g.terms())
+            .filter(|t| t.form.needs_statistics())
+            .collect();
+        let mut aux_cursor = 0u32;
+        let mut state_cursor = combine::state_len(n_terms) as u32;
+        for t in &global_terms {
+            if let Form::Ghm { bins, .. } = t.form {
+                term_aux.insert(
+                    t.slot,
+                    TermAux {
+                        pending: aux_cursor,
+                        acc: state_cursor,
+                        ..Default::default()
+                    },
+                );
+                aux_cursor += bins;
+                state_cursor += bins;
+            }
+        }
+        let commit = (0u32, combine::state_len(n_terms) as u32, aux_cursor);
+        let state_words = state_cursor as usize;
+        for t in &global_terms {
+            let a = term_aux.entry(t.slot).or_default();
+            a.base = aux_cursor;
+            aux_cursor += statistics::aux_words(&t.form);
+        }
+
+        // Internal buffers: partials (sized below), scalars, state, settings, term table, aux.
         let mut internal: Vec<wgpu::Buffer> = Vec::new();
         let partials = 0usize;
         internal.push(make("partials", 16, storage_usage())?); // resized once the layout is known
@@ -218,11 +257,7 @@ impl Plan {
             storage_usage(),
         )?);
         let state = internal.len();
-        internal.push(make(
-            "state",
-            combine::state_len(n_terms) as u64 * 4,
-            storage_usage(),
-        )?);
+        internal.push(make("state", state_words as u64 * 4, storage_usage())?);
         let settings = internal.len();
         internal.push(make(
             "settings",
@@ -235,14 +270,36 @@ impl Plan {
             (std::mem::size_of::<TermInfo>() * n_terms) as u64,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         )?);
+        let aux = internal.len();
+        internal.push(make("aux", aux_cursor as u64 * 4, storage_usage())?);
+        for t in &global_terms {
+            if binary::is_ohem(t) {
+                internal.push(make(
+                    &format!("ohem_keys/{}", t.term.name),
+                    t.rows * 4,
+                    storage_usage(),
+                )?);
+                term_aux.get_mut(&t.slot).expect("registered above").keys =
+                    Some(internal.len() - 1);
+            }
+        }
+        let buffers = binary::Buffers {
+            partials,
+            scalars,
+            aux,
+            state,
+        };
 
         // Family passes, in group order; a gradient written by an earlier group is accumulated.
         let mut written: Vec<String> = Vec::new();
         struct GroupPasses {
+            pre: Vec<PassSpec>,
             forward: PassSpec,
             backward: Option<PassSpec>,
             rows: u64,
             slots: Vec<usize>,
+            /// Partial slots per workgroup: the terms', then any statistics'.
+            partial_slots: usize,
             static_denominators: Vec<f64>,
         }
         let mut group_passes = Vec::new();
@@ -254,15 +311,36 @@ impl Plan {
                 .collect();
             match g {
                 Group::Rows { rows, terms } => {
-                    let p = binary::passes(terms, partials, scalars, *fused, &|n| {
+                    // Workgroup memory of the statistics pass: the reduction buffer, one counter
+                    // per GHM-C bin, one per OHEM term.
+                    let shared: u64 = 16 * 256
+                        + terms
+                            .iter()
+                            .map(|t| match t.form {
+                                Form::Ghm { bins, .. } => 4 * bins as u64,
+                                Form::Focal { ohem: Some(_), .. } => 4,
+                                _ => 0,
+                            })
+                            .sum::<u64>();
+                    let limit = engine.limits.max_compute_workgroup_storage_size as u64;
+                    if shared > limit {
+                        return Err(Error::Unsupported(format!(
+                            "the ghm_c terms over {rows} rows need {shared} bytes of workgroup \
+                             memory for their bins, the adapter has {limit}; use fewer bins"
+                        )));
+                    }
+                    let aux_of = |slot: usize| term_aux.get(&slot).copied().unwrap_or_default();
+                    let p = binary::passes(terms, *rows, buffers, &aux_of, *fused, &|n| {
                         written.iter().any(|w| w == n)
                     });
                     written.extend(p.grads.iter().cloned());
                     group_passes.push(GroupPasses {
+                        pre: p.pre,
                         forward: p.forward,
                         backward: p.backward,
                         rows: *rows,
                         slots: terms.iter().map(|t| t.slot).collect(),
+                        partial_slots: p.partial_slots,
                         static_denominators,
                     });
                 }
@@ -322,10 +400,12 @@ impl Plan {
                     );
                     written.push(logits.clone());
                     group_passes.push(GroupPasses {
+                        pre: Vec::new(),
                         forward: p.forward,
                         backward: Some(p.backward),
                         rows,
                         slots: terms.iter().map(|t| t.slot).collect(),
+                        partial_slots: terms.len(),
                         static_denominators,
                     });
                 }
@@ -342,10 +422,11 @@ impl Plan {
         let mut backwards = Vec::new();
         for gp in group_passes {
             let row_bytes: Vec<u64> = gp
-                .forward
-                .binds
+                .pre
                 .iter()
-                .chain(gp.backward.iter().flat_map(|b| b.binds.iter()))
+                .chain([&gp.forward])
+                .chain(gp.backward.iter())
+                .flat_map(|p| p.binds.iter())
                 .filter_map(|b| match b {
                     Bind::Rows { row_bytes, .. } => Some(*row_bytes),
                     _ => None,
@@ -381,12 +462,23 @@ impl Plan {
                 };
             }
             let group_base = partial_cursor;
-            partial_cursor += stride * gp.slots.len() as u64;
-            let specs = std::iter::once((gp.forward, true)).chain(gp.backward.map(|b| (b, false)));
+            partial_cursor += stride * gp.partial_slots as u64;
+            let specs = gp
+                .pre
+                .into_iter()
+                .chain([gp.forward])
+                .map(|p| (p, true))
+                .chain(gp.backward.map(|b| (b, false)));
             for (spec, is_forward) in specs {
                 let mut chunks = Vec::new();
                 let mut wg_base = group_base;
-                for &(row_base, rows) in &ranges {
+                // A one-workgroup pass of the group (prepare, selection pick) sees the whole group.
+                let whole = [(0u64, gp.rows)];
+                let pass_ranges: &[(u64, u64)] = match spec.work {
+                    Work::Single => &whole,
+                    Work::Rows { .. } => &ranges,
+                };
+                for &(row_base, rows) in pass_ranges {
                     let wgs = spec.work.workgroups(rows);
                     let words: [u32; 8] = [
                         row_base as u32,
@@ -394,9 +486,9 @@ impl Plan {
                         wgs as u32,
                         wg_base as u32,
                         stride as u32,
-                        0,
-                        0,
-                        0,
+                        spec.params[0],
+                        spec.params[1],
+                        spec.params[2],
                     ];
                     let uniform = make(
                         &format!("{} chunk", spec.label),
@@ -439,7 +531,7 @@ impl Plan {
 
         let mut combine_passes = Vec::new();
         let [coefficients, reduce, weigh] =
-            combine::passes(settings, term_table, partials, scalars, state);
+            combine::passes(settings, term_table, partials, scalars, state, aux);
         let mut combine_specs = vec![reduce, weigh];
         if any_fused {
             combine_specs.insert(0, coefficients);
@@ -458,7 +550,12 @@ impl Plan {
                 bind_groups: Vec::new(),
             });
         }
-        let settings_data = Settings::new(config);
+        let mut settings_data = Settings::new(config);
+        (
+            settings_data.commit_src,
+            settings_data.commit_dst,
+            settings_data.commit_count,
+        ) = commit;
         engine
             .queue
             .write_buffer(&internal[settings], 0, bytemuck::bytes_of(&settings_data));
@@ -491,6 +588,7 @@ impl Plan {
             passes,
             scalars,
             state,
+            state_words,
             readback,
             bound: None,
             id_checks,
@@ -503,7 +601,7 @@ impl Plan {
     }
 
     fn initial_state(&self) -> Vec<u32> {
-        let mut words = vec![0u32; combine::state_len(self.config.losses.len())];
+        let mut words = vec![0u32; self.state_words];
         if let crate::config::Strategy::EmaReweight(e) = &self.config.strategy {
             words[combine::ST_THETA] = (e.theta0 as f32).to_bits();
         }
@@ -575,8 +673,7 @@ impl Plan {
     pub fn save_state(&self) -> Result<Vec<u8>> {
         let b = &self.internal[self.state];
         let bytes = read_buffer(&self.engine, b, 0, b.size())?;
-        let words: Vec<u32> =
-            bytemuck::cast_slice(&bytes)[..combine::state_len(self.config.losses.len())].to_vec();
+        let words: Vec<u32> = bytemuck::cast_slice(&bytes)[..self.state_words].to_vec();
         Ok(crate::state::encode(
             crate::state::fingerprint(&self.config),
             &words,
@@ -589,7 +686,7 @@ impl Plan {
         let words = crate::state::decode(
             bytes,
             crate::state::fingerprint(&self.config),
-            combine::state_len(self.config.losses.len()),
+            self.state_words,
         )?;
         self.write_state(&words);
         Ok(())

@@ -26,8 +26,20 @@ pub(crate) enum Form {
         gamma: f64,
         alpha: Option<f64>,
         label_smoothing: f64,
+        /// OHEM keep ratio when < 1: the term keeps the k largest row values (`select`).
+        ohem: Option<f64>,
     },
     Esmm,
+    /// GHM-C: needs the histogram of g before its loss (`ghm`).
+    Ghm {
+        bins: u32,
+        momentum: f64,
+    },
+    /// F1-reweighted sigmoid CE: needs Σσ(x) and the class sums before its loss.
+    F1 {
+        beta_square: f64,
+        label_smoothing: f64,
+    },
     /// Softmax CE over `classes` columns; `ids` when the labels are class ids (else probabilities).
     Softmax {
         params: SoftmaxParams,
@@ -48,6 +60,17 @@ pub(crate) struct Resolved {
     pub weights: Vec<(String, f64)>,
 }
 
+impl Form {
+    /// Whether the term needs a batch-wide quantity (histogram, top-k threshold, Σσ) before any
+    /// row's loss: its group then runs a statistics pass first.
+    pub(crate) fn needs_statistics(&self) -> bool {
+        matches!(
+            self,
+            Form::Ghm { .. } | Form::F1 { .. } | Form::Focal { ohem: Some(_), .. }
+        )
+    }
+}
+
 impl Resolved {
     pub(crate) fn input(&self, role: &str) -> &str {
         self.term.input(role).expect("role checked at resolve time")
@@ -57,9 +80,16 @@ impl Resolved {
     /// `mean` (B), and the weighted forms without sample weights (every w_i = 1, so B). Softmax
     /// terms are left out: ignore_index and class weights make theirs data-dependent, and their
     /// gradient needs the row's lse from a first pass anyway.
+    ///
+    /// Terms that need statistics have their normaliser folded into a per-row factor computed
+    /// before their loss pass (GHM-C's β/tot, OHEM's 1/count, F1's 1/D), so their partials are
+    /// already the value: denominator 1.
     pub(crate) fn static_denominator(&self) -> Option<f64> {
         if matches!(self.form, Form::Softmax { .. }) {
             return None;
+        }
+        if self.form.needs_statistics() {
+            return Some(1.0);
         }
         match self.term.effective_reduction() {
             Reduction::Sum => Some(1.0),
@@ -217,7 +247,9 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
         TermKind::L2
         | TermKind::SigmoidL2
         | TermKind::CrossEntropy
-        | TermKind::BinaryFocal { .. } => {
+        | TermKind::BinaryFocal { .. }
+        | TermKind::GhmC { .. }
+        | TermKind::F1Reweighted { .. } => {
             let primary = term.kind.differentiable_roles()[0];
             let b = expect_vector(shapes, term, input(primary), primary, None, &[DType::F32])?;
             let form = match &term.kind {
@@ -229,20 +261,23 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
                     alpha,
                     ohem_ratio,
                     label_smoothing,
-                } => {
-                    if *ohem_ratio < 1.0 {
-                        return Err(Error::Unsupported(format!(
-                            "term '{}': ohem_ratio < 1 (OHEM) is not supported on the GPU yet \
-                             (the CPU reference has it: --reference)",
-                            term.name
-                        )));
-                    }
-                    Form::Focal {
-                        gamma: *gamma,
-                        alpha: *alpha,
-                        label_smoothing: *label_smoothing,
-                    }
-                }
+                } => Form::Focal {
+                    gamma: *gamma,
+                    alpha: *alpha,
+                    label_smoothing: *label_smoothing,
+                    ohem: (*ohem_ratio < 1.0).then_some(*ohem_ratio),
+                },
+                TermKind::GhmC { bins, momentum } => Form::Ghm {
+                    bins: *bins,
+                    momentum: *momentum,
+                },
+                TermKind::F1Reweighted {
+                    f1_beta_square,
+                    label_smoothing,
+                } => Form::F1 {
+                    beta_square: *f1_beta_square,
+                    label_smoothing: *label_smoothing,
+                },
                 _ => unreachable!(),
             };
             (form, b)

@@ -243,22 +243,30 @@ fn out_of_range_class_ids_are_errors_and_change_no_state() {
     let (b, c) = (100, 4);
     let config = LossConfig::from_toml_str(
         "loss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'sgd'\n\
-         [[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\nlearn_loss_weight = true\n",
+         [[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\nlearn_loss_weight = true\n\
+         [[losses]]\nloss_type = 'ghm_c'\nlogits = 'x'\nlabels = 'y'\nmomentum = 0.5\n",
     )
     .unwrap();
     let z = vec![0.5f32; b * c];
     let mut k = vec![1i32; b];
+    // The GHM-C accumulators are state too: a failed step must not move them.
+    let x: Vec<f32> = (0..b).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+    let y: Vec<f32> = (0..b).map(|i| (i % 3 == 0) as i32 as f32).collect();
     for engine in engines() {
         let shapes = Shapes::new()
             .tensor("z", &[b, c], DType::F32)
-            .tensor("k", &[b], DType::I32);
+            .tensor("k", &[b], DType::I32)
+            .tensor("x", &[b], DType::F32)
+            .tensor("y", &[b], DType::F32);
         let mut plan = engine.plan(&config, &shapes).unwrap();
-        plan.step(&Batch::new().tensor("z", &z).ids("k", &k))
+        plan.step(&plan_batch(&z, &k, &x, &y))
+            .unwrap()
+            .report_blocking()
             .unwrap();
         let before = plan.save_state().unwrap();
         k[17] = 4;
         let e = plan
-            .step(&Batch::new().tensor("z", &z).ids("k", &k))
+            .step(&plan_batch(&z, &k, &x, &y))
             .err()
             .expect("host ids are checked");
         let msg = e.to_string();
@@ -270,7 +278,13 @@ fn out_of_range_class_ids_are_errors_and_change_no_state() {
         let buf = upload(&engine, bytemuck_cast(&k));
         let zbuf = upload(&engine, bytemuck_cast(&z));
         let out = plan
-            .step(&Batch::new().buffer("z", &zbuf).buffer("k", &buf))
+            .step(
+                &Batch::new()
+                    .buffer("z", &zbuf)
+                    .buffer("k", &buf)
+                    .tensor("x", &x)
+                    .tensor("y", &y),
+            )
             .unwrap();
         let e = out.report_blocking().expect_err("device ids are checked");
         let msg = e.to_string();
@@ -283,6 +297,14 @@ fn out_of_range_class_ids_are_errors_and_change_no_state() {
         assert_eq!(plan.save_state().unwrap(), before);
         k[17] = 1;
     }
+}
+
+fn plan_batch<'a>(z: &'a [f32], k: &'a [i32], x: &'a [f32], y: &'a [f32]) -> Batch<'a> {
+    Batch::new()
+        .tensor("z", z)
+        .ids("k", k)
+        .tensor("x", x)
+        .tensor("y", y)
 }
 
 fn bytemuck_cast<T: Copy>(v: &[T]) -> Vec<u8> {
@@ -396,13 +418,15 @@ fn plan_errors_name_the_term_the_tensor_and_the_shape() {
         .tensor("x", &[10, 3, 2], DType::F32)
         .tensor("y", &[10], DType::F32));
     assert!(m.contains("'x'") && m.contains("[10, 3, 2]"), "{m}");
-    let focal = LossConfig::from_toml_str(
-        "[[losses]]\nloss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nohem_ratio = 0.5\n",
-    )
-    .unwrap();
+    // Enough GHM-C terms of 1024 bins over the same rows need more workgroup memory than the
+    // adapter has (4 KiB of counters each).
+    let limit = engine.device().limits().max_compute_workgroup_storage_size;
+    let ghm: String = (0..limit / 4096 + 1)
+        .map(|i| format!("[[losses]]\nname = 'g{i}'\nloss_type = 'ghm_c'\nlogits = 'x'\nlabels = 'y'\nbins = 1024\n"))
+        .collect();
     let e = engine
         .plan(
-            &focal,
+            &LossConfig::from_toml_str(&ghm).unwrap(),
             &Shapes::new()
                 .tensor("x", &[10], DType::F32)
                 .tensor("y", &[10], DType::F32),
@@ -410,7 +434,7 @@ fn plan_errors_name_the_term_the_tensor_and_the_shape() {
         .err()
         .unwrap();
     assert!(
-        matches!(e, Error::Unsupported(_)) && e.to_string().contains("ohem_ratio"),
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("bins"),
         "{e}"
     );
 }

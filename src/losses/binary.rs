@@ -1,29 +1,47 @@
 //! The fused row kernel: every per-row term over the same B rows (classification with one logit,
-//! l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, ESMM) in one forward and one
-//! backward pass. Each tensor is read once per pass whatever the number of terms; adding a term
-//! adds arithmetic, not passes. Loss functions: `shaders/binary.wgsl`; reference:
-//! `reference/binary.rs`.
+//! l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, ESMM, and the batch-wide
+//! ghm_c, OHEM focal and f1_reweighted_loss) in one forward and one backward pass. Each tensor is
+//! read once per pass whatever the number of terms; adding a term adds arithmetic, not passes.
+//!
+//! Batch-wide terms first need a quantity of the whole batch; their group then starts with the
+//! passes of [`super::statistics`] (one more read of the tensors those terms use), and their
+//! per-row factor (GHM-C's β/tot, OHEM's kept·1/count, F1's row weight/D) comes from `aux`.
+//! Loss functions: `shaders/binary.wgsl`, `shaders/ghm.wgsl`; reference: `reference/binary.rs`,
+//! `reference/ghm.rs`, `reference/f1.rs`.
 
-use super::{coef_index, weight_expr, Inputs};
-use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, WG};
+use super::{coef_index, statistics, weight_expr, Inputs, TermAux};
+use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, GHM, WG};
 use crate::schedule::{Form, Resolved};
 use std::fmt::Write;
 
-/// Rows each invocation of the forward pass sums before the workgroup reduction.
-const ROWS_PER_INVOCATION: u32 = 8;
+/// Rows each invocation of the forward and statistics passes sums before the workgroup reduction.
+pub(crate) const ROWS_PER_INVOCATION: u32 = 8;
 
-/// The forward and backward passes of a row group.
+/// The internal buffers a row group binds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Buffers {
+    pub partials: usize,
+    pub scalars: usize,
+    pub aux: usize,
+    pub state: usize,
+}
+
+/// The passes of a row group.
 pub(crate) struct RowPasses {
+    /// Statistics, selections and prepare, in order (empty without batch-wide terms).
+    pub pre: Vec<PassSpec>,
     pub forward: PassSpec,
     /// None when the forward pass writes the gradients itself (fused).
     pub backward: Option<PassSpec>,
     /// Tensors whose gradient the backward pass writes, in binding order.
     pub grads: Vec<String>,
+    /// Partial-sum slots per workgroup: one per term, then the statistics slots.
+    pub partial_slots: usize,
 }
 
 /// The WGSL call for one term: `vec2(loss, dloss/dx)` (`vec3` with two inputs for ESMM), with
 /// the row's values given by `v`.
-fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
+pub(crate) fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
     let input = |role: &str| v(term.input(role));
     let smoothed = |ls: f64, y: String| {
         if ls == 0.0 {
@@ -54,6 +72,7 @@ fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
             gamma,
             alpha,
             label_smoothing,
+            ..
         } => format!(
             "focal({}, {}, {}, {}, {})",
             input("logits"),
@@ -69,7 +88,51 @@ fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
             input("ctr_labels"),
             input("ctcvr_labels")
         ),
+        Form::Ghm { .. } => format!("sigmoid_ce({}, {})", input("logits"), input("labels")),
+        Form::F1 {
+            label_smoothing, ..
+        } => format!(
+            "sigmoid_ce({}, {})",
+            input("logits"),
+            smoothed(*label_smoothing, input("labels"))
+        ),
         Form::Softmax { .. } => unreachable!("softmax terms have their own kernel"),
+    }
+}
+
+/// Reads of `aux` as f32 (batch-wide factors), for kernels binding it read-only.
+const AUX_F32: &str = "fn aux_f32(i: u32) -> f32 {\n    return bitcast<f32>(aux[i]);\n}\n";
+
+/// The row's factor dL/dl_i·(1/coefficient) of term `k` (`f{k}`) and, for F1, the gradient every
+/// row gets through tp (`e{k}`); `w{k}` and `lg{k}` are in scope, and `key{k}` for OHEM.
+fn factor(k: usize, term: &Resolved, aux: &TermAux, v: &dyn Fn(&str) -> String) -> String {
+    let input = |role: &str| v(term.input(role));
+    match &term.form {
+        Form::Focal { ohem: Some(_), .. } => {
+            let (state, scale) = statistics::ohem_words(aux.base);
+            format!(
+                "let kept{k} = select_kept(key{k}, chunk.row_base + r, aux[{}u], aux[{}u]);\n\
+                 let f{k} = select(0.0, w{k} * aux_f32({scale}u), kept{k} && key{k} > 0x80000000u);",
+                state + super::select::PREFIX,
+                state + super::select::INDEX,
+            )
+        }
+        Form::Ghm { bins, .. } => format!(
+            "let f{k} = select(0.0, aux_f32({}u + ghm_bin(ghm_g({}, {}), {bins}u)) * w{k}, w{k} > 0.0);",
+            statistics::ghm_words(aux.base, *bins).1,
+            input("logits"),
+            input("labels"),
+        ),
+        Form::F1 { .. } => format!(
+            "let f{k} = select(aux_f32({}u), 1.0, {} == 1.0) * w{k} * aux_f32({}u);\n\
+             let e{k} = aux_f32({}u) * sigmoid({x}) * sigmoid(-{x});",
+            aux.base,
+            input("labels"),
+            aux.base + 1,
+            aux.base + 2,
+            x = input("logits"),
+        ),
+        _ => format!("let f{k} = w{k};"),
     }
 }
 
@@ -111,100 +174,234 @@ fn bound_tensors(terms: &[Resolved]) -> (Inputs, Inputs) {
     (inputs, grads)
 }
 
-/// Storage buffers the passes of a row group bind (the larger of forward and backward).
+/// Storage buffers the passes of a row group bind (the largest of its passes).
 pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
     let (inputs, grads) = bound_tensors(terms);
-    // partials and scalars (both in a fused forward pass), inputs, gradients
-    2 + inputs.names.len() as u32 + grads.names.len() as u32
+    let keys = terms.iter().filter(|t| is_ohem(t)).count() as u32;
+    // partials, scalars and aux (all three in a fused forward pass), inputs, OHEM keys, gradients
+    3 + inputs.names.len() as u32 + keys + grads.names.len() as u32
 }
 
-const HEADER_ARGS: &str = "@builtin(local_invocation_index) lid: u32, \
+pub(crate) fn is_ohem(term: &Resolved) -> bool {
+    matches!(term.form, Form::Focal { ohem: Some(_), .. })
+}
+
+pub(crate) const HEADER_ARGS: &str = "@builtin(local_invocation_index) lid: u32, \
 @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>";
 
-/// Builds the passes of a row group. `grad_accumulates(tensor)` says whether an earlier pass
-/// already wrote that gradient this step (then this one adds to it). With `fused`, every term's
-/// gradient coefficient is known before the step (the `coefficients` dispatch), so the forward
-/// pass also writes the gradients and there is no backward pass: one read of each tensor.
-pub(crate) fn passes(
-    terms: &[Resolved],
-    partials: usize,
-    scalars: usize,
-    fused: bool,
-    grad_accumulates: &dyn Fn(&str) -> bool,
-) -> RowPasses {
-    let (inputs, grads) = bound_tensors(terms);
-    let value = |name: &str| format!("v{}", inputs.position(name));
-    // Bindings: 0 chunk, then partials and/or scalars, then the inputs, then the gradients.
-    let declare = |src: &mut String, first: usize, with_grads: bool| {
-        for (i, n) in inputs.names.iter().enumerate() {
+/// Binds every name of `names` by rows (4 bytes each), as inputs or as gradients.
+pub(crate) fn row_binds(names: &[String], grad: bool) -> Vec<Bind> {
+    names
+        .iter()
+        .map(|n| Bind::Rows {
+            source: if grad {
+                Source::Grad(n.clone())
+            } else {
+                Source::Input(n.clone())
+            },
+            row_bytes: 4,
+        })
+        .collect()
+}
+
+/// What the generated kernels of a row group share: the tensors, their WGSL names, the terms and
+/// where their batch-wide data lives.
+pub(crate) struct RowKernel<'a> {
+    pub terms: &'a [Resolved],
+    pub inputs: Inputs,
+    pub grads: Inputs,
+    /// (term index in the group, its keys buffer) for the OHEM terms, in binding order.
+    pub keys: Vec<(usize, usize)>,
+    pub aux: Vec<TermAux>,
+}
+
+impl<'a> RowKernel<'a> {
+    /// The kernel of `terms`, with `aux[k]` the batch-wide data of term k.
+    pub(crate) fn new(terms: &'a [Resolved], aux: Vec<TermAux>) -> Self {
+        let (inputs, grads) = bound_tensors(terms);
+        let keys = terms
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| is_ohem(t))
+            .map(|(k, _)| (k, aux[k].keys.expect("OHEM terms have a keys buffer")))
+            .collect();
+        RowKernel {
+            terms,
+            inputs,
+            grads,
+            keys,
+            aux,
+        }
+    }
+
+    pub(crate) fn value(&self, name: &str) -> String {
+        format!("v{}", self.inputs.position(name))
+    }
+
+    /// `@binding` declarations of the inputs from `first`, then (optionally) the OHEM keys and
+    /// the gradients; returns the next free binding.
+    pub(crate) fn declare(
+        &self,
+        src: &mut String,
+        first: usize,
+        keys: Option<&str>,
+        with_grads: bool,
+    ) -> usize {
+        let mut b = first;
+        for (i, n) in self.inputs.names.iter().enumerate() {
             let _ = writeln!(
                 src,
-                "@group(0) @binding({}) var<storage, read> in{i}: array<f32>; // {n}",
-                first + i
+                "@group(0) @binding({b}) var<storage, read> in{i}: array<f32>; // {n}"
             );
+            b += 1;
         }
-        if with_grads {
-            for (i, n) in grads.names.iter().enumerate() {
+        if let Some(access) = keys {
+            for (j, (k, _)) in self.keys.iter().enumerate() {
                 let _ = writeln!(
                     src,
-                    "@group(0) @binding({}) var<storage, read_write> grad{i}: array<f32>; // {n}",
-                    first + inputs.names.len() + i
+                    "@group(0) @binding({b}) var<storage, {access}> keys{j}: array<u32>; // {}",
+                    self.terms[*k].term.name
                 );
+                b += 1;
             }
         }
-    };
-    // The row's values, then Σ_k coef_k · w · dl_k/dx into each gradient (`indent` spaces deep).
-    let load = |src: &mut String, indent: &str| {
-        for i in 0..inputs.names.len() {
+        if with_grads {
+            for (i, n) in self.grads.names.iter().enumerate() {
+                let _ = writeln!(
+                    src,
+                    "@group(0) @binding({b}) var<storage, read_write> grad{i}: array<f32>; // {n}"
+                );
+                b += 1;
+            }
+        }
+        b
+    }
+
+    /// The binds matching [`RowKernel::declare`].
+    pub(crate) fn binds(&self, keys: bool, with_grads: bool) -> Vec<Bind> {
+        let mut v = row_binds(&self.inputs.names, false);
+        if keys {
+            v.extend(self.keys.iter().map(|(_, buffer)| Bind::Rows {
+                source: Source::Internal(*buffer),
+                row_bytes: 4,
+            }));
+        }
+        if with_grads {
+            v.extend(row_binds(&self.grads.names, true));
+        }
+        v
+    }
+
+    /// `let v{i} = in{i}[r];` for every input.
+    pub(crate) fn load(&self, src: &mut String, indent: &str) {
+        for i in 0..self.inputs.names.len() {
             let _ = writeln!(src, "{indent}let v{i} = in{i}[r];");
         }
-    };
-    // `w{k}` and `lg{k}` are the row's weight and (loss, gradient) of term k, computed once.
-    let term_values = |src: &mut String, indent: &str| {
-        for (k, t) in terms.iter().enumerate() {
+    }
+
+    /// `w{k}` (sample weight) of every term.
+    pub(crate) fn weights(&self, src: &mut String, indent: &str) {
+        let value = |n: &str| self.value(n);
+        for (k, t) in self.terms.iter().enumerate() {
             let _ = writeln!(
                 src,
-                "{indent}let w{k} = {}; // {}\n{indent}let lg{k} = {};",
+                "{indent}let w{k} = {}; // {}",
                 weight_expr(&t.weights, value),
-                t.term.name,
-                call(t, &value)
+                t.term.name
             );
         }
-    };
-    let write_grads = |src: &mut String, indent: &str| {
-        for i in 0..grads.names.len() {
+    }
+
+    /// `w{k}`, `lg{k}` (loss, derivative), `f{k}` (row factor) and for F1 `e{k}`, of every term.
+    fn term_values(&self, src: &mut String, indent: &str) {
+        let value = |n: &str| self.value(n);
+        self.weights(src, indent);
+        for (j, (k, _)) in self.keys.iter().enumerate() {
+            let _ = writeln!(src, "{indent}let key{k} = keys{j}[r];");
+        }
+        for (k, t) in self.terms.iter().enumerate() {
+            let _ = writeln!(src, "{indent}let lg{k} = {};", call(t, &value));
+            for line in factor(k, t, &self.aux[k], &value).lines() {
+                let _ = writeln!(src, "{indent}{line}");
+            }
+        }
+    }
+
+    /// Σ_k coef_k · (f_k · dl_k/dx + e_k) into each gradient.
+    fn write_grads(&self, src: &mut String, indent: &str, grad_accumulates: &dyn Fn(&str) -> bool) {
+        for i in 0..self.grads.names.len() {
             let _ = writeln!(src, "{indent}var g{i} = 0.0;");
         }
-        for (k, t) in terms.iter().enumerate() {
+        for (k, t) in self.terms.iter().enumerate() {
             let _ = writeln!(
                 src,
-                "{indent}{{\n{indent}    let c = scalars[{}] * w{k};\n{indent}    let lg = lg{k};",
+                "{indent}{{\n{indent}    let c = scalars[{}];",
                 coef_index(t.slot),
             );
+            let extra = if matches!(t.form, Form::F1 { .. }) {
+                format!(" + e{k}")
+            } else {
+                String::new()
+            };
             for (g, comp) in grad_components(t) {
-                let i = grads.position(g);
-                let _ = writeln!(src, "{indent}    g{i} = g{i} + c * lg.{comp};");
+                let i = self.grads.position(g);
+                let _ = writeln!(
+                    src,
+                    "{indent}    g{i} = g{i} + c * (f{k} * lg{k}.{comp}{extra});"
+                );
             }
             let _ = writeln!(src, "{indent}}}");
         }
-        for (i, n) in grads.names.iter().enumerate() {
+        for (i, n) in self.grads.names.iter().enumerate() {
             if grad_accumulates(n) {
                 let _ = writeln!(src, "{indent}grad{i}[r] = grad{i}[r] + g{i};");
             } else {
                 let _ = writeln!(src, "{indent}grad{i}[r] = g{i};");
             }
         }
-    };
+    }
 
-    // Forward: per-term vec4(Σ w·l, Σ w, #{w ≠ 0}, 0) per workgroup (and, fused, the gradients).
-    let mut f = format!("{COMMON}\n{BINARY}\n");
+    fn label(&self) -> String {
+        format!(
+            "rows[{}]",
+            self.terms
+                .iter()
+                .map(|t| t.term.name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    }
+}
+
+/// Builds the passes of a row group of `rows` rows. `aux_of(slot)` says where a batch-wide term
+/// keeps its data; `keys_of(slot)` gives an OHEM term's keys buffer. `grad_accumulates(tensor)`
+/// says whether an earlier pass already wrote that gradient this step (then this one adds to it).
+/// With `fused`, every term's gradient coefficient is known before the step (the `coefficients`
+/// dispatch), so the forward pass also writes the gradients and there is no backward pass.
+pub(crate) fn passes(
+    terms: &[Resolved],
+    rows: u64,
+    buffers: Buffers,
+    aux_of: &dyn Fn(usize) -> TermAux,
+    fused: bool,
+    grad_accumulates: &dyn Fn(&str) -> bool,
+) -> RowPasses {
+    let kernel = RowKernel::new(terms, terms.iter().map(|t| aux_of(t.slot)).collect());
+    let label = kernel.label();
+    let wgsl = format!("{COMMON}\n{BINARY}\n{GHM}\n");
+
+    // Forward: per-term vec4(Σ f·l, Σ f, #{f ≠ 0}, 0) per workgroup (and, fused, the gradients).
+    let mut f = wgsl.clone();
     f.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
     f.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
+    f.push_str("@group(0) @binding(2) var<storage, read> aux: array<u32>;\n");
+    let mut next = 3;
     if fused {
-        f.push_str("@group(0) @binding(2) var<storage, read> scalars: array<f32>;\n");
+        f.push_str("@group(0) @binding(3) var<storage, read> scalars: array<f32>;\n");
+        next = 4;
     }
-    let first_forward = if fused { 3 } else { 2 };
-    declare(&mut f, first_forward, fused);
+    kernel.declare(&mut f, next, Some("read"), fused);
+    f.push_str(AUX_F32);
     let _ = writeln!(
         f,
         "const ROWS_PER_INVOCATION: u32 = {ROWS_PER_INVOCATION}u;"
@@ -213,7 +410,7 @@ pub(crate) fn passes(
         f,
         "\n@compute @workgroup_size({WG})\nfn forward({HEADER_ARGS}) {{"
     );
-    f.push_str("    let wg = linear_workgroup(wid, nwg);\n");
+    f.push_str("    _ = aux[0];\n    let wg = linear_workgroup(wid, nwg);\n");
     for k in 0..terms.len() {
         let _ = writeln!(f, "    var acc{k} = vec4<f32>(0.0);");
     }
@@ -222,16 +419,17 @@ pub(crate) fn passes(
     f.push_str("    for (var j = 0u; j < ROWS_PER_INVOCATION; j = j + 1u) {\n");
     f.push_str("        let r = (wg * ROWS_PER_INVOCATION + j) * WG + lid;\n");
     f.push_str("        if (wg < chunk.wgs && r < chunk.rows) {\n");
-    load(&mut f, "            ");
-    term_values(&mut f, "            ");
+    let indent = "            ";
+    kernel.load(&mut f, indent);
+    kernel.term_values(&mut f, indent);
     for k in 0..terms.len() {
         let _ = writeln!(
             f,
-            "            acc{k} = acc{k} + vec4<f32>(w{k} * lg{k}.x, w{k}, select(0.0, 1.0, w{k} != 0.0), 0.0);"
+            "{indent}acc{k} = acc{k} + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
         );
     }
     if fused {
-        write_grads(&mut f, "            ");
+        kernel.write_grads(&mut f, indent, grad_accumulates);
     }
     f.push_str("        }\n    }\n");
     for k in 0..terms.len() {
@@ -242,35 +440,15 @@ pub(crate) fn passes(
     }
     f.push_str("}\n");
 
-    let row_binds = |names: &[String], grad: bool| -> Vec<Bind> {
-        names
-            .iter()
-            .map(|n| Bind::Rows {
-                source: if grad {
-                    Source::Grad(n.clone())
-                } else {
-                    Source::Input(n.clone())
-                },
-                row_bytes: 4,
-            })
-            .collect()
-    };
-    let label = format!(
-        "rows[{}]",
-        terms
-            .iter()
-            .map(|t| t.term.name.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let mut fwd_binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(partials))];
+    let mut fwd_binds = vec![
+        Bind::Chunk,
+        Bind::Whole(Source::Internal(buffers.partials)),
+        Bind::Whole(Source::Internal(buffers.aux)),
+    ];
     if fused {
-        fwd_binds.push(Bind::Whole(Source::Internal(scalars)));
+        fwd_binds.push(Bind::Whole(Source::Internal(buffers.scalars)));
     }
-    fwd_binds.extend(row_binds(&inputs.names, false));
-    if fused {
-        fwd_binds.extend(row_binds(&grads.names, true));
-    }
+    fwd_binds.extend(kernel.binds(true, fused));
     let forward = PassSpec {
         label: format!(
             "{label} {}",
@@ -282,40 +460,51 @@ pub(crate) fn passes(
         work: Work::Rows {
             rows_per_wg: WG * ROWS_PER_INVOCATION,
         },
-        reads: inputs.names.clone(),
+        reads: kernel.inputs.names.clone(),
+        params: [0; 3],
     };
 
     // Backward: one invocation per row.
     let backward = (!fused).then(|| {
-        let mut b = format!("{COMMON}\n{BINARY}\n");
+        let mut b = wgsl.clone();
         b.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
         b.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
-        declare(&mut b, 2, true);
+        b.push_str("@group(0) @binding(2) var<storage, read> aux: array<u32>;\n");
+        kernel.declare(&mut b, 3, Some("read"), true);
+        b.push_str(AUX_F32);
         let _ = writeln!(
             b,
             "\n@compute @workgroup_size({WG})\nfn backward({HEADER_ARGS}) {{"
         );
-        b.push_str("    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
+        b.push_str("    _ = aux[0];\n    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
         b.push_str("    if (wg >= chunk.wgs || r >= chunk.rows) {\n        return;\n    }\n");
-        load(&mut b, "    ");
-        term_values(&mut b, "    ");
-        write_grads(&mut b, "    ");
+        kernel.load(&mut b, "    ");
+        kernel.term_values(&mut b, "    ");
+        kernel.write_grads(&mut b, "    ", grad_accumulates);
         b.push_str("}\n");
-        let mut binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(scalars))];
-        binds.extend(row_binds(&inputs.names, false));
-        binds.extend(row_binds(&grads.names, true));
+        let mut binds = vec![
+            Bind::Chunk,
+            Bind::Whole(Source::Internal(buffers.scalars)),
+            Bind::Whole(Source::Internal(buffers.aux)),
+        ];
+        binds.extend(kernel.binds(true, true));
         PassSpec {
             label: format!("{label} backward"),
             source: b,
             entry: "backward",
             binds,
             work: Work::Rows { rows_per_wg: WG },
-            reads: inputs.names.clone(),
+            reads: kernel.inputs.names.clone(),
+            params: [0; 3],
         }
     });
+
+    let (pre, stat_slots) = statistics::passes(&kernel, rows, buffers, &label);
     RowPasses {
+        pre,
         forward,
         backward,
-        grads: grads.names,
+        grads: kernel.grads.names,
+        partial_slots: terms.len() + stat_slots,
     }
 }

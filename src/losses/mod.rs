@@ -4,7 +4,9 @@
 //! reference of the same family is `reference/<family>.rs`.
 
 pub(crate) mod binary;
+pub(crate) mod select;
 pub(crate) mod softmax;
+pub(crate) mod statistics;
 
 use crate::kernel::lit;
 use std::fmt::Write;
@@ -12,6 +14,20 @@ use std::fmt::Write;
 /// Offset of term `slot`'s gradient coefficient in the scalars block (see combine.wgsl).
 pub(crate) fn coef_index(slot: usize) -> usize {
     crate::combine::S_TERM_BASE + slot * crate::combine::S_TERM_STRIDE + crate::combine::T_COEF
+}
+
+/// Where a batch-wide term (GHM-C, OHEM, F1) keeps its data on the GPU.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TermAux {
+    /// First word of the term's region of the `aux` buffer ([`statistics::aux_words`]).
+    pub base: u32,
+    /// OHEM: the internal buffer holding one order key per row.
+    pub keys: Option<usize>,
+    /// GHM-C: first word of this step's new accumulators in `aux` (committed when the step
+    /// succeeds).
+    pub pending: u32,
+    /// GHM-C: first word of the committed accumulators in the state buffer.
+    pub acc: u32,
 }
 
 /// The tensors a generated kernel binds, each once, in binding order.

@@ -419,6 +419,7 @@ pub(crate) fn passes(
                 rows_per_wg: WG / r,
             },
             reads: reads.clone(),
+            params: [0; 3],
         },
         backward: PassSpec {
             label: format!("{label} backward"),
@@ -429,6 +430,7 @@ pub(crate) fn passes(
                 rows_per_wg: WG / r,
             },
             reads,
+            params: [0; 3],
         },
     }
 }

@@ -17,20 +17,27 @@
 //!   Σ_c c_c·t'_c·(lse − z_c) with ω_i = w_i, and `ignore_index` does not apply;
 //! - `classification` with one logit refuses the softmax-only options, and with C ≥ 2 refuses
 //!   `pos_weight`;
-//! - OHEM replaces the term's reduction (plain mean over the kept rows).
+//! - OHEM replaces the term's reduction (plain mean over the kept rows);
+//! - GHM-C rows with w_i ≤ 0 are not valid and contribute nothing; `ghm_c` takes no reduction;
+//! - F1-reweighted: a row is a positive when its unsmoothed label is exactly 1, and the reduction
+//!   applies to the row weights r_i·w_i (so `weighted_mean` divides by Σ r_i·w_i, whose neg_w
+//!   also carries gradient).
 //!
 //! Modules: `inputs` (reading and checking tensors), `binary` and `softmax` (per-row losses),
+//! `ghm` (GHM-C), `f1` (F1-reweighted),
 //! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
 
 mod binary;
 mod combine;
+mod f1;
+mod ghm;
 mod inputs;
 mod softmax;
 mod terms;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{LossConfig, Strategy};
+use crate::config::{LossConfig, Strategy, TermKind};
 use crate::error::{Error, Result};
 use crate::tensor::HostBatch;
 use std::collections::BTreeMap;
@@ -50,6 +57,8 @@ pub struct ReferenceState {
     pub adam_t: u64,
     /// θ of `ema_reweight` (starts at theta0; 0 and unused for other strategies).
     pub ema_theta: f64,
+    /// GHM-C momentum accumulators per term (one per bin for `ghm_c` terms, empty otherwise).
+    pub ghm_acc: Vec<Vec<f64>>,
 }
 
 impl ReferenceState {
@@ -66,6 +75,14 @@ impl ReferenceState {
                 Strategy::EmaReweight(ema) => ema.theta0,
                 _ => 0.0,
             },
+            ghm_acc: config
+                .losses
+                .iter()
+                .map(|t| match t.kind {
+                    TermKind::GhmC { bins, .. } => vec![0.0; bins as usize],
+                    _ => Vec::new(),
+                })
+                .collect(),
         }
     }
 }
@@ -114,7 +131,8 @@ impl Reference {
             .config
             .losses
             .iter()
-            .map(|term| terms::evaluate(term, batch))
+            .zip(&self.state.ghm_acc)
+            .map(|(term, acc)| terms::evaluate(term, batch, acc))
             .collect::<Result<Vec<_>>>()?;
         let values: Vec<f64> = evaluated.iter().map(|t| t.value).collect();
         let combined = combine::combine(&self.config, &values, &self.state);
@@ -139,6 +157,7 @@ impl Reference {
             log_var_grads: combined.log_var_grads,
         };
         self.state = combined.next;
+        self.state.ghm_acc = evaluated.into_iter().map(|t| t.ghm_acc).collect();
         Ok(output)
     }
 
@@ -171,6 +190,19 @@ impl Reference {
                     "reference state has {len} {what} but the config has {k} terms"
                 )));
             }
+        }
+        let initial = ReferenceState::initial(&self.config);
+        let acc_ok = s.ghm_acc.len() == k
+            && s.ghm_acc
+                .iter()
+                .zip(&initial.ghm_acc)
+                .all(|(a, b)| a.len() == b.len());
+        if !acc_ok {
+            return Err(Error::State(
+                "reference state's GHM-C accumulators do not match the config's ghm_c terms (one \
+                 per bin)"
+                    .into(),
+            ));
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ use super::inputs::{
     binary_labels, bound, id_column, is_column, real_column, sample_weights, unit_interval,
 };
 use super::softmax::{softmax_ce_row, Target};
+use super::{f1, ghm};
 use crate::config::{LossTerm, SoftmaxParams, TermKind};
 use crate::error::{Error, Result};
 use crate::tensor::{HostBatch, HostData, HostTensor};
@@ -20,10 +21,13 @@ pub(crate) struct TermValue {
     pub value: f64,
     /// (tensor name, dL_k/d tensor).
     pub grads: Vec<(String, Vec<f64>)>,
+    /// GHM-C momentum accumulators after this step (empty for other terms).
+    pub ghm_acc: Vec<f64>,
 }
 
-/// Evaluates `term` on `batch`, checking every tensor it reads.
-pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> {
+/// Evaluates `term` on `batch`, checking every tensor it reads; `ghm_acc` are the term's GHM-C
+/// accumulators before the step (empty for other terms).
+pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, ghm_acc: &[f64]) -> Result<TermValue> {
     match &term.kind {
         TermKind::Classification {
             label_smoothing,
@@ -87,7 +91,47 @@ pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> 
             })
         }
         TermKind::Esmm => esmm_term(term, batch),
+        TermKind::GhmC { bins, momentum } => {
+            let (name, x, y, w) = binary_column(term, batch)?;
+            let r = ghm::ghm_c(&x, &y, &w, *bins, *momentum, ghm_acc);
+            Ok(TermValue {
+                value: r.value,
+                grads: vec![(name, r.grad)],
+                ghm_acc: r.acc,
+            })
+        }
+        TermKind::F1Reweighted {
+            f1_beta_square,
+            label_smoothing,
+        } => {
+            let (name, x, y, w) = binary_column(term, batch)?;
+            let (value, grad) = f1::f1_reweighted(
+                term.effective_reduction(),
+                &x,
+                &y,
+                &w,
+                *f1_beta_square,
+                *label_smoothing,
+            );
+            Ok(TermValue {
+                value,
+                grads: vec![(name, grad)],
+                ghm_acc: Vec::new(),
+            })
+        }
     }
+}
+
+/// Logits, binary labels and sample weights of a one-column term.
+type Column = (String, Vec<f64>, Vec<f64>, Vec<f64>);
+
+fn binary_column(term: &LossTerm, batch: &HostBatch) -> Result<Column> {
+    let (name, t) = bound(batch, term, "logits")?;
+    let x = real_column(name, &term.name, t, None)?;
+    let rows = (x.len(), name);
+    let y = binary_labels(batch, term, "labels", rows)?;
+    let w = sample_weights(batch, term, rows)?;
+    Ok((name.to_string(), x.to_vec(), y.to_vec(), w))
 }
 
 /// What the `labels` of a one-column term must hold.
@@ -129,6 +173,7 @@ fn column_term(
     Ok(TermValue {
         value: reduced.value,
         grads: vec![(name.to_string(), scale_rows(grad, 1, &reduced))],
+        ghm_acc: Vec::new(),
     })
 }
 
@@ -265,6 +310,7 @@ fn softmax_term(term: &LossTerm, batch: &HostBatch, params: &SoftmaxParams) -> R
     Ok(TermValue {
         value: reduced.value,
         grads: vec![(name.to_string(), scale_rows(grad, c, &reduced))],
+        ghm_acc: Vec::new(),
     })
 }
 
@@ -294,5 +340,6 @@ fn esmm_term(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> {
             (a_name.to_string(), scale_rows(grad_a, 1, &reduced)),
             (b_name.to_string(), scale_rows(grad_b, 1, &reduced)),
         ],
+        ghm_acc: Vec::new(),
     })
 }

@@ -821,3 +821,68 @@ fn an_invalid_config_is_refused_by_new() {
     });
     assert!(Reference::new(&config).is_err());
 }
+
+#[test]
+fn f1_reweighted_options_and_gradient_through_neg_w() {
+    let batch = test_batch(11);
+    let mut n = 0;
+    for beta in ["", "f1_beta_square = 4.0", "f1_beta_square = 0.25"] {
+        for ls in ["", "label_smoothing = 0.2"] {
+            for reduction in REDUCTIONS {
+                let weights = WEIGHTS[n % 3];
+                n += 1;
+                let config = parse(&format!(
+                    "[[losses]]\nloss_type = \"f1_reweighted_loss\"\nlogits = \"x\"\n\
+                     labels = \"y\"\n{beta}\n{ls}\n{reduction}\n{weights}\n"
+                ));
+                check(&config, &batch, None);
+            }
+        }
+    }
+    // By hand: β² = 1 gives neg_w = tp / (tp + 1e-8) ≈ 1, i.e. plain sigmoid CE.
+    let plain = parse("[[losses]]\nloss_type='classification'\nlogits='x'\nlabels='y'\n");
+    let f1 = parse("[[losses]]\nloss_type='f1_reweighted_loss'\nlogits='x'\nlabels='y'\n");
+    let a = Reference::new(&plain).unwrap().step(&batch).unwrap().total;
+    let b = Reference::new(&f1).unwrap().step(&batch).unwrap().total;
+    assert!((a - b).abs() < 1e-6 * a, "{a} vs {b}");
+}
+
+#[test]
+fn ghm_c_options_and_momentum_over_steps() {
+    let batch = test_batch(12);
+    for bins in ["", "bins = 1", "bins = 3", "bins = 100"] {
+        for momentum in ["", "momentum = 0.75"] {
+            for weights in WEIGHTS {
+                let config = parse(&format!(
+                    "[[losses]]\nloss_type = \"ghm_c\"\nlogits = \"x\"\nlabels = \"y\"\n\
+                     {bins}\n{momentum}\n{weights}\n"
+                ));
+                // The weights are detached and piecewise constant, so finite differences see
+                // exactly the analytic gradient away from the bin edges.
+                check(&config, &batch, None);
+                // A second step from the evolved accumulators.
+                let mut r = Reference::new(&config).unwrap();
+                r.step(&batch).unwrap();
+                check(&config, &batch, Some(r.state().clone()));
+            }
+        }
+    }
+    // Momentum: acc_k ← m·acc_k + (1 − m)·n_k, so after two identical steps acc = (1 − m²)·n.
+    let config =
+        parse("[[losses]]\nloss_type='ghm_c'\nlogits='x'\nlabels='y'\nbins=1\nmomentum=0.5\n");
+    let mut r = Reference::new(&config).unwrap();
+    r.step(&batch).unwrap();
+    r.step(&batch).unwrap();
+    assert_eq!(r.state().ghm_acc[0], vec![B as f64 * 0.75]);
+    // A state without the accumulators is refused.
+    let mut s = r.state().clone();
+    s.ghm_acc[0].clear();
+    r.set_state(s);
+    assert!(matches!(r.step(&batch), Err(Error::State(_))));
+    // 'reduction' does not apply to ghm_c.
+    let e = LossConfig::from_toml_str(
+        "[[losses]]\nloss_type='ghm_c'\nlogits='x'\nlabels='y'\nreduction='sum'\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("reduction"), "{e}");
+}

@@ -1,0 +1,146 @@
+// Deterministic top-k selection over u32 keys (order_key of the values), without sorting and
+// without reading anything back: a radix select from the most significant byte down. Each round
+// counts, in a 256-bin histogram, the digit of every key that still matches the prefix found so
+// far (`select_histogram`, integer atomics, so the counts do not depend on the order), then one
+// workgroup picks the digit holding the k-th largest key (`select_pick`). Four value rounds give
+// the k-th largest key t exactly; when more keys equal t than are still needed, index rounds
+// pick the lowest indices among them (LOSSES.md: "ties: keep exactly k, lowest index first").
+// The number of dispatches is fixed by the row count; rounds with nothing left to do return at
+// once. Consumers call `select_kept` (common.wgsl) with the state's PREFIX and INDEX words.
+// Needs common.wgsl. Pass parameters (Chunk): p0 = state offset in `aux`, p2 = round;
+// histogram: p1 = rows of the whole selection; pick: p1 = k, `rows` = rows of the whole selection.
+
+// The state at aux[p0 ..]; mirrored in src/losses/select.rs.
+const SEL_PREFIX: u32 = 0u;     // key prefix fixed so far; after the value rounds, t itself
+const SEL_REMAINING: u32 = 1u;  // keys still to take among those matching the prefix
+const SEL_INDEX: u32 = 2u;      // index prefix among keys equal to t; finally the last kept index
+const SEL_DONE: u32 = 3u;       // 1 when every key equal to t is kept (no index rounds needed)
+const SEL_HIST: u32 = 8u;       // 256 counters, zero between rounds
+const VALUE_ROUNDS: u32 = 4u;
+const KEYS_PER_INVOCATION: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read_write> aux: array<atomic<u32>>;
+@group(0) @binding(2) var<storage, read> keys: array<u32>;
+
+var<workgroup> local_hist: array<atomic<u32>, 256>;
+var<workgroup> counts: array<u32, 256>;
+
+// Bytes of an index below n (at least one round).
+fn index_digits(n: u32) -> u32 {
+    let top = max(n, 1u) - 1u;
+    return max(1u, (32u - countLeadingZeros(top) + 7u) / 8u);
+}
+
+// a and b agree on the bits from `shift` up (always true for shift ≥ 32).
+fn high_bits_equal(a: u32, b: u32, shift: u32) -> bool {
+    if (shift >= 32u) {
+        return true;
+    }
+    return (a >> shift) == (b >> shift);
+}
+
+@compute @workgroup_size(256)
+fn select_histogram(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let base = chunk.p0;
+    let round = chunk.p2;
+    atomicStore(&local_hist[lid], 0u);
+    let prefix = atomicLoad(&aux[base + SEL_PREFIX]);
+    let index_prefix = atomicLoad(&aux[base + SEL_INDEX]);
+    let done = atomicLoad(&aux[base + SEL_DONE]);
+    workgroupBarrier();
+    let wg = linear_workgroup(wid, nwg);
+    let idle = wg >= chunk.wgs || (round >= VALUE_ROUNDS && done == 1u);
+    if (!idle) {
+        for (var j = 0u; j < KEYS_PER_INVOCATION; j = j + 1u) {
+            let r = (wg * KEYS_PER_INVOCATION + j) * WG + lid;
+            if (r >= chunk.rows) {
+                break;
+            }
+            let key = keys[r];
+            if (round < VALUE_ROUNDS) {
+                let shift = 24u - 8u * round;
+                // Round 0 has no prefix yet; `prefix` holds zeros below the bits fixed so far.
+                if (round == 0u || high_bits_equal(key, prefix, shift + 8u)) {
+                    atomicAdd(&local_hist[(key >> shift) & 255u], 1u);
+                }
+            } else if (key == prefix) {
+                let index = chunk.row_base + r;
+                let shift = 8u * (index_digits(chunk.p1) - 1u - (round - VALUE_ROUNDS));
+                if (high_bits_equal(index, index_prefix, shift + 8u)) {
+                    atomicAdd(&local_hist[(index >> shift) & 255u], 1u);
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+    let c = atomicLoad(&local_hist[lid]);
+    if (c != 0u) {
+        atomicAdd(&aux[base + SEL_HIST + lid], c);
+    }
+}
+
+@compute @workgroup_size(256)
+fn select_pick(@builtin(local_invocation_index) lid: u32) {
+    let base = chunk.p0;
+    let k = chunk.p1;
+    let round = chunk.p2;
+    counts[lid] = atomicLoad(&aux[base + SEL_HIST + lid]);
+    atomicStore(&aux[base + SEL_HIST + lid], 0u);
+    workgroupBarrier();
+    if (lid != 0u) {
+        return;
+    }
+    var prefix = 0u;
+    var remaining = k;
+    var index_prefix = 0u;
+    var done = 0u;
+    if (round > 0u) {
+        prefix = atomicLoad(&aux[base + SEL_PREFIX]);
+        remaining = atomicLoad(&aux[base + SEL_REMAINING]);
+        index_prefix = atomicLoad(&aux[base + SEL_INDEX]);
+        done = atomicLoad(&aux[base + SEL_DONE]);
+    }
+    if (round < VALUE_ROUNDS) {
+        // The digit holding the remaining-th largest key, from the top.
+        var above = 0u;
+        var digit = 0u;
+        for (var i = 0u; i < 256u; i = i + 1u) {
+            let d = 255u - i;
+            if (above + counts[d] >= remaining) {
+                digit = d;
+                break;
+            }
+            above = above + counts[d];
+        }
+        remaining = remaining - above;
+        prefix = prefix | (digit << (24u - 8u * round));
+        // After the last value round counts[digit] keys equal t; keep them all when all are needed.
+        if (round == VALUE_ROUNDS - 1u && remaining == counts[digit]) {
+            done = 1u;
+            index_prefix = 0xffffffffu;
+        }
+    } else if (done == 0u) {
+        // The digit holding the remaining-th smallest index among the keys equal to t.
+        let shift = 8u * (index_digits(chunk.rows) - 1u - (round - VALUE_ROUNDS));
+        var below = 0u;
+        var digit = 0u;
+        for (var d = 0u; d < 256u; d = d + 1u) {
+            if (below + counts[d] >= remaining) {
+                digit = d;
+                break;
+            }
+            below = below + counts[d];
+        }
+        remaining = remaining - below;
+        index_prefix = index_prefix | (digit << shift);
+    }
+    atomicStore(&aux[base + SEL_PREFIX], prefix);
+    atomicStore(&aux[base + SEL_REMAINING], remaining);
+    atomicStore(&aux[base + SEL_INDEX], index_prefix);
+    atomicStore(&aux[base + SEL_DONE], done);
+}

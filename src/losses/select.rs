@@ -1,0 +1,107 @@
+//! The deterministic top-k selection (`shaders/select.wgsl`): a radix select over u32 keys that
+//! finds the k-th largest key and, among keys equal to it, the lowest indices, with a fixed number
+//! of dispatches and no read-back. OHEM uses it now; the pairwise OHEM of the session losses is
+//! meant to reuse it with its own keys.
+//!
+//! Each round is a histogram pass over the keys (row-chunked like any row pass) and a one-workgroup
+//! pick. There are four value rounds (one per byte of the key) and one round per byte of the
+//! largest row index; index rounds only do work when the k-th key is tied beyond k.
+
+use crate::kernel::{Bind, PassSpec, Source, Work, COMMON, SELECT, WG};
+
+/// Words of a selection's state in `aux`: PREFIX, REMAINING, INDEX, DONE, reserved, 256 counters.
+pub(crate) const STATE_WORDS: u32 = 8 + 256;
+/// Offset of the k-th largest key t in the state (valid once the selection ran).
+pub(crate) const PREFIX: u32 = 0;
+/// Offset of the last kept index among keys equal to t (all of them: `u32::MAX`).
+pub(crate) const INDEX: u32 = 2;
+/// Keys each invocation of the histogram pass counts (`KEYS_PER_INVOCATION` in select.wgsl).
+const KEYS_PER_INVOCATION: u32 = 8;
+const VALUE_ROUNDS: u32 = 4;
+
+/// Bytes of an index below `rows` (at least one), as `index_digits` in select.wgsl.
+pub(crate) fn index_digits(rows: u64) -> u32 {
+    let top = rows.max(1) - 1;
+    let bits = 64 - top.leading_zeros();
+    bits.div_ceil(8).max(1)
+}
+
+/// k = max(1, round(rows·ratio)), rounding half away from zero (LOSSES.md, OHEM).
+pub(crate) fn keep_count(rows: u64, ratio: f64) -> u32 {
+    ((rows as f64 * ratio).round() as u64).clamp(1, rows.max(1)) as u32
+}
+
+/// The passes selecting the `k` largest of `rows` keys held in internal buffer `keys`, with the
+/// state at word `base` of internal buffer `aux`.
+pub(crate) fn passes(
+    label: &str,
+    aux: usize,
+    keys: usize,
+    base: u32,
+    k: u32,
+    rows: u64,
+) -> Vec<PassSpec> {
+    let source = format!("{COMMON}\n{SELECT}");
+    let rounds = VALUE_ROUNDS + index_digits(rows);
+    let mut out = Vec::new();
+    for round in 0..rounds {
+        out.push(PassSpec {
+            label: format!("{label} select round {round} histogram"),
+            source: source.clone(),
+            entry: "select_histogram",
+            binds: vec![
+                Bind::Chunk,
+                Bind::Whole(Source::Internal(aux)),
+                Bind::Rows {
+                    source: Source::Internal(keys),
+                    row_bytes: 4,
+                },
+            ],
+            work: Work::Rows {
+                rows_per_wg: WG * KEYS_PER_INVOCATION,
+            },
+            reads: Vec::new(),
+            params: [base, rows as u32, round],
+        });
+        out.push(PassSpec {
+            label: format!("{label} select round {round} pick"),
+            source: source.clone(),
+            entry: "select_pick",
+            binds: vec![Bind::Chunk, Bind::Whole(Source::Internal(aux))],
+            work: Work::Single,
+            reads: Vec::new(),
+            params: [base, k, round],
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_and_k() {
+        assert_eq!(index_digits(1), 1);
+        assert_eq!(index_digits(256), 1);
+        assert_eq!(index_digits(257), 2);
+        assert_eq!(index_digits(1 << 24), 3);
+        assert_eq!(index_digits((1 << 24) + 1), 4);
+        assert_eq!(keep_count(5, 0.5), 3);
+        assert_eq!(keep_count(1000, 0.0001), 1);
+        assert_eq!(keep_count(7, 0.999), 7);
+        // The shader's constants agree with these.
+        for (name, v) in [
+            ("SEL_PREFIX", PREFIX),
+            ("SEL_INDEX", INDEX),
+            ("KEYS_PER_INVOCATION", KEYS_PER_INVOCATION),
+            ("VALUE_ROUNDS", VALUE_ROUNDS),
+        ] {
+            assert!(
+                SELECT.contains(&format!("const {name}: u32 = {v}u;")),
+                "{name} differs from select.wgsl"
+            );
+        }
+        assert!(SELECT.contains("const SEL_HIST: u32 = 8u;"));
+    }
+}

@@ -1,0 +1,299 @@
+//! The passes a row group runs before its loss pass when some of its terms need a quantity of the
+//! whole batch (LOSSES.md: GHM-C's bin counts, OHEM's k-th largest value, F1's Σσ(x)):
+//!
+//! 1. the statistics pass reads the tensors of those terms once: GHM-C counts valid rows per bin
+//!    (workgroup atomics, then one global add per bin), OHEM writes each row's order key
+//!    (`order_key(w·l)`) and counts the positive values, F1 sums σ(x) and the class sums into
+//!    per-workgroup partials;
+//! 2. OHEM terms run the selection ([`super::select`]) over their keys;
+//! 3. one `prepare` workgroup turns all of it into the factors the loss pass reads (prepare.wgsl).
+//!
+//! Everything stays on the GPU, in the step's single submission. With these terms the group reads
+//! its tensors twice (statistics, then loss and gradient), three times when the gradient scale
+//! depends on this step's values (flooding, EMA reweighting).
+
+use super::binary::{Buffers, RowKernel, HEADER_ARGS, ROWS_PER_INVOCATION};
+use super::{select, TermAux};
+use crate::combine::reduction_code;
+use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, GHM, PREPARE, WG};
+use crate::schedule::{Form, Resolved};
+use std::fmt::Write;
+
+/// Words of `aux` a batch-wide term needs (0 for other terms).
+pub(crate) fn aux_words(form: &Form) -> u32 {
+    match form {
+        Form::Focal { ohem: Some(_), .. } => select::STATE_WORDS + 2,
+        Form::Ghm { bins, .. } => 2 * bins,
+        Form::F1 { .. } => 3,
+        _ => 0,
+    }
+}
+
+/// OHEM region: (selection state, scale 1/count); the positive count sits between them.
+pub(crate) fn ohem_words(base: u32) -> (u32, u32) {
+    (base, base + select::STATE_WORDS + 1)
+}
+
+/// GHM-C region: (bin counts, β/tot per bin).
+pub(crate) fn ghm_words(base: u32, bins: u32) -> (u32, u32) {
+    (base, base + bins)
+}
+
+/// The statistics pass, the selections and the prepare dispatch of a row group (empty when no
+/// term needs them), and how many partial slots per workgroup the statistics use (after the
+/// group's term slots).
+pub(crate) fn passes(
+    group: &RowKernel,
+    rows: u64,
+    buffers: Buffers,
+    label: &str,
+) -> (Vec<PassSpec>, usize) {
+    let chosen: Vec<usize> = (0..group.terms.len())
+        .filter(|&k| group.terms[k].form.needs_statistics())
+        .collect();
+    if chosen.is_empty() {
+        return (Vec::new(), 0);
+    }
+    let terms: Vec<Resolved> = chosen.iter().map(|&k| group.terms[k].clone()).collect();
+    let aux: Vec<TermAux> = chosen.iter().map(|&k| group.aux[k]).collect();
+    let kernel = RowKernel::new(&terms, aux);
+    let value = |n: &str| kernel.value(n);
+    let first_slot = group.terms.len();
+    // F1 terms take two statistics slots each, in order.
+    let mut f1_slots = Vec::new();
+    for (k, t) in terms.iter().enumerate() {
+        if matches!(t.form, Form::F1 { .. }) {
+            f1_slots.push((k, first_slot + 2 * f1_slots.len()));
+        }
+    }
+    let slot_of = |k: usize| f1_slots.iter().find(|(j, _)| *j == k).unwrap().1;
+
+    let mut s = format!("{COMMON}\n{BINARY}\n{GHM}\n");
+    s.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    s.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
+    s.push_str("@group(0) @binding(2) var<storage, read_write> aux: array<atomic<u32>>;\n");
+    kernel.declare(&mut s, 3, Some("read_write"), false);
+    for (k, t) in terms.iter().enumerate() {
+        match &t.form {
+            Form::Ghm { bins, .. } => {
+                let _ = writeln!(s, "var<workgroup> ghm_hist{k}: array<atomic<u32>, {bins}>;");
+            }
+            Form::Focal { .. } => {
+                let _ = writeln!(s, "var<workgroup> positive{k}: atomic<u32>;");
+            }
+            _ => {}
+        }
+    }
+    let _ = writeln!(
+        s,
+        "const ROWS_PER_INVOCATION: u32 = {ROWS_PER_INVOCATION}u;\n\n@compute @workgroup_size({WG})\nfn statistics({HEADER_ARGS}) {{"
+    );
+    // Every binding is used by every group's statistics pass, so the bind group layout matches.
+    s.push_str("    _ = partials[0];\n    _ = atomicLoad(&aux[0]);\n    let wg = linear_workgroup(wid, nwg);\n");
+    for (k, t) in terms.iter().enumerate() {
+        match &t.form {
+            Form::Ghm { bins, .. } => {
+                let _ = writeln!(
+                    s,
+                    "    for (var i = lid; i < {bins}u; i = i + WG) {{ atomicStore(&ghm_hist{k}[i], 0u); }}"
+                );
+            }
+            Form::Focal { .. } => {
+                let _ = writeln!(
+                    s,
+                    "    if (lid == 0u) {{ atomicStore(&positive{k}, 0u); }}\n    var count{k} = 0u;"
+                );
+            }
+            Form::F1 { .. } => {
+                let _ = writeln!(
+                    s,
+                    "    var sa{k} = vec4<f32>(0.0);\n    var sb{k} = vec4<f32>(0.0);"
+                );
+            }
+            _ => unreachable!("only batch-wide terms have statistics"),
+        }
+    }
+    s.push_str("    workgroupBarrier();\n");
+    s.push_str("    for (var j = 0u; j < ROWS_PER_INVOCATION; j = j + 1u) {\n");
+    s.push_str("        let r = (wg * ROWS_PER_INVOCATION + j) * WG + lid;\n");
+    s.push_str("        if (wg < chunk.wgs && r < chunk.rows) {\n");
+    let indent = "            ";
+    kernel.load(&mut s, indent);
+    kernel.weights(&mut s, indent);
+    let mut key_index = 0;
+    for (k, t) in terms.iter().enumerate() {
+        let x = || value(t.input("logits"));
+        let y = || value(t.input("labels"));
+        match &t.form {
+            Form::Ghm { bins, .. } => {
+                let _ = writeln!(
+                    s,
+                    "{indent}if (w{k} > 0.0) {{ atomicAdd(&ghm_hist{k}[ghm_bin(ghm_g({}, {}), {bins}u)], 1u); }}",
+                    x(),
+                    y()
+                );
+            }
+            Form::Focal { .. } => {
+                let _ = writeln!(
+                    s,
+                    "{indent}let v{k}_ = w{k} * {}.x;\n{indent}keys{key_index}[r] = order_key(v{k}_);\n{indent}count{k} = count{k} + select(0u, 1u, v{k}_ > 0.0);",
+                    super::binary::call(t, &value)
+                );
+                key_index += 1;
+            }
+            Form::F1 { .. } => {
+                let _ = writeln!(
+                    s,
+                    "{indent}let ce{k} = w{k} * {}.x;\n\
+                     {indent}let pos{k} = {} == 1.0;\n\
+                     {indent}let nz{k} = select(0.0, 1.0, w{k} != 0.0);\n\
+                     {indent}sa{k} = sa{k} + vec4<f32>(sigmoid({}), select(0.0, 1.0, pos{k}), select(0.0, ce{k}, pos{k}), select(ce{k}, 0.0, pos{k}));\n\
+                     {indent}sb{k} = sb{k} + vec4<f32>(select(0.0, w{k}, pos{k}), select(w{k}, 0.0, pos{k}), select(0.0, nz{k}, pos{k}), select(nz{k}, 0.0, pos{k}));",
+                    super::binary::call(t, &value),
+                    y(),
+                    x()
+                );
+            }
+            _ => unreachable!(),
+        }
+    }
+    s.push_str("        }\n    }\n");
+    for (k, t) in terms.iter().enumerate() {
+        if let Form::Focal { .. } = t.form {
+            let _ = writeln!(s, "    atomicAdd(&positive{k}, count{k});");
+        }
+    }
+    s.push_str("    workgroupBarrier();\n");
+    for (k, t) in terms.iter().enumerate() {
+        let base = kernel.aux[k].base;
+        match &t.form {
+            Form::Ghm { bins, .. } => {
+                let _ = writeln!(
+                    s,
+                    "    for (var i = lid; i < {bins}u; i = i + WG) {{\n        let c = atomicLoad(&ghm_hist{k}[i]);\n        if (c != 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{base}u + i], c); }}\n    }}"
+                );
+            }
+            Form::Focal { .. } => {
+                let _ = writeln!(
+                    s,
+                    "    if (lid == 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{}u], atomicLoad(&positive{k})); }}",
+                    base + select::STATE_WORDS
+                );
+            }
+            Form::F1 { .. } => {
+                let slot = slot_of(k);
+                let _ = writeln!(
+                    s,
+                    "    let ta{k} = workgroup_sum(lid, sa{k});\n    let tb{k} = workgroup_sum(lid, sb{k});\n    if (lid == 0u && wg < chunk.wgs) {{\n        partials[partial_index(chunk, {slot}u, wg)] = ta{k};\n        partials[partial_index(chunk, {}u, wg)] = tb{k};\n    }}",
+                    slot + 1
+                );
+            }
+            _ => unreachable!(),
+        }
+    }
+    s.push_str("}\n");
+    let mut binds = vec![
+        Bind::Chunk,
+        Bind::Whole(Source::Internal(buffers.partials)),
+        Bind::Whole(Source::Internal(buffers.aux)),
+    ];
+    binds.extend(kernel.binds(true, false));
+    let mut out = vec![PassSpec {
+        label: format!("{label} statistics"),
+        source: s,
+        entry: "statistics",
+        binds,
+        work: Work::Rows {
+            rows_per_wg: WG * ROWS_PER_INVOCATION,
+        },
+        reads: kernel.inputs.names.clone(),
+        params: [0; 3],
+    }];
+
+    // Selections of the OHEM terms.
+    for (k, t) in terms.iter().enumerate() {
+        if let Form::Focal {
+            ohem: Some(ratio), ..
+        } = t.form
+        {
+            let a = kernel.aux[k];
+            out.extend(select::passes(
+                &format!("ohem[{}]", t.term.name),
+                buffers.aux,
+                a.keys.expect("OHEM keys"),
+                a.base,
+                select::keep_count(rows, ratio),
+                rows,
+            ));
+        }
+    }
+
+    // Prepare.
+    let mut p = format!("{COMMON}\n{PREPARE}\n");
+    let _ = writeln!(
+        p,
+        "@compute @workgroup_size({WG})\nfn prepare(@builtin(local_invocation_index) lid: u32) {{\n    _ = chunk.rows;\n    _ = partials[0];\n    _ = state[0];"
+    );
+    for &(k, slot) in &f1_slots {
+        let _ = writeln!(
+            p,
+            "    let fa{k} = slot_sum(lid, {slot}u);\n    let fb{k} = slot_sum(lid, {}u);",
+            slot + 1
+        );
+    }
+    p.push_str("    if (lid != 0u) {\n        return;\n    }\n");
+    for (k, t) in terms.iter().enumerate() {
+        let a = kernel.aux[k];
+        let _ = match &t.form {
+            Form::Ghm { bins, momentum } => {
+                let (hist, beta) = ghm_words(a.base, *bins);
+                writeln!(
+                    p,
+                    "    ghm_prepare({hist}u, {beta}u, {}u, {}u, {bins}u, {}); // {}",
+                    a.pending,
+                    a.acc,
+                    lit(*momentum),
+                    t.term.name
+                )
+            }
+            Form::F1 { beta_square, .. } => writeln!(
+                p,
+                "    f1_prepare({}u, fa{k}, fb{k}, {}, {}u, {}); // {}",
+                a.base,
+                lit(*beta_square),
+                reduction_code(t.term.effective_reduction()),
+                lit(rows as f64),
+                t.term.name
+            ),
+            Form::Focal {
+                ohem: Some(ratio), ..
+            } => {
+                let (_, scale) = ohem_words(a.base);
+                writeln!(
+                    p,
+                    "    ohem_prepare({}u, {scale}u, {}u); // {}",
+                    a.base + select::STATE_WORDS,
+                    select::keep_count(rows, *ratio),
+                    t.term.name
+                )
+            }
+            _ => unreachable!(),
+        };
+    }
+    p.push_str("}\n");
+    out.push(PassSpec {
+        label: format!("{label} prepare"),
+        source: p,
+        entry: "prepare",
+        binds: vec![
+            Bind::Chunk,
+            Bind::Whole(Source::Internal(buffers.partials)),
+            Bind::Whole(Source::Internal(buffers.aux)),
+            Bind::Whole(Source::Internal(buffers.state)),
+        ],
+        work: Work::Single,
+        reads: Vec::new(),
+        params: [0; 3],
+    });
+    (out, 2 * f1_slots.len())
+}
