@@ -6,6 +6,9 @@
 //! - `fused_vs_separate_1m/{fused3,separate3}`: classification, binary_focal_loss and
 //!   sigmoid_l2_loss on the same logits [1_048_576] (labels shared), in one plan versus three plans
 //!   stepped one after the other.
+//! - `batch_wide_{1m,16m}/{classification,batch_wide4}`: examples/configs/batch_wide.toml
+//!   (classification, OHEM focal, ghm_c, f1_reweighted_loss on the same logits) against
+//!   classification alone on the same rows: the cost of the statistics and selection passes.
 //!
 //! The adapter is `Engine::new()`'s: set `LOSSFUSE_ADAPTER` (e.g. `vulkan`, `gl`) to choose.
 //! Sample sizes are small so that a run on a software adapter (lavapipe) takes minutes.
@@ -125,5 +128,43 @@ fn fused_vs_separate(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, softmax_ce, fused_vs_separate);
+fn batch_wide(c: &mut Criterion) {
+    let engine = engine();
+    for (label, b) in [("1m", 1usize << 20), ("16m", 1usize << 24)] {
+        let mut rng = SplitMix64(3);
+        let logits: Vec<f32> = (0..b).map(|_| rng.range(-6.0, 6.0)).collect();
+        let labels: Vec<f32> = (0..b)
+            .map(|_| if rng.range(0.0, 1.0) < 0.3 { 1.0 } else { 0.0 })
+            .collect();
+        let shapes =
+            Shapes::new()
+                .tensor("logits", &[b], DType::F32)
+                .tensor("labels", &[b], DType::F32);
+        let batch = Batch::new()
+            .tensor("logits", &logits)
+            .tensor("labels", &labels);
+        let mut single = [plan(&engine, TERMS3[0], &shapes)];
+        let mut four = [plan(
+            &engine,
+            include_str!("../examples/configs/batch_wide.toml"),
+            &shapes,
+        )];
+        let mut group = c.benchmark_group(format!("batch_wide_{label}"));
+        group
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(if b > 1 << 20 { 20 } else { 4 }))
+            .throughput(Throughput::Elements(b as u64));
+        group.bench_function("classification", |bench| {
+            bench.iter(|| step_all(&mut single, &batch))
+        });
+        group.bench_function("batch_wide4", |bench| {
+            bench.iter(|| step_all(&mut four, &batch))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, softmax_ce, fused_vs_separate, batch_wide);
 criterion_main!(benches);

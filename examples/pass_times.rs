@@ -1,5 +1,7 @@
 //! Prints the GPU time of every pass of a step, for a shape given on the command line:
-//! `cargo run --release --example pass_times -- rows 1048576` or `-- softmax 4096 8192`.
+//! `cargo run --release --example pass_times -- rows 1048576`, `-- softmax 4096 8192` or
+//! `-- batch_wide 1048576` (examples/configs/batch_wide.toml: the statistics, selection and
+//! prepare passes of GHM-C, OHEM and F1).
 
 use lossfuse::{Batch, DType, Engine, LossConfig, Shapes};
 
@@ -21,9 +23,16 @@ fn main() -> lossfuse::Result<()> {
         (config.to_string(), shapes, x, Vec::new(), ids)
     } else {
         let b = num(1, 1 << 20);
-        let config = "[[losses]]\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n\
+        let config = if args.first().map(String::as_str) == Some("batch_wide") {
+            include_str!("configs/batch_wide.toml")
+                .replace("\"logits\"", "\"x\"")
+                .replace("\"labels\"", "\"y\"")
+        } else {
+            "[[losses]]\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n\
                       [[losses]]\nloss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\n\
-                      [[losses]]\nloss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'y'\n";
+                      [[losses]]\nloss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'y'\n"
+                .to_string()
+        };
         let shapes = Shapes::new()
             .tensor("x", &[b], DType::F32)
             .tensor("y", &[b], DType::F32);
@@ -31,7 +40,7 @@ fn main() -> lossfuse::Result<()> {
             .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
             .collect();
         let y: Vec<f32> = (0..b).map(|i| (i % 3 == 0) as i32 as f32).collect();
-        (config.to_string(), shapes, x, y, Vec::new())
+        (config, shapes, x, y, Vec::new())
     };
     let mut plan = engine.plan(&LossConfig::from_toml_str(&config)?, &shapes)?;
     plan.enable_pass_timing()?;
@@ -50,7 +59,7 @@ fn main() -> lossfuse::Result<()> {
             engine.adapter().label()
         );
         for (label, s) in plan.pass_times()? {
-            println!("  {label:<60} {:>9.3} ms", s * 1e3);
+            println!("  {label:<72} {:>9.3} ms", s * 1e3);
         }
     }
     Ok(())

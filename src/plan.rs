@@ -1,10 +1,11 @@
 //! A plan: every buffer, pipeline and bind group for one config and one set of shapes, built once;
 //! `step` records one command buffer and submits it once.
 //!
-//! A step runs: the `coefficients` dispatch (when some row group is fused, below), the forward pass
-//! of every group (per-workgroup partial sums), `combine` (term values), `weigh` (weights,
-//! flooding, gradient coefficients, state), the backward pass of every unfused group, then a copy
-//! of the scalars into a mappable buffer.
+//! A step runs: the `coefficients` dispatch (when some row group is fused, below), for every group
+//! its statistics passes if it has batch-wide terms (statistics, OHEM selection, prepare: see
+//! [`crate::losses::statistics`]) and its forward pass (per-workgroup partial sums), `combine`
+//! (term values), `weigh` (weights, flooding, gradient coefficients, state, GHM-C accumulators),
+//! the backward pass of every unfused group, then a copy of the scalars into a mappable buffer.
 //!
 //! A row group is fused when every gradient coefficient is known before the step (no flooding, no
 //! EMA reweighting, denominators independent of the data): its forward pass writes the gradients
@@ -1050,12 +1051,22 @@ impl Plan {
     }
 
     /// Bytes a step must move at least: every tensor read once per pass that reads it, every
-    /// gradient written once.
+    /// per-row internal buffer (OHEM keys, softmax row statistics) once per pass that binds it,
+    /// every gradient written once.
     pub fn bytes_per_step(&self) -> u64 {
         let mut bytes = 0u64;
         for p in &self.passes {
             for t in &p.spec.reads {
                 bytes += self.shapes.get(t).map(|s| s.bytes()).unwrap_or(0);
+            }
+            for b in &p.spec.binds {
+                if let Bind::Rows {
+                    source: Source::Internal(_),
+                    row_bytes,
+                } = b
+                {
+                    bytes += p.chunks.iter().map(|c| c.rows * row_bytes).sum::<u64>();
+                }
             }
         }
         bytes + self.grads.values().map(|b| b.size()).sum::<u64>()

@@ -24,7 +24,33 @@ pub const SHAPES: &[(&str, &str)] = &[
         "separate3_1m",
         "the same three terms as three plans stepped one after the other",
     ),
+    (
+        "classification_1m",
+        "classification alone on logits [1048576]: the baseline of batch_wide4_1m",
+    ),
+    (
+        "batch_wide4_1m",
+        "examples/configs/batch_wide.toml (classification, OHEM focal, ghm_c, f1) on logits [1048576]",
+    ),
+    (
+        "classification_16m",
+        "classification alone on logits [16777216]: the baseline of batch_wide4_16m",
+    ),
+    (
+        "batch_wide4_16m",
+        "examples/configs/batch_wide.toml on logits [16777216]",
+    ),
 ];
+
+/// The four-term config of the `batch_wide4_*` shapes.
+pub const BATCH_WIDE: &str = include_str!("../../examples/configs/batch_wide.toml");
+
+/// The shape a shape is compared with (same rows, one `classification` term), if any.
+pub fn baseline(shape: &str) -> Option<String> {
+    shape
+        .strip_prefix("batch_wide4_")
+        .map(|size| format!("classification_{size}"))
+}
 
 /// Arguments of `lossfuse bench`.
 #[derive(clap::Args, Debug)]
@@ -92,8 +118,13 @@ impl Case {
                 );
                 (b, vec![text.to_string()], shapes)
             }
-            "fused3_1m" | "separate3_1m" => {
-                let b = 1usize << 20;
+            "fused3_1m" | "separate3_1m" | "classification_1m" | "batch_wide4_1m"
+            | "classification_16m" | "batch_wide4_16m" => {
+                let b = if name.ends_with("_16m") {
+                    1usize << 24
+                } else {
+                    1usize << 20
+                };
                 inputs.insert_real("logits", (0..b).map(|_| rng.range_f32(-6.0, 6.0)).collect());
                 inputs.insert_real(
                     "labels",
@@ -101,10 +132,11 @@ impl Case {
                         .map(|_| if rng.unit_f32() < 0.3 { 1.0 } else { 0.0 })
                         .collect(),
                 );
-                let texts = if name == "fused3_1m" {
-                    vec![TERMS3.concat()]
-                } else {
-                    TERMS3.iter().map(|t| t.to_string()).collect()
+                let texts = match name {
+                    "fused3_1m" => vec![TERMS3.concat()],
+                    "separate3_1m" => TERMS3.iter().map(|t| t.to_string()).collect(),
+                    n if n.starts_with("classification_") => vec![TERMS3[0].to_string()],
+                    _ => vec![BATCH_WIDE.to_string()],
                 };
                 let shapes = Shapes::new().tensor("logits", &[b], DType::F32).tensor(
                     "labels",
@@ -286,6 +318,17 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         );
         rows.push(row);
     }
+    // The cost of the batch-wide terms: time against one classification term on the same rows.
+    let ratio = |r: &BenchRow| -> Option<(String, f64)> {
+        let base = baseline(&r.shape)?;
+        let b = rows.iter().find(|x| x.shape == base)?;
+        Some((base, r.median_s / b.median_s))
+    };
+    for r in &rows {
+        if let Some((base, x)) = ratio(r) {
+            println!("{}: {x:.2}x the time of {base}", r.shape);
+        }
+    }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "adapter": adapter,
@@ -306,6 +349,8 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
                 "fraction_of_copy": r.bytes_per_s() / copy_bw,
                 "dispatches_per_step": r.dispatches_per_step,
                 "submissions_per_step": r.submissions_per_step,
+                "baseline": ratio(r).map(|x| x.0),
+                "time_ratio_to_baseline": ratio(r).map(|x| x.1),
             })).collect::<Vec<_>>(),
         });
         let text = serde_json::to_string_pretty(&json)

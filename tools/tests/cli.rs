@@ -579,3 +579,85 @@ fn bench_writes_json_rows() {
         stderr(&o)
     );
 }
+
+const BATCH_WIDE: &str = "\
+[[losses]]
+loss_type = 'classification'
+logits = 'x'
+labels = 'y'
+
+[[losses]]
+loss_type = 'binary_focal_loss'
+logits = 'x'
+labels = 'y'
+ohem_ratio = 0.3
+sample_weights = 'w'
+
+[[losses]]
+loss_type = 'ghm_c'
+logits = 'x'
+labels = 'y'
+bins = 10
+momentum = 0.5
+
+[[losses]]
+loss_type = 'f1_reweighted_loss'
+logits = 'x'
+labels = 'y'
+f1_beta_square = 2.0
+";
+
+#[test]
+fn eval_of_batch_wide_terms_over_steps_agrees_with_the_reference() {
+    let found = adapters();
+    let (dir, cfg, input) = setup("batch_wide", BATCH_WIDE);
+    let reference = dir.join("reference.safetensors");
+    // Three steps: the GHM-C accumulators evolve.
+    let o = eval(&cfg, &input, &reference, &["--reference"], 3);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t = read(&reference);
+    for name in ["binary_focal_loss", "ghm_c", "f1_reweighted_loss"] {
+        assert!(t[&format!("loss/{name}")].1[0] > 0.0, "loss/{name}");
+    }
+    for (i, a) in found.iter().enumerate() {
+        let out = dir.join(format!("adapter{i}.safetensors"));
+        let o = eval(&cfg, &input, &out, &["--adapter", &a.label()], 3);
+        assert_eq!(o.status.code(), Some(0), "{}: {}", a.label(), stderr(&o));
+        assert_agree(&out, &reference);
+    }
+}
+
+#[test]
+fn bench_reports_batch_wide_terms_against_their_baseline() {
+    adapters();
+    let dir = scratch("bench_batch_wide");
+    let json = dir.join("bench.json");
+    let o = run(&[
+        "bench",
+        "--shape",
+        "classification_1m",
+        "--shape",
+        "batch_wide4_1m",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        p(&json),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("batch_wide4_1m: ")
+            && stdout(&o).contains("x the time of classification_1m"),
+        "{}",
+        stdout(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows[1]["shape"], "batch_wide4_1m");
+    assert_eq!(rows[1]["submissions_per_step"], 1);
+    assert_eq!(rows[1]["baseline"], "classification_1m");
+    assert!(rows[1]["time_ratio_to_baseline"].as_f64().unwrap() > 0.0);
+    assert!(rows[0]["baseline"].is_null());
+}
