@@ -95,10 +95,9 @@ fn softmax_ce(c: &mut Criterion) {
     group.finish();
 }
 
-fn fused_vs_separate(c: &mut Criterion) {
-    let engine = engine();
-    let b = 1usize << 20;
-    let mut rng = SplitMix64(2);
+/// `b` logits in ±6 and binary labels (30% positive), with their shapes.
+fn binary_rows(b: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Shapes) {
+    let mut rng = SplitMix64(seed);
     let logits: Vec<f32> = (0..b).map(|_| rng.range(-6.0, 6.0)).collect();
     let labels: Vec<f32> = (0..b)
         .map(|_| if rng.range(0.0, 1.0) < 0.3 { 1.0 } else { 0.0 })
@@ -107,6 +106,13 @@ fn fused_vs_separate(c: &mut Criterion) {
         Shapes::new()
             .tensor("logits", &[b], DType::F32)
             .tensor("labels", &[b], DType::F32);
+    (logits, labels, shapes)
+}
+
+fn fused_vs_separate(c: &mut Criterion) {
+    let engine = engine();
+    let b = 1usize << 20;
+    let (logits, labels, shapes) = binary_rows(b, 2);
     let batch = Batch::new()
         .tensor("logits", &logits)
         .tensor("labels", &labels);
@@ -131,15 +137,7 @@ fn fused_vs_separate(c: &mut Criterion) {
 fn batch_wide(c: &mut Criterion) {
     let engine = engine();
     for (label, b) in [("1m", 1usize << 20), ("16m", 1usize << 24)] {
-        let mut rng = SplitMix64(3);
-        let logits: Vec<f32> = (0..b).map(|_| rng.range(-6.0, 6.0)).collect();
-        let labels: Vec<f32> = (0..b)
-            .map(|_| if rng.range(0.0, 1.0) < 0.3 { 1.0 } else { 0.0 })
-            .collect();
-        let shapes =
-            Shapes::new()
-                .tensor("logits", &[b], DType::F32)
-                .tensor("labels", &[b], DType::F32);
+        let (logits, labels, shapes) = binary_rows(b, 3);
         let batch = Batch::new()
             .tensor("logits", &logits)
             .tensor("labels", &labels);

@@ -1050,9 +1050,10 @@ impl Plan {
             .collect()
     }
 
-    /// Bytes a step must move at least: every tensor read once per pass that reads it, every
-    /// per-row internal buffer (OHEM keys, softmax row statistics) once per pass that binds it,
-    /// every gradient written once.
+    /// Bytes a step moves: every tensor read once per pass that reads it, every per-row internal
+    /// buffer (OHEM keys, softmax row statistics) once per pass that binds it, every gradient
+    /// written once. OHEM's index rounds are counted although they return at once when the k-th
+    /// value is not tied beyond k, so with OHEM this is an upper bound.
     pub fn bytes_per_step(&self) -> u64 {
         let mut bytes = 0u64;
         for p in &self.passes {

@@ -32,15 +32,7 @@ fn rows(seed: u64, b: usize, scale: f64) -> Inputs {
             }
         })
         .collect();
-    let w: Vec<f64> = (0..b)
-        .map(|_| {
-            if rng.unit() < 0.2 {
-                0.0
-            } else {
-                rng.range(0.5, 2.0)
-            }
-        })
-        .collect();
+    let w = sample_weights(&mut rng, b);
     let c1 = binary(&mut rng, b, 0.5);
     Inputs::new()
         .real("x", &[b], x)
@@ -260,37 +252,13 @@ fn f1_reweighted_options() {
     }
 }
 
-/// classification, focal with OHEM, GHM-C and F1 on the same logits.
-pub const FOUR_TERMS: &str = "
-[[losses]]
-name = 'ctr'
-loss_type = 'classification'
-logits = 'x'
-labels = 'y'
-
-[[losses]]
-name = 'focal_ohem'
-loss_type = 'binary_focal_loss'
-logits = 'x'
-labels = 'y'
-ohem_ratio = 0.25
-alpha = 0.25
-
-[[losses]]
-name = 'ghm'
-loss_type = 'ghm_c'
-logits = 'x'
-labels = 'y'
-bins = 30
-momentum = 0.75
-
-[[losses]]
-name = 'f1'
-loss_type = 'f1_reweighted_loss'
-logits = 'x'
-labels = 'y'
-f1_beta_square = 2.0
-";
+/// examples/configs/batch_wide.toml (classification, focal with OHEM, GHM-C and F1 on the same
+/// logits) on tensors `x` and `y`.
+fn four_terms() -> String {
+    include_str!("../examples/configs/batch_wide.toml")
+        .replace("\"logits\"", "\"x\"")
+        .replace("\"labels\"", "\"y\"")
+}
 
 #[test]
 fn four_terms_share_one_submission_and_two_reads() {
@@ -300,7 +268,7 @@ fn four_terms_share_one_submission_and_two_reads() {
         "flooding = 0.05\n",
         "loss_weight_strategy = 'uncertainty'\n",
     ] {
-        let config = format!("{head}{FOUR_TERMS}");
+        let config = format!("{head}{}", four_terms());
         // run_gpu asserts one submission per step; three steps move the GHM-C accumulators.
         check_all(&config, &b, 3, TOL);
         let config = LossConfig::from_toml_str(&config).unwrap();
@@ -333,7 +301,7 @@ fn sixteen_million_rows() {
         x.push(rng.range(-6.0, 6.0) as f32);
         y.push(label);
     }
-    let config = LossConfig::from_toml_str(FOUR_TERMS).unwrap();
+    let config = LossConfig::from_toml_str(&four_terms()).unwrap();
     let mut host = lossfuse::HostBatch::new();
     host.insert(
         "x".into(),

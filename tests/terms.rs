@@ -21,15 +21,7 @@ fn rows(seed: u64, b: usize, scale: f64) -> Inputs {
         .collect();
     let soft = reals(&mut rng, b, 0.0, 1.0);
     let p = reals(&mut rng, b, 0.01, 0.99);
-    let w: Vec<f64> = (0..b)
-        .map(|_| {
-            if rng.unit() < 0.2 {
-                0.0
-            } else {
-                rng.range(0.5, 2.0)
-            }
-        })
-        .collect();
+    let w = sample_weights(&mut rng, b);
     let finish = binary(&mut rng, b, 0.2);
     Inputs::new()
         .real("x", &[b], x)

@@ -109,7 +109,7 @@ fn factor(k: usize, term: &Resolved, aux: &TermAux, v: &dyn Fn(&str) -> String) 
     let input = |role: &str| v(term.input(role));
     match &term.form {
         Form::Focal { ohem: Some(_), .. } => {
-            let (state, scale) = statistics::ohem_words(aux.base);
+            let (state, _, scale) = statistics::ohem_words(aux.base);
             format!(
                 "let kept{k} = select_kept(key{k}, chunk.row_base + r, aux[{}u], aux[{}u]);\n\
                  let f{k} = select(0.0, w{k} * aux_f32({scale}u), kept{k} && key{k} > 0x80000000u);",

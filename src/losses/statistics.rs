@@ -29,9 +29,10 @@ pub(crate) fn aux_words(form: &Form) -> u32 {
     }
 }
 
-/// OHEM region: (selection state, scale 1/count); the positive count sits between them.
-pub(crate) fn ohem_words(base: u32) -> (u32, u32) {
-    (base, base + select::STATE_WORDS + 1)
+/// OHEM region: (selection state, count of positive values, scale 1/count).
+pub(crate) fn ohem_words(base: u32) -> (u32, u32, u32) {
+    let positive = base + select::STATE_WORDS;
+    (base, positive, positive + 1)
 }
 
 /// GHM-C region: (bin counts, β/tot per bin).
@@ -177,7 +178,7 @@ pub(crate) fn passes(
                 let _ = writeln!(
                     s,
                     "    if (lid == 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{}u], atomicLoad(&positive{k})); }}",
-                    base + select::STATE_WORDS
+                    ohem_words(base).1
                 );
             }
             Form::F1 { .. } => {
@@ -268,11 +269,10 @@ pub(crate) fn passes(
             Form::Focal {
                 ohem: Some(ratio), ..
             } => {
-                let (_, scale) = ohem_words(a.base);
+                let (_, positive, scale) = ohem_words(a.base);
                 writeln!(
                     p,
-                    "    ohem_prepare({}u, {scale}u, {}u); // {}",
-                    a.base + select::STATE_WORDS,
+                    "    ohem_prepare({positive}u, {scale}u, {}u); // {}",
                     select::keep_count(rows, *ratio),
                     t.term.name
                 )

@@ -71,6 +71,19 @@ pub fn binary(rng: &mut Rng, n: usize, p: f64) -> Vec<f64> {
     (0..n).map(|_| (rng.unit() < p) as i32 as f64).collect()
 }
 
+/// Sample weights: 20% zero, the rest uniform in [0.5, 2).
+pub fn sample_weights(rng: &mut Rng, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            if rng.unit() < 0.2 {
+                0.0
+            } else {
+                rng.range(0.5, 2.0)
+            }
+        })
+        .collect()
+}
+
 /// A batch builder that keeps the values f32-representable (what the GPU sees).
 #[derive(Default, Clone)]
 pub struct Inputs(pub HostBatch);

@@ -227,6 +227,23 @@ fn eval(cfg: &Path, input: &Path, output: &Path, engine: &[&str], steps: u32) ->
     run(&args)
 }
 
+/// `eval --steps steps` on every adapter found agrees with `reference`.
+fn every_adapter_agrees(
+    found: &[AdapterSummary],
+    dir: &Path,
+    cfg: &Path,
+    input: &Path,
+    reference: &Path,
+    steps: u32,
+) {
+    for (i, a) in found.iter().enumerate() {
+        let out = dir.join(format!("adapter{i}.safetensors"));
+        let o = eval(cfg, input, &out, &["--adapter", &a.label()], steps);
+        assert_eq!(o.status.code(), Some(0), "{}: {}", a.label(), stderr(&o));
+        assert_agree(&out, reference);
+    }
+}
+
 fn assert_agree(a: &Path, b: &Path) {
     let o = run(&["compare", p(a), p(b), "--rtol", "1e-4"]);
     assert_eq!(
@@ -359,12 +376,7 @@ fn eval_over_steps_carries_learned_weights_like_the_reference() {
         Some(1),
         "step 1 and step 4 should differ"
     );
-    for (i, a) in found.iter().enumerate() {
-        let out = dir.join(format!("adapter{i}.safetensors"));
-        let o = eval(&cfg, &input, &out, &["--adapter", &a.label()], 4);
-        assert_eq!(o.status.code(), Some(0), "{}: {}", a.label(), stderr(&o));
-        assert_agree(&out, &reference);
-    }
+    every_adapter_agrees(&found, &dir, &cfg, &input, &reference, 4);
 }
 
 #[test]
@@ -619,12 +631,7 @@ fn eval_of_batch_wide_terms_over_steps_agrees_with_the_reference() {
     for name in ["binary_focal_loss", "ghm_c", "f1_reweighted_loss"] {
         assert!(t[&format!("loss/{name}")].1[0] > 0.0, "loss/{name}");
     }
-    for (i, a) in found.iter().enumerate() {
-        let out = dir.join(format!("adapter{i}.safetensors"));
-        let o = eval(&cfg, &input, &out, &["--adapter", &a.label()], 3);
-        assert_eq!(o.status.code(), Some(0), "{}: {}", a.label(), stderr(&o));
-        assert_agree(&out, &reference);
-    }
+    every_adapter_agrees(&found, &dir, &cfg, &input, &reference, 3);
 }
 
 #[test]
