@@ -14,6 +14,8 @@ pub enum DType {
     I32,
     /// 32-bit unsigned integer ids.
     U32,
+    /// 64-bit signed integer ids (session ids only: PyTorch's default integer type).
+    I64,
 }
 
 impl DType {
@@ -27,6 +29,14 @@ impl DType {
             DType::F32 => "F32",
             DType::I32 => "I32",
             DType::U32 => "U32",
+            DType::I64 => "I64",
+        }
+    }
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            DType::I64 => 8,
+            _ => 4,
         }
     }
 }
@@ -51,7 +61,7 @@ impl TensorSpec {
     }
     /// Size in bytes on the GPU.
     pub fn bytes(&self) -> u64 {
-        self.len() as u64 * 4
+        self.len() as u64 * self.dtype.size()
     }
 }
 
@@ -117,6 +127,8 @@ pub enum Input<'a> {
     I32(&'a [i32]),
     /// u32 ids on the host.
     U32(&'a [u32]),
+    /// i64 ids on the host (session ids).
+    I64(&'a [i64]),
     /// A buffer on the plan's device holding the tensor (from offset 0, tightly packed, in the
     /// plan's dtype); it needs `BufferUsages::STORAGE`. Bound directly: no copy.
     Buffer(&'a wgpu::Buffer),
@@ -128,6 +140,7 @@ impl Input<'_> {
             Input::F32(_) => Some(DType::F32),
             Input::I32(_) => Some(DType::I32),
             Input::U32(_) => Some(DType::U32),
+            Input::I64(_) => Some(DType::I64),
             Input::Buffer(_) => None,
         }
     }
@@ -136,6 +149,7 @@ impl Input<'_> {
             Input::F32(v) => Some(v.len()),
             Input::I32(v) => Some(v.len()),
             Input::U32(v) => Some(v.len()),
+            Input::I64(v) => Some(v.len()),
             Input::Buffer(_) => None,
         }
     }
@@ -144,6 +158,7 @@ impl Input<'_> {
             Input::F32(v) => Some(bytemuck::cast_slice(v)),
             Input::I32(v) => Some(bytemuck::cast_slice(v)),
             Input::U32(v) => Some(bytemuck::cast_slice(v)),
+            Input::I64(v) => Some(bytemuck::cast_slice(v)),
             Input::Buffer(_) => None,
         }
     }
@@ -173,6 +188,11 @@ impl<'a> Batch<'a> {
     /// Adds u32 ids from the host.
     pub fn ids_u32(mut self, name: impl Into<String>, values: &'a [u32]) -> Self {
         self.inputs.insert(name.into(), Input::U32(values));
+        self
+    }
+    /// Adds i64 ids from the host (session ids).
+    pub fn ids_i64(mut self, name: impl Into<String>, values: &'a [i64]) -> Self {
+        self.inputs.insert(name.into(), Input::I64(values));
         self
     }
     /// Binds the trainer's own buffer (no copy).

@@ -124,6 +124,64 @@ impl Default for SoftmaxParams {
     }
 }
 
+/// The per-pair loss of a pairwise-in-session term (LOSSES.md, "Pairwise-in-session terms"), with
+/// d = (x_i − x_j)/T for a pair whose first row has the higher label.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PairLoss {
+    /// `pair_wise_loss`: softplus(−(d − margin)).
+    Logistic {
+        /// Margin subtracted from d.
+        margin: f64,
+    },
+    /// `pairwise_logistic_loss`: softplus(−d') with d' = d − hinge_margin (when set) − (y_i − y_j)/T
+    /// (when use_label_margin).
+    LogisticMargin {
+        /// Margin subtracted from d (none: 0).
+        hinge_margin: Option<f64>,
+        /// Subtract the label gap (y_i − y_j)/T from d.
+        use_label_margin: bool,
+    },
+    /// `pairwise_focal_loss`: binary focal with label 1 on d; pairs with d ≥ hinge_margin are
+    /// removed (from the denominator too).
+    Focal {
+        /// Focusing parameter γ.
+        gamma: f64,
+        /// Class balance α (none: 1).
+        alpha: Option<f64>,
+        /// Pairs with d at or above it are not pairs (none: all kept).
+        hinge_margin: Option<f64>,
+    },
+    /// `pairwise_hinge_loss`: relu((y_i − y_j) − d) with use_label_margin, else relu(margin − d).
+    Hinge {
+        /// Margin when the label gap is not used.
+        margin: f64,
+        /// Use the label gap y_i − y_j as the margin.
+        use_label_margin: bool,
+    },
+}
+
+impl PairLoss {
+    /// EasyRec's loss type name in snake_case.
+    pub fn loss_type(&self) -> &'static str {
+        match self {
+            Self::Logistic { .. } => "pair_wise_loss",
+            Self::LogisticMargin { .. } => "pairwise_logistic_loss",
+            Self::Focal { .. } => "pairwise_focal_loss",
+            Self::Hinge { .. } => "pairwise_hinge_loss",
+        }
+    }
+}
+
+/// How `jrc_loss` combines its calibration (CE) and ranking (generalisation) parts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JrcWeighting {
+    /// α·ce + (1 − α)·ge.
+    Fixed,
+    /// e^{−u1}·ce + 0.5·u1 + e^{−u2}·ge + 0.5·u2 with u1, u2 learned (start 0), kept in the
+    /// state and stepped by the given optimiser (`none`: the trainer applies d/du itself).
+    Uncertainty(Optimizer),
+}
+
 /// The largest `bins` of `ghm_c`: the GPU keeps one workgroup counter per bin.
 pub const MAX_GHM_BINS: u32 = 1024;
 
@@ -176,6 +234,27 @@ pub enum TermKind {
         /// Binary label smoothing of the CE label.
         label_smoothing: f64,
     },
+    /// EasyRec's pairwise losses within sessions: pairs (i, j) with y_i > y_j in the same session
+    /// (every pair of the batch without a `session` tensor), pair weight w_i.
+    Pairwise {
+        /// The per-pair loss.
+        loss: PairLoss,
+        /// T: d = (x_i − x_j)/T.
+        temperature: f64,
+        /// OHEM keep ratio over pairs (1: all pairs).
+        ohem_ratio: f64,
+    },
+    /// EasyRec `JRC_LOSS` (Sheng et al. 2023, joint ranking-calibration): softmax CE over two
+    /// columns plus a listwise loss over the rows of each session.
+    Jrc {
+        /// α of the fixed combination.
+        alpha: f64,
+        /// Each row competes with every row of its session (true) or only with the rows of the
+        /// other label (false).
+        same_label_loss: bool,
+        /// How ce and ge are combined.
+        weighting: JrcWeighting,
+    },
 }
 
 impl TermKind {
@@ -191,6 +270,8 @@ impl TermKind {
             Self::Esmm => "esmm",
             Self::GhmC { .. } => "ghm_c",
             Self::F1Reweighted { .. } => "f1_reweighted_loss",
+            Self::Pairwise { loss, .. } => loss.loss_type(),
+            Self::Jrc { .. } => "jrc_loss",
         }
     }
 
@@ -205,6 +286,8 @@ impl TermKind {
             | Self::F1Reweighted { .. } => &[("logits", true), ("labels", true)],
             Self::L2 => &[("predictions", true), ("labels", true)],
             Self::CrossEntropy => &[("probabilities", true), ("labels", true)],
+            Self::Pairwise { .. } => &[("logits", true), ("labels", true), ("session", false)],
+            Self::Jrc { .. } => &[("logits", true), ("labels", true), ("session", true)],
             Self::Esmm => &[
                 ("ctr_logits", true),
                 ("cvr_logits", true),
@@ -380,7 +463,9 @@ impl LossConfig {
         }
         let strategy = match strategy_name {
             "fixed" => Strategy::Fixed,
-            "uncertainty" => Strategy::Uncertainty(parse_optimizer(top.get("uncertainty"))?),
+            "uncertainty" => {
+                Strategy::Uncertainty(parse_optimizer(top.get("uncertainty"), "[uncertainty]")?)
+            }
             "random" => {
                 let t = Table::new(top.get("random"), "[random]")?;
                 t.only(&["seed"])?;
@@ -484,8 +569,8 @@ impl LossConfig {
     }
 }
 
-fn parse_optimizer(v: Option<&Value>) -> Result<Optimizer> {
-    let t = Table::new(v, "[uncertainty]")?;
+fn parse_optimizer(v: Option<&Value>, owner: &str) -> Result<Optimizer> {
+    let t = Table::new(v, owner)?;
     t.only(&["optimizer", "learning_rate", "beta1", "beta2", "epsilon"])?;
     let kind = t.string_or("optimizer", "none")?;
     let lr = t.f64_or("learning_rate", 0.01)?;
@@ -500,7 +585,7 @@ fn parse_optimizer(v: Option<&Value>) -> Result<Optimizer> {
         },
         other => {
             return Err(Error::Config(format!(
-                "[uncertainty] optimizer '{other}' unknown; expected none, sgd or adam"
+                "{owner} optimizer '{other}' unknown; expected none, sgd or adam"
             )))
         }
     })
@@ -669,6 +754,75 @@ fn parse_softmax(t: &Table) -> Result<SoftmaxParams> {
     })
 }
 
+/// The four pairwise loss types: their own parameters, then temperature and ohem_ratio.
+fn parse_pairwise(t: &Table, loss_type: &str) -> Result<(TermKind, &'static [&'static str])> {
+    let temperature = t.f64_or("temperature", 1.0)?;
+    t.positive("temperature", temperature)?;
+    let ohem_ratio = t.f64_or("ohem_ratio", 1.0)?;
+    if ohem_ratio <= 0.0 || ohem_ratio > 1.0 {
+        return Err(t.err(format!("'ohem_ratio' must be in (0, 1], got {ohem_ratio}")));
+    }
+    let (loss, params): (PairLoss, &'static [&'static str]) = match loss_type {
+        "pair_wise_loss" => (
+            PairLoss::Logistic {
+                margin: t.f64_or("margin", 0.0)?,
+            },
+            &["margin", "temperature", "ohem_ratio"],
+        ),
+        "pairwise_logistic_loss" => (
+            PairLoss::LogisticMargin {
+                hinge_margin: t.f64_opt("hinge_margin")?,
+                use_label_margin: t.bool_or("use_label_margin", false)?,
+            },
+            &[
+                "hinge_margin",
+                "use_label_margin",
+                "temperature",
+                "ohem_ratio",
+            ],
+        ),
+        "pairwise_focal_loss" => {
+            let gamma = t.f64_or("gamma", 2.0)?;
+            if gamma < 0.0 {
+                return Err(t.err(format!("'gamma' must be >= 0, got {gamma}")));
+            }
+            let alpha = t.f64_opt("alpha")?;
+            if let Some(a) = alpha {
+                t.in_range("alpha", a, 0.0, 1.0)?;
+            }
+            (
+                PairLoss::Focal {
+                    gamma,
+                    alpha,
+                    hinge_margin: t.f64_opt("hinge_margin")?,
+                },
+                &[
+                    "gamma",
+                    "alpha",
+                    "hinge_margin",
+                    "temperature",
+                    "ohem_ratio",
+                ],
+            )
+        }
+        _ => (
+            PairLoss::Hinge {
+                margin: t.f64_or("margin", 1.0)?,
+                use_label_margin: t.bool_or("use_label_margin", true)?,
+            },
+            &["margin", "use_label_margin", "temperature", "ohem_ratio"],
+        ),
+    };
+    Ok((
+        TermKind::Pairwise {
+            loss,
+            temperature,
+            ohem_ratio,
+        },
+        params,
+    ))
+}
+
 fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
     let loss_type = match obj.get("loss_type") {
         Some(Value::String(s)) => s.clone(),
@@ -791,13 +945,51 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
                 &["f1_beta_square", "label_smoothing"],
             )
         }
+        "pair_wise_loss"
+        | "pairwise_logistic_loss"
+        | "pairwise_focal_loss"
+        | "pairwise_hinge_loss" => parse_pairwise(&t, &loss_type)?,
+        "jrc_loss" => {
+            let alpha = t.f64_or("alpha", 0.5)?;
+            t.in_range("alpha", alpha, 0.0, 1.0)?;
+            let same_label_loss = t.bool_or("same_label_loss", true)?;
+            let weighting = match t.string_or("loss_weight_strategy", "fixed")?.as_str() {
+                "fixed" => {
+                    if t.get("uncertainty").is_some() {
+                        return Err(t.err(
+                            "'uncertainty' applies only with loss_weight_strategy = \"uncertainty\""
+                                .into(),
+                        ));
+                    }
+                    JrcWeighting::Fixed
+                }
+                "uncertainty" => JrcWeighting::Uncertainty(parse_optimizer(
+                    t.get("uncertainty"),
+                    &format!("term '{name}' [uncertainty]"),
+                )?),
+                other => {
+                    return Err(t.err(format!(
+                        "unknown loss_weight_strategy '{other}' for jrc_loss; expected fixed or uncertainty"
+                    )))
+                }
+            };
+            (
+                TermKind::Jrc {
+                    alpha,
+                    same_label_loss,
+                    weighting,
+                },
+                &["alpha", "same_label_loss", "loss_weight_strategy", "uncertainty"],
+            )
+        }
         other => {
             return Err(Error::term(
                 &name,
                 format!(
                     "unknown loss_type '{other}'; expected one of classification, softmax_cross_entropy, \
                      l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, esmm, ghm_c, \
-                     f1_reweighted_loss"
+                     f1_reweighted_loss, pair_wise_loss, pairwise_logistic_loss, pairwise_focal_loss, \
+                     pairwise_hinge_loss, jrc_loss"
                 ),
             ))
         }

@@ -282,6 +282,13 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
             };
             (form, b)
         }
+        TermKind::Pairwise { .. } | TermKind::Jrc { .. } => {
+            return Err(Error::Unsupported(format!(
+                "term '{}': {} is not on the GPU yet",
+                term.name,
+                term.kind.loss_type()
+            )))
+        }
         TermKind::Esmm => {
             let b = expect_vector(
                 shapes,
@@ -375,14 +382,14 @@ fn resolve_softmax(term: &LossTerm, shapes: &Shapes, p: &SoftmaxParams) -> Resul
     let labels_name = term.input("labels").expect("checked");
     let labels = spec(shapes, term, labels_name, "labels")?;
     let ids = match (labels.shape.as_slice(), labels.dtype) {
-        (s, d) if d.is_integer() && (s == [b as usize] || s == [b as usize, 1]) => true,
+        (s, DType::I32 | DType::U32) if s == [b as usize] || s == [b as usize, 1] => true,
         (s, DType::F32) if s == [b as usize, c as usize] => false,
         (s, d) => {
             return Err(Error::tensor(
                 labels_name,
                 Some(&term.name),
                 format!(
-                    "softmax labels must be class ids [{b}] (I32/U32/I64) or probabilities [{b}, {c}] (F32), got {s:?} {}",
+                    "softmax labels must be class ids [{b}] (I32/U32) or probabilities [{b}, {c}] (F32), got {s:?} {}",
                     d.name()
                 ),
             ))

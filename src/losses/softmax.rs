@@ -138,6 +138,7 @@ pub(crate) fn passes(
                 DType::F32 => "f32",
                 DType::I32 => "i32",
                 DType::U32 => "u32",
+                DType::I64 => unreachable!("the scheduler takes class ids as I32 or U32"),
             };
             let _ = writeln!(
                 src,

@@ -91,6 +91,11 @@ pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, ghm_acc: &[f64]) -> R
             })
         }
         TermKind::Esmm => esmm_term(term, batch),
+        TermKind::Pairwise { .. } | TermKind::Jrc { .. } => Err(Error::Unsupported(format!(
+            "term '{}': the reference has no {} yet",
+            term.name,
+            term.kind.loss_type()
+        ))),
         TermKind::GhmC { bins, momentum } => {
             let (name, x, y, w) = binary_column(term, batch)?;
             let r = ghm::ghm_c(&x, &y, &w, *bins, *momentum, ghm_acc);
