@@ -35,6 +35,18 @@ struct TermInfo {
     weight: f32,        // fixed weight
     half: f32,          // c_k of the uncertainty form: 0.5 for regression terms, else 1
     static_denom: f32,  // the reduction's denominator when it does not depend on the data, else 0
+    kind: u32,          // KIND_ROWS, KIND_PAIRS or KIND_JRC
+    ge_partial_base: u32, // JRC: the listwise part's partials (as many as the CE's)
+    alpha: f32,         // JRC fixed: α·ce + (1 − α)·ge
+    jrc_learn: u32,     // JRC: 1 for the learned form e^{−u1}·ce + u1/2 + e^{−u2}·ge + u2/2
+    jrc_state: u32,     // JRC: first state word of u1, m1, v1, u2, m2, v2, Adam step
+    optimizer: u32,     // JRC's optimiser of u: 0 none, 1 sgd, 2 adam
+    learning_rate: f32,
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // Layout of `scalars` (f32) and `state` (u32 words, f32 ones bitcast); mirrored in src/combine.rs.
@@ -43,7 +55,7 @@ const S_RAW_TOTAL: u32 = 1u;
 const S_SIGN: u32 = 2u;
 const S_INVALID: u32 = 3u;
 const S_TERM_BASE: u32 = 8u;
-const S_TERM_STRIDE: u32 = 8u;
+const S_TERM_STRIDE: u32 = 16u;
 const T_VALUE: u32 = 0u;
 const T_WEIGHT: u32 = 1u;
 const T_COEF: u32 = 2u;
@@ -52,6 +64,17 @@ const T_LOG_VAR_GRAD: u32 = 4u;
 const T_NUMERATOR: u32 = 5u;
 const T_INVALID: u32 = 6u;
 const T_LOG_VAR: u32 = 7u;
+const T_COEF2: u32 = 8u;        // JRC: coefficient of the listwise gradient
+const T_CE: u32 = 9u;
+const T_GE: u32 = 10u;
+const T_U1: u32 = 11u;
+const T_U2: u32 = 12u;
+const T_DU1: u32 = 13u;
+const T_DU2: u32 = 14u;
+
+const KIND_ROWS: u32 = 0u;      // partials (Σ f·l, Σ f, #{f ≠ 0}, invalid rows)
+const KIND_PAIRS: u32 = 1u;     // partials (Σ w·l, Σ w, #{w ≠ 0}, #pairs) over pairs
+const KIND_JRC: u32 = 2u;       // CE partials as rows, listwise ones from ge_partial_base
 
 const ST_STEP: u32 = 0u;
 const ST_ADAM_T: u32 = 1u;
@@ -128,14 +151,19 @@ fn state_weight(k: u32, step: u32, norm: vec2<f32>) -> f32 {
 
 @compute @workgroup_size(256)
 fn combine(@builtin(local_invocation_index) lid: u32) {
-    // 1. Term values: each term's partials summed in a fixed order.
+    // 1. Term values: each term's partials summed in a fixed order (JRC: both parts).
     for (var k = 0u; k < settings.term_count; k = k + 1u) {
         let t = terms[k];
         var acc = vec4<f32>(0.0);
+        var ge_acc = vec4<f32>(0.0);
         for (var i = lid; i < t.partial_count; i = i + WG) {
             acc = acc + partials[t.partial_base + i];
+            if (t.kind == KIND_JRC) {
+                ge_acc = ge_acc + partials[t.ge_partial_base + i];
+            }
         }
         let sum = workgroup_sum(lid, acc);
+        let ge_sum = workgroup_sum(lid, ge_acc);
         if (lid == 0u) {
             var denom = 1.0;
             if (t.static_denom != 0.0) {
@@ -145,21 +173,55 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
             } else if (t.reduction == 1u) {
                 denom = sum.y;
             } else if (t.reduction == 2u) {
-                denom = t.rows;
+                denom = select(t.rows, sum.w, t.kind == KIND_PAIRS);
             }
             var value = 0.0;
             if (denom != 0.0) {
                 value = sum.x / denom;
             }
+            if (t.kind == KIND_JRC) {
+                let ce = value;
+                let ge = ge_sum.x / t.rows;
+                scalars[term_slot(k, T_CE)] = ce;
+                scalars[term_slot(k, T_GE)] = ge;
+                if (t.jrc_learn == 1u) {
+                    let u1 = state_f32(t.jrc_state);
+                    let u2 = state_f32(t.jrc_state + 3u);
+                    value = exp(-u1) * ce + 0.5 * u1 + exp(-u2) * ge + 0.5 * u2;
+                    scalars[term_slot(k, T_U1)] = u1;
+                    scalars[term_slot(k, T_U2)] = u2;
+                } else {
+                    value = t.alpha * ce + (1.0 - t.alpha) * ge;
+                }
+            }
             scalars[term_slot(k, T_VALUE)] = value;
             scalars[term_slot(k, T_DENOM)] = denom;
             scalars[term_slot(k, T_NUMERATOR)] = sum.x;
-            scalars[term_slot(k, T_INVALID)] = sum.w;
+            scalars[term_slot(k, T_INVALID)] = select(0.0, sum.w, t.kind == KIND_ROWS);
         }
     }
     // Every entry point binds the same buffers, so one bind group layout serves them.
     _ = state[0];
     _ = aux[0];
+}
+
+// One optimiser step on the learned parameter at state word `at` (m, v at the next two words):
+// sgd or bias-corrected Adam at step `t`.
+fn optimise(at: u32, g: f32, optimizer: u32, lr: f32, beta1: f32, beta2: f32, epsilon: f32, t: u32) {
+    var s = state_f32(at);
+    if (optimizer == 1u) {
+        s = s - lr * g;
+    } else {
+        let m = beta1 * state_f32(at + 1u) + (1.0 - beta1) * g;
+        let v = beta2 * state_f32(at + 2u) + (1.0 - beta2) * g * g;
+        set_state_f32(at + 1u, m);
+        set_state_f32(at + 2u, v);
+        let tf = f32(t);
+        let m_hat = m / (1.0 - pow(beta1, tf));
+        let v_hat = v / (1.0 - pow(beta2, tf));
+        s = s - lr * m_hat / (sqrt(v_hat) + epsilon);
+    }
+    set_state_f32(at, s);
 }
 
 // The serial part runs as its own one-invocation dispatch: inside a barrier-synchronised
@@ -228,10 +290,27 @@ fn weigh() {
     // 4. Gradient coefficient of each term: d total / d L_k / denominator, read by the
     //    backward passes; d total / d s_k with the flooding sign.
     for (var k = 0u; k < n; k = k + 1u) {
+        let t = terms[k];
         let denom = scalars[term_slot(k, T_DENOM)];
+        let scale = scalars[term_slot(k, T_WEIGHT)] * flood_sign;
+        // JRC: each part's factor in the term's value, and d total / d u.
+        var ce_factor = 1.0;
+        if (t.kind == KIND_JRC) {
+            var ge_factor = 1.0 - t.alpha;
+            ce_factor = t.alpha;
+            if (t.jrc_learn == 1u) {
+                let e1 = exp(-scalars[term_slot(k, T_U1)]);
+                let e2 = exp(-scalars[term_slot(k, T_U2)]);
+                ce_factor = e1;
+                ge_factor = e2;
+                scalars[term_slot(k, T_DU1)] = scale * (0.5 - e1 * scalars[term_slot(k, T_CE)]);
+                scalars[term_slot(k, T_DU2)] = scale * (0.5 - e2 * scalars[term_slot(k, T_GE)]);
+            }
+            scalars[term_slot(k, T_COEF2)] = scale * ge_factor / t.rows;
+        }
         var coef = 0.0;
         if (denom != 0.0) {
-            coef = scalars[term_slot(k, T_WEIGHT)] * flood_sign / denom;
+            coef = scale * ce_factor / denom;
         }
         scalars[term_slot(k, T_COEF)] = coef;
         scalars[term_slot(k, T_LOG_VAR_GRAD)] = scalars[term_slot(k, T_LOG_VAR_GRAD)] * flood_sign;
@@ -251,23 +330,23 @@ fn weigh() {
             if (terms[k].learn != 1u) {
                 continue;
             }
-            let base = ST_TERM_BASE + k * ST_TERM_STRIDE;
             let g = scalars[term_slot(k, T_LOG_VAR_GRAD)];
-            var s = state_f32(base);
-            if (settings.optimizer == 1u) {
-                s = s - settings.learning_rate * g;
-            } else {
-                let m = settings.beta1 * state_f32(base + 1u) + (1.0 - settings.beta1) * g;
-                let v = settings.beta2 * state_f32(base + 2u) + (1.0 - settings.beta2) * g * g;
-                set_state_f32(base + 1u, m);
-                set_state_f32(base + 2u, v);
-                let tf = f32(adam_t);
-                let m_hat = m / (1.0 - pow(settings.beta1, tf));
-                let v_hat = v / (1.0 - pow(settings.beta2, tf));
-                s = s - settings.learning_rate * m_hat / (sqrt(v_hat) + settings.epsilon);
-            }
-            set_state_f32(base, s);
+            optimise(ST_TERM_BASE + k * ST_TERM_STRIDE, g, settings.optimizer, settings.learning_rate,
+                settings.beta1, settings.beta2, settings.epsilon, adam_t);
         }
+    }
+    // JRC's learned u1, u2, each term with its own optimiser and Adam step.
+    for (var k = 0u; k < n; k = k + 1u) {
+        let t = terms[k];
+        if (t.kind != KIND_JRC || t.jrc_learn != 1u || t.optimizer == 0u) {
+            continue;
+        }
+        let step_t = state[t.jrc_state + 6u] + 1u;
+        state[t.jrc_state + 6u] = step_t;
+        optimise(t.jrc_state, scalars[term_slot(k, T_DU1)], t.optimizer, t.learning_rate, t.beta1,
+            t.beta2, t.epsilon, step_t);
+        optimise(t.jrc_state + 3u, scalars[term_slot(k, T_DU2)], t.optimizer, t.learning_rate,
+            t.beta1, t.beta2, t.epsilon, step_t);
     }
     if (settings.strategy == 3u) {
         set_state_f32(ST_THETA, theta);

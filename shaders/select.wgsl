@@ -7,14 +7,17 @@
 // pick the lowest indices among them (LOSSES.md: "ties: keep exactly k, lowest index first").
 // The number of dispatches is fixed by the row count; rounds with nothing left to do return at
 // once. Consumers call `select_kept` (common.wgsl) with the state's PREFIX and INDEX words.
-// Needs common.wgsl. Pass parameters (Chunk): p0 = state offset in `aux`, p2 = round;
-// histogram: p1 = rows of the whole selection; pick: p1 = k, `rows` = rows of the whole selection.
+// Needs common.wgsl. Pass parameters (Chunk): p0 = state offset in `aux`, p2 = round + 256 × the
+// number of index digits; pick: p1 = k, or 0 when k = clamp(round(count·ratio), 1, count) comes
+// from the SEL_COUNT and SEL_RATIO words (pairwise OHEM, whose pair count is only known on the GPU).
 
 // The state at aux[p0 ..]; mirrored in src/losses/select.rs.
 const SEL_PREFIX: u32 = 0u;     // key prefix fixed so far; after the value rounds, t itself
 const SEL_REMAINING: u32 = 1u;  // keys still to take among those matching the prefix
 const SEL_INDEX: u32 = 2u;      // index prefix among keys equal to t; finally the last kept index
 const SEL_DONE: u32 = 3u;       // 1 when every key equal to t is kept (no index rounds needed)
+const SEL_COUNT: u32 = 4u;      // candidates counted by round 0 when k depends on it (else 0)
+const SEL_RATIO: u32 = 5u;      // f32 bits of the keep ratio, with SEL_COUNT
 const SEL_HIST: u32 = 8u;       // 256 counters, zero between rounds
 const VALUE_ROUNDS: u32 = 4u;
 const KEYS_PER_INVOCATION: u32 = 8u;
@@ -26,20 +29,6 @@ const KEYS_PER_INVOCATION: u32 = 8u;
 var<workgroup> local_hist: array<atomic<u32>, 256>;
 var<workgroup> counts: array<u32, 256>;
 
-// Bytes of an index below n (at least one round).
-fn index_digits(n: u32) -> u32 {
-    let top = max(n, 1u) - 1u;
-    return max(1u, (32u - countLeadingZeros(top) + 7u) / 8u);
-}
-
-// a and b agree on the bits from `shift` up (always true for shift ≥ 32).
-fn high_bits_equal(a: u32, b: u32, shift: u32) -> bool {
-    if (shift >= 32u) {
-        return true;
-    }
-    return (a >> shift) == (b >> shift);
-}
-
 @compute @workgroup_size(256)
 fn select_histogram(
     @builtin(local_invocation_index) lid: u32,
@@ -47,7 +36,8 @@ fn select_histogram(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let base = chunk.p0;
-    let round = chunk.p2;
+    let round = chunk.p2 & 255u;
+    let digits = chunk.p2 >> 8u;
     atomicStore(&local_hist[lid], 0u);
     let prefix = atomicLoad(&aux[base + SEL_PREFIX]);
     let index_prefix = atomicLoad(&aux[base + SEL_INDEX]);
@@ -70,7 +60,7 @@ fn select_histogram(
                 }
             } else if (key == prefix) {
                 let index = chunk.row_base + r;
-                let shift = 8u * (index_digits(chunk.p1) - 1u - (round - VALUE_ROUNDS));
+                let shift = 8u * (digits - 1u - (round - VALUE_ROUNDS));
                 if (high_bits_equal(index, index_prefix, shift + 8u)) {
                     atomicAdd(&local_hist[(index >> shift) & 255u], 1u);
                 }
@@ -87,8 +77,8 @@ fn select_histogram(
 @compute @workgroup_size(256)
 fn select_pick(@builtin(local_invocation_index) lid: u32) {
     let base = chunk.p0;
-    let k = chunk.p1;
-    let round = chunk.p2;
+    let round = chunk.p2 & 255u;
+    let digits = chunk.p2 >> 8u;
     counts[lid] = atomicLoad(&aux[base + SEL_HIST + lid]);
     atomicStore(&aux[base + SEL_HIST + lid], 0u);
     workgroupBarrier();
@@ -96,7 +86,14 @@ fn select_pick(@builtin(local_invocation_index) lid: u32) {
         return;
     }
     var prefix = 0u;
-    var remaining = k;
+    var remaining = chunk.p1;
+    if (round == 0u && chunk.p1 == 0u) {
+        // round(count·ratio) half away from zero, as the reference's f64::round (in f32 here).
+        let count = atomicLoad(&aux[base + SEL_COUNT]);
+        let ratio = bitcast<f32>(atomicLoad(&aux[base + SEL_RATIO]));
+        remaining = clamp(u32(floor(f32(count) * ratio + 0.5)), 1u, max(count, 1u));
+        atomicStore(&aux[base + SEL_COUNT], 0u);
+    }
     var index_prefix = 0u;
     var done = 0u;
     if (round > 0u) {
@@ -126,7 +123,7 @@ fn select_pick(@builtin(local_invocation_index) lid: u32) {
         }
     } else if (done == 0u) {
         // The digit holding the remaining-th smallest index among the keys equal to t.
-        let shift = 8u * (index_digits(chunk.rows) - 1u - (round - VALUE_ROUNDS));
+        let shift = 8u * (digits - 1u - (round - VALUE_ROUNDS));
         var below = 0u;
         var digit = 0u;
         for (var d = 0u; d < 256u; d = d + 1u) {

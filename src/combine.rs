@@ -15,7 +15,7 @@ pub(crate) const S_RAW_TOTAL: usize = 1;
 pub(crate) const S_SIGN: usize = 2;
 pub(crate) const S_INVALID: usize = 3;
 pub(crate) const S_TERM_BASE: usize = 8;
-pub(crate) const S_TERM_STRIDE: usize = 8;
+pub(crate) const S_TERM_STRIDE: usize = 16;
 pub(crate) const T_VALUE: usize = 0;
 pub(crate) const T_WEIGHT: usize = 1;
 pub(crate) const T_COEF: usize = 2;
@@ -24,6 +24,26 @@ pub(crate) const T_DENOM: usize = 3;
 pub(crate) const T_LOG_VAR_GRAD: usize = 4;
 pub(crate) const T_INVALID: usize = 6;
 pub(crate) const T_LOG_VAR: usize = 7;
+/// JRC: the coefficient of the listwise part's gradient (T_COEF is the calibration part's).
+pub(crate) const T_COEF2: usize = 8;
+/// JRC: the calibration CE, the listwise loss, the learned u1 and u2, and d total/d u1, u2.
+pub(crate) const T_CE: usize = 9;
+pub(crate) const T_GE: usize = 10;
+pub(crate) const T_U1: usize = 11;
+pub(crate) const T_U2: usize = 12;
+pub(crate) const T_DU1: usize = 13;
+pub(crate) const T_DU2: usize = 14;
+
+/// Words of a JRC term's learned state: u1, m1, v1, u2, m2, v2 (f32 bits), Adam step.
+pub(crate) const JRC_STATE_WORDS: u32 = 7;
+
+/// What a term's partials are (`TermInfo::kind`): per-row ones (the default).
+#[allow(dead_code)]
+pub(crate) const KIND_ROWS: u32 = 0;
+/// Partials over pairs: `.w` counts the pairs (the denominator of `mean`), nothing is invalid.
+pub(crate) const KIND_PAIRS: u32 = 1;
+/// JRC: the calibration CE's partials, and the listwise part's from `ge_partial_base`.
+pub(crate) const KIND_JRC: u32 = 2;
 
 /// State block (u32 words): step, Adam step, EMA θ (f32 bits), reserved, then s, m, v per term.
 #[allow(dead_code)]
@@ -82,6 +102,39 @@ pub(crate) struct TermInfo {
     pub weight: f32,
     pub half: f32,
     pub static_denom: f32,
+    pub kind: u32,
+    pub ge_partial_base: u32,
+    pub alpha: f32,
+    pub jrc_learn: u32,
+    pub jrc_state: u32,
+    pub optimizer: u32,
+    pub learning_rate: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+    pub _pad: [u32; 2],
+}
+
+/// The optimiser code and parameters of `opt` (combine.wgsl: 0 none, 1 sgd, 2 adam).
+pub(crate) fn optimizer_words(opt: &Optimizer) -> (u32, [f32; 4]) {
+    match *opt {
+        Optimizer::None => (0, [0.0; 4]),
+        Optimizer::Sgd { learning_rate } => (1, [learning_rate as f32, 0.0, 0.0, 0.0]),
+        Optimizer::Adam {
+            learning_rate,
+            beta1,
+            beta2,
+            epsilon,
+        } => (
+            2,
+            [
+                learning_rate as f32,
+                beta1 as f32,
+                beta2 as f32,
+                epsilon as f32,
+            ],
+        ),
+    }
 }
 
 impl Settings {
@@ -101,25 +154,12 @@ impl Settings {
             Strategy::Fixed => {}
             Strategy::Uncertainty(opt) => {
                 s.strategy = 1;
-                match *opt {
-                    Optimizer::None => {}
-                    Optimizer::Sgd { learning_rate } => {
-                        s.optimizer = 1;
-                        s.learning_rate = learning_rate as f32;
-                    }
-                    Optimizer::Adam {
-                        learning_rate,
-                        beta1,
-                        beta2,
-                        epsilon,
-                    } => {
-                        s.optimizer = 2;
-                        s.learning_rate = learning_rate as f32;
-                        s.beta1 = beta1 as f32;
-                        s.beta2 = beta2 as f32;
-                        s.epsilon = epsilon as f32;
-                    }
-                }
+                let (code, [lr, b1, b2, eps]) = optimizer_words(opt);
+                s.optimizer = code;
+                s.learning_rate = lr;
+                s.beta1 = b1;
+                s.beta2 = b2;
+                s.epsilon = eps;
             }
             Strategy::Random { seed } => {
                 s.strategy = 2;
@@ -218,6 +258,16 @@ mod tests {
             ("T_LOG_VAR_GRAD", T_LOG_VAR_GRAD),
             ("T_INVALID", T_INVALID),
             ("T_LOG_VAR", T_LOG_VAR),
+            ("T_COEF2", T_COEF2),
+            ("T_CE", T_CE),
+            ("T_GE", T_GE),
+            ("T_U1", T_U1),
+            ("T_U2", T_U2),
+            ("T_DU1", T_DU1),
+            ("T_DU2", T_DU2),
+            ("KIND_ROWS", KIND_ROWS as usize),
+            ("KIND_PAIRS", KIND_PAIRS as usize),
+            ("KIND_JRC", KIND_JRC as usize),
             ("ST_STEP", ST_STEP),
             ("ST_ADAM_T", ST_ADAM_T),
             ("ST_THETA", ST_THETA),
@@ -227,6 +277,6 @@ mod tests {
             assert_eq!(value(name), v, "{name}");
         }
         assert_eq!(std::mem::size_of::<Settings>(), 80);
-        assert_eq!(std::mem::size_of::<TermInfo>(), 32);
+        assert_eq!(std::mem::size_of::<TermInfo>(), 80);
     }
 }

@@ -25,6 +25,13 @@ pub(crate) const SELECT: &str = include_str!("../shaders/select.wgsl");
 /// `shaders/prepare.wgsl`: statistics → per-row factors of the batch-wide terms.
 pub(crate) const PREPARE: &str = include_str!("../shaders/prepare.wgsl");
 
+/// `shaders/session.wgsl`: grouping rows by session (radix sort, session ranges).
+pub(crate) const SESSION: &str = include_str!("../shaders/session.wgsl");
+/// `shaders/pairwise.wgsl`: per-pair losses of the pairwise-in-session terms.
+pub(crate) const PAIRWISE: &str = include_str!("../shaders/pairwise.wgsl");
+/// `shaders/jrc.wgsl`: JRC's per-row calibration CE and online log-sum-exp.
+pub(crate) const JRC: &str = include_str!("../shaders/jrc.wgsl");
+
 /// The shader files with the files each needs before it, for validation and assembly.
 pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("common.wgsl", &[]),
@@ -34,6 +41,9 @@ pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("ghm.wgsl", &["common.wgsl"]),
     ("select.wgsl", &["common.wgsl"]),
     ("prepare.wgsl", &["common.wgsl"]),
+    ("session.wgsl", &["common.wgsl"]),
+    ("pairwise.wgsl", &["common.wgsl", "binary.wgsl"]),
+    ("jrc.wgsl", &["common.wgsl"]),
 ];
 
 /// The text of a shader file by name.
@@ -46,6 +56,9 @@ pub fn shader_file(name: &str) -> Option<&'static str> {
         "ghm.wgsl" => GHM,
         "select.wgsl" => SELECT,
         "prepare.wgsl" => PREPARE,
+        "session.wgsl" => SESSION,
+        "pairwise.wgsl" => PAIRWISE,
+        "jrc.wgsl" => JRC,
         _ => return None,
     })
 }

@@ -49,6 +49,6 @@ pub use config::{JrcWeighting, LossConfig, LossTerm, PairLoss, Reduction, Strate
 pub use engine::{AdapterSummary, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use plan::Plan;
-pub use report::{Report, StepCounters, StepOutput, TermReport};
+pub use report::{JrcReport, Report, StepCounters, StepOutput, TermReport};
 pub use tensor::{HostBatch, HostData, HostTensor};
 pub use wgpu;

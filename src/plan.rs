@@ -14,11 +14,14 @@
 
 use crate::batch::{Batch, Input, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
-use crate::config::{LossConfig, Strategy};
+use crate::config::{JrcWeighting, LossConfig, Strategy};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source, Work};
-use crate::losses::{binary, softmax, statistics, TermAux};
+use crate::losses::jrc::{self, JrcBuffers};
+use crate::losses::pairwise::{self, PairBuffers, Shared};
+use crate::losses::session::{self, Grouping, SessionBuffers};
+use crate::losses::{binary, select, softmax, statistics, TermAux};
 use crate::report::{read_buffer, StepCounters, StepOutput};
 use crate::schedule::{schedule, Form, Group, Resolved};
 use std::collections::BTreeMap;
@@ -62,6 +65,14 @@ struct IdCheck {
     ignore: Option<i64>,
 }
 
+/// A host-side check of f32 values: in [0, 1], or exactly 0 or 1 when `binary`.
+struct UnitCheck {
+    tensor: String,
+    term: String,
+    what: &'static str,
+    binary: bool,
+}
+
 /// Buffers, pipelines and bind groups for one config and shapes. See the module docs.
 pub struct Plan {
     engine: Arc<EngineInner>,
@@ -80,8 +91,8 @@ pub struct Plan {
     /// Buffers the cached bind groups were built with, per read tensor.
     bound: Option<BTreeMap<String, wgpu::Buffer>>,
     id_checks: Vec<IdCheck>,
-    /// Host-side checks of values that must lie in [0, 1]: (tensor, term, what).
-    unit_checks: Vec<(String, String, &'static str)>,
+    /// Host-side checks of values that must lie in [0, 1] (or be exactly 0 or 1).
+    unit_checks: Vec<UnitCheck>,
     totals: StepCounters,
     timing: Option<Timing>,
 }
@@ -137,6 +148,7 @@ impl Plan {
             for part in g.split(max_storage, |g| match g {
                 Group::Rows { terms, .. } => binary::storage_bindings(terms),
                 Group::Softmax { terms, .. } => softmax::storage_bindings(terms),
+                Group::Sessions { terms, .. } => pairwise::storage_bindings(terms),
             })? {
                 groups.push((part, fused));
             }
@@ -183,7 +195,20 @@ impl Plan {
                     _ => &[],
                 };
                 for (role, what) in unit_roles {
-                    unit_checks.push((t.input(role).to_string(), t.term.name.clone(), *what));
+                    unit_checks.push(UnitCheck {
+                        tensor: t.input(role).to_string(),
+                        term: t.term.name.clone(),
+                        what,
+                        binary: false,
+                    });
+                }
+                if let Form::Jrc { .. } = t.form {
+                    unit_checks.push(UnitCheck {
+                        tensor: t.input("labels").to_string(),
+                        term: t.term.name.clone(),
+                        what: "jrc_loss labels",
+                        binary: true,
+                    });
                 }
                 for role in t.term.kind.differentiable_roles() {
                     let name = t.input(role).to_string();
@@ -240,12 +265,33 @@ impl Plan {
             }
         }
         let commit = (0u32, combine::state_len(n_terms) as u32, aux_cursor);
-        let state_words = state_cursor as usize;
         for t in &global_terms {
             let a = term_aux.entry(t.slot).or_default();
             a.base = aux_cursor;
             aux_cursor += statistics::aux_words(&t.form);
         }
+        // Pairwise OHEM: a selection state each. JRC with learned weights: u1, u2 and their
+        // optimiser moments in the state.
+        let mut jrc_state: BTreeMap<usize, u32> = BTreeMap::new();
+        for (g, _) in &groups {
+            for t in g.terms() {
+                match &t.form {
+                    Form::Pair { ohem: Some(_), .. } => {
+                        term_aux.entry(t.slot).or_default().base = aux_cursor;
+                        aux_cursor += select::STATE_WORDS;
+                    }
+                    Form::Jrc {
+                        weighting: JrcWeighting::Uncertainty(_),
+                        ..
+                    } => {
+                        jrc_state.insert(t.slot, state_cursor);
+                        state_cursor += combine::JRC_STATE_WORDS;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let state_words = state_cursor as usize;
 
         // Internal buffers: partials (sized below), scalars, state, settings, term table, aux.
         let mut internal: Vec<wgpu::Buffer> = Vec::new();
@@ -294,14 +340,20 @@ impl Plan {
         // Family passes, in group order; a gradient written by an earlier group is accumulated.
         let mut written: Vec<String> = Vec::new();
         struct GroupPasses {
-            pre: Vec<PassSpec>,
-            forward: PassSpec,
-            backward: Option<PassSpec>,
+            /// Every pass before the combine, in order.
+            forward: Vec<PassSpec>,
+            /// How the passes writing partials are dispatched (the partials' stride).
+            partial_work: Work,
+            backward: Vec<PassSpec>,
             rows: u64,
             slots: Vec<usize>,
-            /// Partial slots per workgroup: the terms', then any statistics'.
+            /// JRC terms: the partial slot of their listwise part.
+            ge_slots: Vec<Option<usize>>,
+            /// Partial slots per workgroup: the terms', then any statistics' or JRC parts'.
             partial_slots: usize,
             static_denominators: Vec<f64>,
+            /// Every row-bound buffer must fit one binding (the session sweeps index them whole).
+            single_chunk: bool,
         }
         let mut group_passes = Vec::new();
         for (g, fused) in &groups {
@@ -335,14 +387,19 @@ impl Plan {
                         written.iter().any(|w| w == n)
                     });
                     written.extend(p.grads.iter().cloned());
+                    let partial_work = p.forward.work;
+                    let mut forward = p.pre;
+                    forward.push(p.forward);
                     group_passes.push(GroupPasses {
-                        pre: p.pre,
-                        forward: p.forward,
-                        backward: p.backward,
+                        forward,
+                        partial_work,
+                        backward: p.backward.into_iter().collect(),
                         rows: *rows,
                         slots: terms.iter().map(|t| t.slot).collect(),
+                        ge_slots: vec![None; terms.len()],
                         partial_slots: p.partial_slots,
                         static_denominators,
+                        single_chunk: false,
                     });
                 }
                 Group::Softmax { logits, terms } => {
@@ -401,13 +458,138 @@ impl Plan {
                     );
                     written.push(logits.clone());
                     group_passes.push(GroupPasses {
-                        pre: Vec::new(),
-                        forward: p.forward,
-                        backward: Some(p.backward),
+                        partial_work: p.forward.work,
+                        forward: vec![p.forward],
+                        backward: vec![p.backward],
                         rows,
                         slots: terms.iter().map(|t| t.slot).collect(),
+                        ge_slots: vec![None; terms.len()],
                         partial_slots: terms.len(),
                         static_denominators,
+                        single_chunk: false,
+                    });
+                }
+                Group::Sessions {
+                    rows,
+                    session,
+                    terms,
+                } => {
+                    let internal_rows = |internal: &mut Vec<wgpu::Buffer>,
+                                         label: String,
+                                         bytes_per_row: u64|
+                     -> Result<usize> {
+                        internal.push(make(&label, rows * bytes_per_row, storage_usage())?);
+                        Ok(internal.len() - 1)
+                    };
+                    let mut forward = Vec::new();
+                    let grouping = match session {
+                        Some(name) => {
+                            let mut idx = Vec::new();
+                            for (i, size) in SessionBuffers::sizes(*rows).iter().enumerate() {
+                                internal.push(make(
+                                    &format!("session/{name}/{i}"),
+                                    *size,
+                                    storage_usage(),
+                                )?);
+                                idx.push(internal.len() - 1);
+                            }
+                            let b = SessionBuffers {
+                                keys: [idx[0], idx[1]],
+                                vals: [idx[2], idx[3]],
+                                counts: idx[4],
+                                bounds: idx[5],
+                            };
+                            forward.extend(session::passes(
+                                &format!("sessions[{name}]"),
+                                name,
+                                spec_of(name).dtype,
+                                b,
+                            ));
+                            Grouping::Sessions {
+                                bounds: b.bounds,
+                                order: b.vals[0],
+                            }
+                        }
+                        None => Grouping::Batch,
+                    };
+                    let shared = Shared {
+                        grouping,
+                        partials,
+                        scalars,
+                        aux,
+                    };
+                    let mut backward = Vec::new();
+                    let mut ge_slots = Vec::new();
+                    let mut next_slot = terms.len();
+                    for (k, t) in terms.iter().enumerate() {
+                        let logits = t.input("logits").to_string();
+                        let accumulate = written.contains(&logits);
+                        let name = &t.term.name;
+                        let passes = match t.form {
+                            Form::Pair { .. } => {
+                                ge_slots.push(None);
+                                let buffers = PairBuffers {
+                                    rows: internal_rows(
+                                        &mut internal,
+                                        format!("pair_rows/{name}"),
+                                        16,
+                                    )?,
+                                    grad: internal_rows(
+                                        &mut internal,
+                                        format!("pair_grad/{name}"),
+                                        4,
+                                    )?,
+                                    select_base: term_aux.get(&t.slot).map(|a| a.base).unwrap_or(0),
+                                };
+                                pairwise::passes(t, k as u32, shared, buffers, accumulate)
+                            }
+                            Form::Jrc { .. } => {
+                                ge_slots.push(Some(next_slot));
+                                next_slot += 1;
+                                let buffers = JrcBuffers {
+                                    rows: internal_rows(
+                                        &mut internal,
+                                        format!("jrc_rows/{name}"),
+                                        16,
+                                    )?,
+                                    rows_lse: internal_rows(
+                                        &mut internal,
+                                        format!("jrc_rows_lse/{name}"),
+                                        16,
+                                    )?,
+                                    grad: internal_rows(
+                                        &mut internal,
+                                        format!("jrc_grad/{name}"),
+                                        8,
+                                    )?,
+                                };
+                                jrc::passes(
+                                    t,
+                                    k as u32,
+                                    (next_slot - 1) as u32,
+                                    shared,
+                                    buffers,
+                                    accumulate,
+                                )
+                            }
+                            _ => unreachable!("session groups hold pairwise and JRC terms"),
+                        };
+                        written.push(logits);
+                        forward.extend(passes.forward);
+                        backward.push(passes.apply);
+                    }
+                    group_passes.push(GroupPasses {
+                        forward,
+                        partial_work: Work::Rows {
+                            rows_per_wg: crate::kernel::WG,
+                        },
+                        backward,
+                        rows: *rows,
+                        slots: terms.iter().map(|t| t.slot).collect(),
+                        ge_slots,
+                        partial_slots: next_slot,
+                        static_denominators,
+                        single_chunk: true,
                     });
                 }
             }
@@ -423,9 +605,8 @@ impl Plan {
         let mut backwards = Vec::new();
         for gp in group_passes {
             let row_bytes: Vec<u64> = gp
-                .pre
+                .forward
                 .iter()
-                .chain([&gp.forward])
                 .chain(gp.backward.iter())
                 .flat_map(|p| p.binds.iter())
                 .filter_map(|b| match b {
@@ -436,22 +617,30 @@ impl Plan {
             let per_chunk = chunk_rows(gp.rows, &row_bytes, max_binding, align).ok_or_else(|| {
                 Error::Unsupported(format!(
                     "one row of {} needs {} bytes, more than one storage binding ({max_binding} bytes)",
-                    gp.forward.label,
+                    gp.forward[0].label,
                     row_bytes.iter().max().unwrap_or(&0)
                 ))
             })?;
+            // The session sweeps bind their sorted rows (16 bytes each) whole.
+            if gp.single_chunk && (per_chunk < gp.rows || gp.rows * 16 > max_binding) {
+                return Err(Error::Unsupported(format!(
+                    "{}: {} rows of pairwise or JRC terms need more than one storage binding \
+                     ({max_binding} bytes); split the batch",
+                    gp.forward[0].label, gp.rows
+                )));
+            }
             let ranges: Vec<(u64, u64)> = (0..gp.rows)
                 .step_by(per_chunk as usize)
                 .map(|s| (s, per_chunk.min(gp.rows - s)))
                 .collect();
             let fwd_wgs: Vec<u64> = ranges
                 .iter()
-                .map(|&(_, n)| gp.forward.work.workgroups(n))
+                .map(|&(_, n)| gp.partial_work.workgroups(n))
                 .collect();
             let stride: u64 = fwd_wgs.iter().sum();
             for (k, &slot) in gp.slots.iter().enumerate() {
                 let t = &config.losses[slot];
-                term_table_data[slot] = TermInfo {
+                let mut info = TermInfo {
                     partial_base: (partial_cursor + k as u64 * stride) as u32,
                     partial_count: stride as u32,
                     reduction: combine::reduction_code(t.effective_reduction()),
@@ -460,16 +649,45 @@ impl Plan {
                     weight: t.weight as f32,
                     half: if t.kind.is_regression() { 0.5 } else { 1.0 },
                     static_denom: gp.static_denominators[k] as f32,
+                    ..Default::default()
                 };
+                match &t.kind {
+                    crate::config::TermKind::Pairwise { ohem_ratio, .. } => {
+                        info.kind = combine::KIND_PAIRS;
+                        if *ohem_ratio < 1.0 {
+                            // OHEM: plain mean over the kept positive pairs, counted in `.z`.
+                            info.reduction = 0;
+                        }
+                    }
+                    crate::config::TermKind::Jrc {
+                        alpha, weighting, ..
+                    } => {
+                        info.kind = combine::KIND_JRC;
+                        info.alpha = *alpha as f32;
+                        let ge = gp.ge_slots[k].expect("JRC terms have a listwise slot") as u64;
+                        info.ge_partial_base = (partial_cursor + ge * stride) as u32;
+                        if let JrcWeighting::Uncertainty(opt) = weighting {
+                            info.jrc_learn = 1;
+                            info.jrc_state = jrc_state[&slot];
+                            let (code, [lr, b1, b2, eps]) = combine::optimizer_words(opt);
+                            info.optimizer = code;
+                            info.learning_rate = lr;
+                            info.beta1 = b1;
+                            info.beta2 = b2;
+                            info.epsilon = eps;
+                        }
+                    }
+                    _ => {}
+                }
+                term_table_data[slot] = info;
             }
             let group_base = partial_cursor;
             partial_cursor += stride * gp.partial_slots as u64;
             let specs = gp
-                .pre
+                .forward
                 .into_iter()
-                .chain([gp.forward])
                 .map(|p| (p, true))
-                .chain(gp.backward.map(|b| (b, false)));
+                .chain(gp.backward.into_iter().map(|b| (b, false)));
             for (spec, is_forward) in specs {
                 let mut chunks = Vec::new();
                 let mut wg_base = group_base;
@@ -767,13 +985,25 @@ impl Plan {
                 }
             }
         }
-        for (tensor, term, what) in &self.unit_checks {
-            if let Some(Input::F32(v)) = batch.get(tensor) {
-                if let Some(row) = v.iter().position(|x| !(0.0..=1.0).contains(x)) {
+        for c in &self.unit_checks {
+            if let Some(Input::F32(v)) = batch.get(&c.tensor) {
+                let bad = |x: &f32| {
+                    if c.binary {
+                        *x != 0.0 && *x != 1.0
+                    } else {
+                        !(0.0..=1.0).contains(x)
+                    }
+                };
+                if let Some(row) = v.iter().position(bad) {
+                    let rule = if c.binary {
+                        "must be 0 or 1"
+                    } else {
+                        "must lie in [0, 1]"
+                    };
                     return Err(Error::tensor(
-                        tensor,
-                        Some(term),
-                        format!("{what} must lie in [0, 1]; row {row} holds {}", v[row]),
+                        &c.tensor,
+                        Some(&c.term),
+                        format!("{} {rule}; row {row} holds {}", c.what, v[row]),
                     ));
                 }
             }

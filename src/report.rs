@@ -56,6 +56,21 @@ pub struct TermReport {
     pub log_var_grad: f32,
     /// s_k used this step (0 when not learned).
     pub log_var: f32,
+    /// The parts of a `jrc_loss` term (None for other terms).
+    pub jrc: Option<JrcReport>,
+}
+
+/// The parts of a `jrc_loss` term in one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct JrcReport {
+    /// The calibration part: softmax CE over the two columns, reduced.
+    pub ce: f32,
+    /// The listwise (generalisation) part.
+    pub ge: f32,
+    /// The learned (u1, u2) used this step (0 with the fixed combination).
+    pub u: [f32; 2],
+    /// d total / d (u1, u2) (0 with the fixed combination).
+    pub u_grad: [f32; 2],
 }
 
 /// The scalars of a step.
@@ -109,6 +124,12 @@ impl Report {
                     weight: at(combine::T_WEIGHT),
                     log_var_grad: at(combine::T_LOG_VAR_GRAD),
                     log_var: at(combine::T_LOG_VAR),
+                    jrc: matches!(t.kind, crate::config::TermKind::Jrc { .. }).then(|| JrcReport {
+                        ce: at(combine::T_CE),
+                        ge: at(combine::T_GE),
+                        u: [at(combine::T_U1), at(combine::T_U2)],
+                        u_grad: [at(combine::T_DU1), at(combine::T_DU2)],
+                    }),
                 }
             })
             .collect();

@@ -8,7 +8,9 @@
 //! limit.
 
 use crate::batch::{DType, Shapes, TensorSpec};
-use crate::config::{LossConfig, LossTerm, Reduction, SampleWeights, SoftmaxParams, TermKind};
+use crate::config::{
+    JrcWeighting, LossConfig, LossTerm, PairLoss, Reduction, SampleWeights, SoftmaxParams, TermKind,
+};
 use crate::error::{Error, Result};
 
 /// What a term computes once its shapes are known.
@@ -39,6 +41,18 @@ pub(crate) enum Form {
     F1 {
         beta_square: f64,
         label_smoothing: f64,
+    },
+    /// A pairwise-in-session term; `ohem` is the keep ratio over pairs when < 1.
+    Pair {
+        loss: PairLoss,
+        temperature: f64,
+        ohem: Option<f64>,
+    },
+    /// `jrc_loss` over logits [B, 2].
+    Jrc {
+        alpha: f64,
+        same_label_loss: bool,
+        weighting: JrcWeighting,
     },
     /// Softmax CE over `classes` columns; `ids` when the labels are class ids (else probabilities).
     Softmax {
@@ -85,7 +99,10 @@ impl Resolved {
     /// before their loss pass (GHM-C's β/tot, OHEM's 1/count, F1's 1/D), so their partials are
     /// already the value: denominator 1.
     pub(crate) fn static_denominator(&self) -> Option<f64> {
-        if matches!(self.form, Form::Softmax { .. }) {
+        if matches!(
+            self.form,
+            Form::Softmax { .. } | Form::Pair { .. } | Form::Jrc { .. }
+        ) {
             return None;
         }
         if self.form.needs_statistics() {
@@ -111,6 +128,13 @@ pub(crate) enum Group {
     },
     Softmax {
         logits: String,
+        terms: Vec<Resolved>,
+    },
+    /// Pairwise and JRC terms over the same rows grouped by the same session tensor (or none):
+    /// the grouping is computed once for all of them.
+    Sessions {
+        rows: u64,
+        session: Option<String>,
         terms: Vec<Resolved>,
     },
 }
@@ -282,12 +306,58 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
             };
             (form, b)
         }
-        TermKind::Pairwise { .. } | TermKind::Jrc { .. } => {
-            return Err(Error::Unsupported(format!(
-                "term '{}': {} is not on the GPU yet",
-                term.name,
-                term.kind.loss_type()
-            )))
+        TermKind::Pairwise {
+            loss,
+            temperature,
+            ohem_ratio,
+        } => {
+            let b = expect_vector(shapes, term, input("logits"), "logits", None, &[DType::F32])?;
+            let ohem = (*ohem_ratio < 1.0).then_some(*ohem_ratio);
+            if ohem.is_some() && b > crate::losses::pairwise::MAX_OHEM_ROWS {
+                return Err(Error::Unsupported(format!(
+                    "term '{}': ohem_ratio over pairs needs B <= {} rows (pair indices i*B + j \
+                     must fit 32 bits), the logits have {b}",
+                    term.name,
+                    crate::losses::pairwise::MAX_OHEM_ROWS
+                )));
+            }
+            (
+                Form::Pair {
+                    loss: loss.clone(),
+                    temperature: *temperature,
+                    ohem,
+                },
+                b,
+            )
+        }
+        TermKind::Jrc {
+            alpha,
+            same_label_loss,
+            weighting,
+        } => {
+            let name = input("logits");
+            let logits = spec(shapes, term, name, "logits")?;
+            let b = match logits.shape.as_slice() {
+                [b, 2] if *b > 0 && logits.dtype == DType::F32 => *b as u64,
+                other => {
+                    return Err(Error::tensor(
+                        name,
+                        Some(&term.name),
+                        format!(
+                            "jrc_loss expects logits [B, 2] F32 with B >= 1, got {other:?} {}",
+                            logits.dtype.name()
+                        ),
+                    ))
+                }
+            };
+            (
+                Form::Jrc {
+                    alpha: *alpha,
+                    same_label_loss: *same_label_loss,
+                    weighting: weighting.clone(),
+                },
+                b,
+            )
         }
         TermKind::Esmm => {
             let b = expect_vector(
@@ -312,10 +382,18 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
     // Binary labels and the other per-row roles.
     for (role, _) in term.kind.roles() {
         let is_primary = term.kind.differentiable_roles().contains(role);
+        let Some(tensor) = term.input(role) else {
+            continue; // an optional role left out
+        };
         if is_primary || matches!(form, Form::Softmax { .. }) {
             continue;
         }
-        expect_vector(shapes, term, input(role), role, Some(rows), &[DType::F32])?;
+        let dtypes: &[DType] = if *role == "session" {
+            &[DType::I32, DType::U32, DType::I64]
+        } else {
+            &[DType::F32]
+        };
+        expect_vector(shapes, term, tensor, role, Some(rows), dtypes)?;
     }
     let weights = match &term.sample_weights {
         None => Vec::new(),
@@ -424,6 +502,20 @@ pub(crate) fn schedule(config: &LossConfig, shapes: &Shapes) -> Result<Vec<Group
                     }),
                 }
             }
+            Form::Pair { .. } | Form::Jrc { .. } => {
+                let session = r.term.input("session").map(str::to_string);
+                let rows = r.rows;
+                match groups.iter_mut().find(|g| {
+                    matches!(g, Group::Sessions { rows: b, session: s, .. } if *b == rows && *s == session)
+                }) {
+                    Some(Group::Sessions { terms, .. }) => terms.push(r),
+                    _ => groups.push(Group::Sessions {
+                        rows,
+                        session,
+                        terms: vec![r],
+                    }),
+                }
+            }
             _ => {
                 let rows = r.rows;
                 match groups
@@ -445,7 +537,9 @@ pub(crate) fn schedule(config: &LossConfig, shapes: &Shapes) -> Result<Vec<Group
 impl Group {
     pub(crate) fn terms(&self) -> &[Resolved] {
         match self {
-            Group::Rows { terms, .. } | Group::Softmax { terms, .. } => terms,
+            Group::Rows { terms, .. }
+            | Group::Softmax { terms, .. }
+            | Group::Sessions { terms, .. } => terms,
         }
     }
 
@@ -463,6 +557,11 @@ impl Group {
             Group::Rows { rows, .. } => Group::Rows { rows: *rows, terms },
             Group::Softmax { logits, .. } => Group::Softmax {
                 logits: logits.clone(),
+                terms,
+            },
+            Group::Sessions { rows, session, .. } => Group::Sessions {
+                rows: *rows,
+                session: session.clone(),
                 terms,
             },
         };

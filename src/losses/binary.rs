@@ -96,7 +96,9 @@ pub(crate) fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
             input("logits"),
             smoothed(*label_smoothing, input("labels"))
         ),
-        Form::Softmax { .. } => unreachable!("softmax terms have their own kernel"),
+        Form::Softmax { .. } | Form::Pair { .. } | Form::Jrc { .. } => {
+            unreachable!("softmax, pairwise and JRC terms have their own kernels")
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 //! reference of the same family is `reference/<family>.rs`.
 
 pub(crate) mod binary;
+pub(crate) mod jrc;
+pub(crate) mod pairwise;
 pub(crate) mod select;
+pub(crate) mod session;
 pub(crate) mod softmax;
 pub(crate) mod statistics;
 

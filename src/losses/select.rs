@@ -15,9 +15,16 @@ pub(crate) const STATE_WORDS: u32 = 8 + 256;
 pub(crate) const PREFIX: u32 = 0;
 /// Offset of the last kept index among keys equal to t (all of them: `u32::MAX`).
 pub(crate) const INDEX: u32 = 2;
+/// Offset of the number of candidates, counted by round 0 when k depends on it.
+pub(crate) const COUNT: u32 = 4;
+/// Offset of the keep ratio's f32 bits, beside COUNT.
+pub(crate) const RATIO: u32 = 5;
+/// Offset of the 256 histogram counters.
+pub(crate) const HIST: u32 = 8;
+/// Value rounds (one per byte of a u32 key).
+pub(crate) const VALUE_ROUNDS: u32 = 4;
 /// Keys each invocation of the histogram pass counts (`KEYS_PER_INVOCATION` in select.wgsl).
 const KEYS_PER_INVOCATION: u32 = 8;
-const VALUE_ROUNDS: u32 = 4;
 
 /// Bytes of an index below `rows` (at least one), as `index_digits` in select.wgsl.
 pub(crate) fn index_digits(rows: u64) -> u32 {
@@ -41,39 +48,56 @@ pub(crate) fn passes(
     k: u32,
     rows: u64,
 ) -> Vec<PassSpec> {
-    let source = format!("{COMMON}\n{SELECT}");
     let rounds = VALUE_ROUNDS + index_digits(rows);
     let mut out = Vec::new();
     for round in 0..rounds {
-        out.push(PassSpec {
-            label: format!("{label} select round {round} histogram"),
-            source: source.clone(),
-            entry: "select_histogram",
-            binds: vec![
-                Bind::Chunk,
-                Bind::Whole(Source::Internal(aux)),
-                Bind::Rows {
-                    source: Source::Internal(keys),
-                    row_bytes: 4,
-                },
-            ],
-            work: Work::Rows {
-                rows_per_wg: WG * KEYS_PER_INVOCATION,
-            },
-            reads: Vec::new(),
-            params: [base, rows as u32, round],
-        });
-        out.push(PassSpec {
-            label: format!("{label} select round {round} pick"),
-            source: source.clone(),
-            entry: "select_pick",
-            binds: vec![Bind::Chunk, Bind::Whole(Source::Internal(aux))],
-            work: Work::Single,
-            reads: Vec::new(),
-            params: [base, k, round],
-        });
+        out.push(histogram(label, aux, keys, base, rows, round));
+        out.push(pick(label, aux, base, k, round, index_digits(rows)));
     }
     out
+}
+/// The histogram pass of one round over the keys buffer.
+fn histogram(label: &str, aux: usize, keys: usize, base: u32, rows: u64, round: u32) -> PassSpec {
+    PassSpec {
+        label: format!("{label} select round {round} histogram"),
+        source: format!("{COMMON}\n{SELECT}"),
+        entry: "select_histogram",
+        binds: vec![
+            Bind::Chunk,
+            Bind::Whole(Source::Internal(aux)),
+            Bind::Rows {
+                source: Source::Internal(keys),
+                row_bytes: 4,
+            },
+        ],
+        work: Work::Rows {
+            rows_per_wg: WG * KEYS_PER_INVOCATION,
+        },
+        reads: Vec::new(),
+        params: [base, rows as u32, round + 256 * index_digits(rows)],
+    }
+}
+
+/// The one-workgroup pick of a round: `k` kept (0: k from the state's COUNT and RATIO words),
+/// `digits` index rounds after the value rounds. Shared with the pairwise OHEM, whose histogram
+/// passes recompute the pair values instead of reading keys.
+pub(crate) fn pick(
+    label: &str,
+    aux: usize,
+    base: u32,
+    k: u32,
+    round: u32,
+    digits: u32,
+) -> PassSpec {
+    PassSpec {
+        label: format!("{label} select round {round} pick"),
+        source: format!("{COMMON}\n{SELECT}"),
+        entry: "select_pick",
+        binds: vec![Bind::Chunk, Bind::Whole(Source::Internal(aux))],
+        work: Work::Single,
+        reads: Vec::new(),
+        params: [base, k, round + 256 * digits],
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +118,9 @@ mod tests {
         for (name, v) in [
             ("SEL_PREFIX", PREFIX),
             ("SEL_INDEX", INDEX),
+            ("SEL_COUNT", COUNT),
+            ("SEL_RATIO", RATIO),
+            ("SEL_HIST", HIST),
             ("KEYS_PER_INVOCATION", KEYS_PER_INVOCATION),
             ("VALUE_ROUNDS", VALUE_ROUNDS),
         ] {
@@ -102,6 +129,5 @@ mod tests {
                 "{name} differs from select.wgsl"
             );
         }
-        assert!(SELECT.contains("const SEL_HIST: u32 = 8u;"));
     }
 }
