@@ -11,7 +11,7 @@
 //! uncertainty form, and writes a coefficient for each part; `apply` scatters both into the
 //! logits gradient.
 
-use super::pairwise::{apply_pass, Shared, TermPasses};
+use super::pairwise::{apply_pass, Apply, Shared, TermPasses};
 use super::session::{self, Sweep};
 use super::{coef_index, weight_expr, Inputs};
 use crate::combine::T_COEF2;
@@ -207,18 +207,21 @@ pub(crate) fn passes(
     }",
         ));
     }
+    let expr = format!(
+        "scalars[{}] * jrc_ce_grad(values0[p]) + scalars[{}] * values1[p]",
+        coef_index(term.slot),
+        coef_index(term.slot) - crate::combine::T_COEF + T_COEF2
+    );
     let apply = apply_pass(
         &label,
         term,
         shared,
-        &[(buffers.rows, "vec4<f32>"), (buffers.grad, "vec2<f32>")],
-        JRC,
-        &format!(
-            "scalars[{}] * jrc_ce_grad(values0[p]) + scalars[{}] * values1[p]",
-            coef_index(term.slot),
-            coef_index(term.slot) - crate::combine::T_COEF + T_COEF2
-        ),
-        2,
+        Apply {
+            values: &[(buffers.rows, "vec4<f32>"), (buffers.grad, "vec2<f32>")],
+            functions: JRC,
+            expr: &expr,
+            width: 2,
+        },
         grad_accumulates,
     );
     TermPasses { forward, apply }

@@ -359,33 +359,47 @@ pub(crate) fn passes(
         params: [base, rows as u32, 0],
     });
 
+    let expr = format!("scalars[{}] * values0[p]", coef_index(term.slot));
     let apply = apply_pass(
         &label,
         term,
         shared,
-        &[(buffers.grad, "f32")],
-        "",
-        &format!("scalars[{}] * values0[p]", coef_index(term.slot)),
-        1,
+        Apply {
+            values: &[(buffers.grad, "f32")],
+            functions: "",
+            expr: &expr,
+            width: 1,
+        },
         grad_accumulates,
     );
     TermPasses { forward, apply }
 }
 
-/// The pass after the combine: for every sorted row p, component c of `expr` goes to
-/// `grad[batch_row(p) * width + c]` of the term's logits (added when `grad_accumulates`). `expr`
-/// is WGSL over `p`, `scalars` and `values{i}`: the internal buffers `values`, each an array of
-/// the given WGSL element type.
+/// What the pass after the combine writes: for every sorted row p, component c of `expr` goes to
+/// `grad[batch_row(p) * width + c]` of the term's logits. `expr` is WGSL over `p`, `scalars`,
+/// the WGSL `functions` and `values{i}`: the internal buffers `values`, each an array of the
+/// given WGSL element type.
+pub(crate) struct Apply<'a> {
+    pub values: &'a [(usize, &'a str)],
+    pub functions: &'a str,
+    pub expr: &'a str,
+    pub width: u32,
+}
+
+/// The pass after the combine (see [`Apply`]); the gradient is added to when `grad_accumulates`.
 pub(crate) fn apply_pass(
     label: &str,
     term: &Resolved,
     shared: Shared,
-    values: &[(usize, &str)],
-    functions: &str,
-    expr: &str,
-    width: u32,
+    a: Apply,
     grad_accumulates: bool,
 ) -> PassSpec {
+    let Apply {
+        values,
+        functions,
+        expr,
+        width,
+    } = a;
     let grad = term.input("logits");
     let mut src = format!("{COMMON}\n{functions}\n");
     src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
@@ -411,12 +425,11 @@ pub(crate) fn apply_pass(
          if (wg >= chunk.wgs || p >= chunk.rows) {{\n        return;\n    }}\n    \
          let g = {expr};\n    let at = batch_row(p) * {width}u;\n"
     );
-    let components = ["x", "y", "z", "w"];
-    for c in 0..width as usize {
+    for (c, component) in ["x", "y", "z", "w"].iter().take(width as usize).enumerate() {
         let v = if width == 1 {
             "g".to_string()
         } else {
-            format!("g.{}", components[c])
+            format!("g.{component}")
         };
         if grad_accumulates {
             let _ = writeln!(src, "    grad[at + {c}u] = grad[at + {c}u] + {v};");
