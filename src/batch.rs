@@ -1,7 +1,7 @@
 //! Named inputs of one step: host slices (uploaded by the step) or the trainer's own device
 //! buffers (bound as they are, no copy), and the shapes a plan is built for.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::{HostBatch, HostData};
 use std::collections::BTreeMap;
 
@@ -104,12 +104,14 @@ impl Shapes {
         self.tensors.iter()
     }
 
-    /// The shapes of a host batch (reals become F32, ids I32).
+    /// The shapes of a host batch (reals become F32, ids I32, or I64 when some id does not fit
+    /// 32 bits: only session ids may).
     pub fn of_host(batch: &HostBatch) -> Self {
         let mut s = Self::new();
         for (name, t) in batch {
-            let dtype = match t.data {
+            let dtype = match &t.data {
                 HostData::Real(_) => DType::F32,
+                HostData::Int(v) if v.iter().any(|&x| i32::try_from(x).is_err()) => DType::I64,
                 HostData::Int(_) => DType::I32,
             };
             s.insert(name.clone(), &t.shape, dtype);
@@ -215,16 +217,18 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// A host batch converted to the 32-bit values the GPU reads (reals to f32, ids to i32); keeps
-/// the storage alive for a [`Batch`] that borrows it.
+/// A host batch converted to the values the GPU reads (reals to f32, ids to i32, or kept as i64
+/// when some id does not fit 32 bits, as [`Shapes::of_host`] says); keeps the storage alive for a
+/// [`Batch`] that borrows it.
 #[derive(Clone, Debug, Default)]
 pub struct OwnedBatch {
     reals: BTreeMap<String, Vec<f32>>,
     ids: BTreeMap<String, Vec<i32>>,
+    wide_ids: BTreeMap<String, Vec<i64>>,
 }
 
 impl OwnedBatch {
-    /// Converts; ids outside the i32 range are an error naming the tensor.
+    /// Converts (ids outside the i32 range stay i64).
     pub fn from_host(batch: &HostBatch) -> Result<Self> {
         let mut out = Self::default();
         for (name, t) in batch {
@@ -233,15 +237,14 @@ impl OwnedBatch {
                     out.reals
                         .insert(name.clone(), v.iter().map(|&x| x as f32).collect());
                 }
-                HostData::Int(v) => {
-                    let mut ids = Vec::with_capacity(v.len());
-                    for &x in v {
-                        ids.push(i32::try_from(x).map_err(|_| {
-                            Error::tensor(name, None, format!("id {x} does not fit in 32 bits"))
-                        })?);
+                HostData::Int(v) => match v.iter().map(|&x| i32::try_from(x)).collect() {
+                    Ok(ids) => {
+                        out.ids.insert(name.clone(), ids);
                     }
-                    out.ids.insert(name.clone(), ids);
-                }
+                    Err(_) => {
+                        out.wide_ids.insert(name.clone(), v.clone());
+                    }
+                },
             }
         }
         Ok(out)
@@ -265,6 +268,9 @@ impl OwnedBatch {
         }
         for (n, v) in &self.ids {
             b = b.ids(n.clone(), v);
+        }
+        for (n, v) in &self.wide_ids {
+            b = b.ids_i64(n.clone(), v);
         }
         b
     }

@@ -286,18 +286,19 @@ pub(crate) fn passes(
     let (before, visit) = match ohem {
         None => (
             format!("{touch}    _ = aux[0];\n    var acc = vec4<f32>(0.0);\n    var g = 0.0;"),
+            // One evaluation per visit, whichever end this row is (no divergent second call).
             format!(
-                "            if (me.y > o.y) {{
-                let hi = me;
-                let lo = o;
+                "            let up = me.y > o.y;
+            if (up || o.y > me.y) {{
+                let hi = select(o, me, up);
+                let lo = select(me, o, up);
                 let pl = {PAIR};
-                acc = acc + vec4<f32>(me.z * pl.x, me.z * pl.z, select(0.0, pl.z, me.z != 0.0), pl.z);
-                g = g + me.z * pl.y;
-            }} else if (o.y > me.y) {{
-                let hi = o;
-                let lo = me;
-                let pl = {PAIR};
-                g = g - o.z * pl.y;
+                if (up) {{
+                    acc = acc + vec4<f32>(me.z * pl.x, me.z * pl.z, select(0.0, pl.z, me.z != 0.0), pl.z);
+                    g = g + me.z * pl.y;
+                }} else {{
+                    g = g - o.z * pl.y;
+                }}
             }}"
             ),
         ),
@@ -309,22 +310,19 @@ pub(crate) fn passes(
                 base + select::INDEX
             ),
             // Kept: among the k largest values (ties by pair index) and positive.
-            "            if (me.y > o.y) {
-                let hi = me;
-                let lo = o;
+            "            let up = me.y > o.y;
+            if (up || o.y > me.y) {
+                let hi = select(o, me, up);
+                let lo = select(me, o, up);
                 let pl = PAIR;
-                let v = me.z * pl.x;
-                if (pl.z != 0.0 && v > 0.0 && select_kept(order_key(v), u32(me.w) * chunk.p1 + u32(o.w), threshold, last_tie)) {
-                    acc = acc + vec4<f32>(v, 0.0, 1.0, 0.0);
-                    g = g + me.z * pl.y;
-                }
-            } else if (o.y > me.y) {
-                let hi = o;
-                let lo = me;
-                let pl = PAIR;
-                let v = o.z * pl.x;
-                if (pl.z != 0.0 && v > 0.0 && select_kept(order_key(v), u32(o.w) * chunk.p1 + u32(me.w), threshold, last_tie)) {
-                    g = g - o.z * pl.y;
+                let v = hi.z * pl.x;
+                if (pl.z != 0.0 && v > 0.0 && select_kept(order_key(v), u32(hi.w) * chunk.p1 + u32(lo.w), threshold, last_tie)) {
+                    if (up) {
+                        acc = acc + vec4<f32>(v, 0.0, 1.0, 0.0);
+                        g = g + me.z * pl.y;
+                    } else {
+                        g = g - o.z * pl.y;
+                    }
                 }
             }"
             .replace("PAIR", PAIR),

@@ -40,7 +40,81 @@ pub const SHAPES: &[(&str, &str)] = &[
         "batch_wide4_16m",
         "examples/configs/batch_wide.toml on logits [16777216]",
     ),
+    (
+        "pairwise_zipf_64k",
+        "pairwise_logistic_loss on 65536 rows in shuffled sessions of Zipf sizes (mean about 50), graded labels 0..3",
+    ),
+    (
+        "pairwise_zipf_64k_x4",
+        "the same rows with every 4 sessions merged into one (fewer, larger sessions)",
+    ),
+    (
+        "pairwise_zipf_64k_x16",
+        "the same rows with every 16 sessions merged into one",
+    ),
+    (
+        "pairwise_zipf_64k_x64",
+        "the same rows with every 64 sessions merged into one",
+    ),
+    (
+        "pairwise_batch_16k",
+        "pairwise_logistic_loss on 16384 rows without a session tensor: all 268M row pairs",
+    ),
 ];
+
+/// The pairwise config of the `pairwise_zipf_*` shapes.
+const PAIRWISE: &str = "[[losses]]\nloss_type = 'pairwise_logistic_loss'\nlogits = 'logits'\nlabels = 'labels'\nsession = 'session'\n";
+
+/// Session ids for `rows` rows: sizes drawn from a Zipf law P(s) ∝ s^-1.5 on 1..=4096 (mean
+/// about 50), every `merge` consecutive sessions then merged into one, rows shuffled.
+pub fn zipf_sessions(rng: &mut SplitMix64, rows: usize, merge: usize) -> Vec<i32> {
+    let cumulative: Vec<f64> = (1..=4096)
+        .scan(0.0, |acc, s| {
+            *acc += (s as f64).powf(-1.5);
+            Some(*acc)
+        })
+        .collect();
+    let total = *cumulative.last().expect("non-empty");
+    let mut ids = Vec::with_capacity(rows);
+    let mut session = 0usize;
+    while ids.len() < rows {
+        let u = rng.unit_f32() as f64 * total;
+        let size = cumulative.partition_point(|&c| c < u) + 1;
+        for _ in 0..size.min(rows - ids.len()) {
+            ids.push((session / merge) as i32);
+        }
+        session += 1;
+    }
+    // Fisher-Yates: sessions arrive interleaved, as from a shuffled data loader.
+    for i in (1..rows).rev() {
+        let j = rng.below(i as u32 + 1) as usize;
+        ids.swap(i, j);
+    }
+    ids
+}
+
+/// (Σ over sessions of size², pairs with y_i > y_j in the same session).
+pub fn session_work(sessions: &[i32], labels: &[f32]) -> (u64, u64) {
+    let mut by_session: std::collections::BTreeMap<i32, Vec<f32>> = Default::default();
+    for (s, y) in sessions.iter().zip(labels) {
+        by_session.entry(*s).or_default().push(*y);
+    }
+    let mut visits = 0u64;
+    let mut pairs = 0u64;
+    for ys in by_session.values() {
+        visits += (ys.len() * ys.len()) as u64;
+        let mut counts = [0u64; 4];
+        for y in ys {
+            counts[*y as usize] += 1;
+        }
+        for hi in 0..4 {
+            for lo in 0..hi {
+                pairs += counts[hi] * counts[lo];
+            }
+        }
+    }
+    (visits, pairs)
+}
 
 /// The four-term config of the `batch_wide4_*` shapes.
 pub const BATCH_WIDE: &str = include_str!("../../examples/configs/batch_wide.toml");
@@ -91,6 +165,8 @@ pub struct Case {
     pub configs: Vec<LossConfig>,
     /// The shapes every plan is built for.
     pub shapes: Shapes,
+    /// Pairwise shapes: (Σ over sessions of size², pairs) per step; (0, 0) otherwise.
+    pub session_work: (u64, u64),
     inputs: OwnedBatch,
 }
 
@@ -99,6 +175,7 @@ impl Case {
     pub fn new(name: &str, seed: u64) -> CliResult<Self> {
         let mut rng = SplitMix64::new(seed);
         let mut inputs = OwnedBatch::default();
+        let mut session_work = (0, 0);
         let (rows, texts, shapes) = match name {
             "softmax_ce_4096x8192" => {
                 let (b, c) = (4096usize, 8192usize);
@@ -145,6 +222,38 @@ impl Case {
                 );
                 (b, texts, shapes)
             }
+            "pairwise_batch_16k" => {
+                let b = 1usize << 14;
+                let labels: Vec<f32> = (0..b).map(|_| rng.below(4) as f32).collect();
+                session_work = self::session_work(&vec![0; b], &labels);
+                inputs.insert_real("logits", (0..b).map(|_| rng.range_f32(-4.0, 4.0)).collect());
+                inputs.insert_real("labels", labels);
+                let shapes = Shapes::new()
+                    .tensor("logits", &[b], DType::F32)
+                    .tensor("labels", &[b], DType::F32);
+                let text = PAIRWISE.replace("session = 'session'\n", "");
+                (b, vec![text], shapes)
+            }
+            n if n.starts_with("pairwise_zipf_64k") => {
+                // One seed for every merge factor: the same rows, grouped differently.
+                let mut rng = SplitMix64::new(0x2a1f);
+                let b = 1usize << 16;
+                let merge = n
+                    .strip_prefix("pairwise_zipf_64k_x")
+                    .map_or(Ok(1), str::parse)
+                    .map_err(|_| CliError::Usage(format!("bad shape '{n}'")))?;
+                let sessions = zipf_sessions(&mut rng, b, merge);
+                let labels: Vec<f32> = (0..b).map(|_| rng.below(4) as f32).collect();
+                session_work = self::session_work(&sessions, &labels);
+                inputs.insert_real("logits", (0..b).map(|_| rng.range_f32(-4.0, 4.0)).collect());
+                inputs.insert_real("labels", labels);
+                inputs.insert_ids("session", sessions);
+                let shapes = Shapes::new()
+                    .tensor("logits", &[b], DType::F32)
+                    .tensor("labels", &[b], DType::F32)
+                    .tensor("session", &[b], DType::I32);
+                (b, vec![PAIRWISE.to_string()], shapes)
+            }
             other => {
                 return Err(CliError::Usage(format!(
                     "unknown shape '{other}'; known: {}",
@@ -161,6 +270,7 @@ impl Case {
             rows,
             configs,
             shapes,
+            session_work,
             inputs,
         })
     }
@@ -192,6 +302,8 @@ pub struct BenchRow {
     pub dispatches_per_step: u64,
     /// Queue submissions per step (all plans).
     pub submissions_per_step: u64,
+    /// Pairwise shapes: (Σ over sessions of size², pairs) per step.
+    pub session_work: (u64, u64),
 }
 
 impl BenchRow {
@@ -247,6 +359,7 @@ pub fn measure(engine: &Engine, case: &Case, warmup: u32, steps: u32) -> CliResu
         bytes_per_step,
         dispatches_per_step: dispatches,
         submissions_per_step: submissions,
+        session_work: case.session_work,
     })
 }
 
@@ -329,6 +442,16 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             println!("{}: {x:.2}x the time of {base}", r.shape);
         }
     }
+    // Pairwise shapes: the work is Σ size² (each pair is visited from both rows), not B².
+    for r in rows.iter().filter(|r| r.session_work.0 > 0) {
+        let (visits, pairs) = r.session_work;
+        println!(
+            "{}: {pairs} pairs, Σ size² = {visits}: {:.3e} pairs/s, {:.3} ns per Σ size²",
+            r.shape,
+            pairs as f64 / r.median_s,
+            r.median_s * 1e9 / visits as f64
+        );
+    }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "adapter": adapter,
@@ -349,6 +472,9 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
                 "fraction_of_copy": r.bytes_per_s() / copy_bw,
                 "dispatches_per_step": r.dispatches_per_step,
                 "submissions_per_step": r.submissions_per_step,
+                "session_size_squared_sum": (r.session_work.0 > 0).then_some(r.session_work.0),
+                "pairs": (r.session_work.0 > 0).then_some(r.session_work.1),
+                "pairs_per_s": (r.session_work.0 > 0).then(|| r.session_work.1 as f64 / r.median_s),
                 "baseline": ratio(r).map(|x| x.0),
                 "time_ratio_to_baseline": ratio(r).map(|x| x.1),
             })).collect::<Vec<_>>(),
