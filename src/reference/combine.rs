@@ -1,7 +1,7 @@
 //! Reductions of per-row losses to a term value, and the weighting strategies that combine term
 //! values into the total (LOSSES.md, "Reduction", "Binary focal" for OHEM, and "Combining terms").
 
-use super::ReferenceState;
+use super::{JrcState, ReferenceState};
 use crate::config::{LossConfig, Optimizer, Reduction, Strategy};
 use crate::rng;
 
@@ -201,19 +201,55 @@ fn step_log_vars(
             epsilon,
         } => {
             state.adam_t += 1;
-            let t = state.adam_t as f64;
-            let bias1 = 1.0 - beta1.powf(t);
-            let bias2 = 1.0 - beta2.powf(t);
+            let t = state.adam_t;
             for (k, learn) in learned.enumerate() {
                 if !learn {
                     continue;
                 }
-                let g = grads[k];
-                state.adam_m[k] = beta1 * state.adam_m[k] + (1.0 - beta1) * g;
-                state.adam_v[k] = beta2 * state.adam_v[k] + (1.0 - beta2) * g * g;
-                let m_hat = state.adam_m[k] / bias1;
-                let v_hat = state.adam_v[k] / bias2;
-                state.log_vars[k] -= learning_rate * m_hat / (v_hat.sqrt() + epsilon);
+                let adam = (learning_rate, beta1, beta2, epsilon);
+                let (m, v) = (&mut state.adam_m[k], &mut state.adam_v[k]);
+                adam_step(adam, t, grads[k], &mut state.log_vars[k], m, v);
+            }
+        }
+    }
+}
+
+/// One Adam update (Kingma & Ba 2015, bias-corrected) of parameter `p` with gradient `g` at step
+/// `t` (≥ 1, already incremented): m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g²,
+/// p ← p − lr·m̂/(√v̂ + ε) with m̂ = m/(1 − β1^t), v̂ = v/(1 − β2^t).
+/// `adam` is (lr, β1, β2, ε).
+fn adam_step(adam: (f64, f64, f64, f64), t: u64, g: f64, p: &mut f64, m: &mut f64, v: &mut f64) {
+    let (learning_rate, beta1, beta2, epsilon) = adam;
+    let t = t as f64;
+    *m = beta1 * *m + (1.0 - beta1) * g;
+    *v = beta2 * *v + (1.0 - beta2) * g * g;
+    let m_hat = *m / (1.0 - beta1.powf(t));
+    let v_hat = *v / (1.0 - beta2.powf(t));
+    *p -= learning_rate * m_hat / (v_hat.sqrt() + epsilon);
+}
+
+/// The optimiser step on the learned (u1, u2) of one `jrc_loss` term with uncertainty weighting,
+/// with gradient `grads` = d total/d(u1, u2): none (u unchanged), SGD (u −= lr·g) or Adam with the
+/// term's own step count t (incremented once per step, before use).
+pub(crate) fn step_jrc_u(optimizer: &Optimizer, grads: [f64; 2], state: &mut JrcState) {
+    match *optimizer {
+        Optimizer::None => {}
+        Optimizer::Sgd { learning_rate } => {
+            for (u, g) in state.u.iter_mut().zip(grads) {
+                *u -= learning_rate * g;
+            }
+        }
+        Optimizer::Adam {
+            learning_rate,
+            beta1,
+            beta2,
+            epsilon,
+        } => {
+            state.t += 1;
+            let adam = (learning_rate, beta1, beta2, epsilon);
+            for (k, g) in grads.into_iter().enumerate() {
+                let (m, v) = (&mut state.m[k], &mut state.v[k]);
+                adam_step(adam, state.t, g, &mut state.u[k], m, v);
             }
         }
     }

@@ -96,22 +96,86 @@ pub(crate) fn real_column<'a>(
     Ok(values)
 }
 
-/// The integer ids of a per-row column (`[B]` or `[B, 1]`) with `rows.0` rows.
+/// The integer ids of a per-row column (`[B]` or `[B, 1]`) with `rows.0` rows; `what` names them
+/// in the error ("class ids", "session ids").
 pub(crate) fn id_column<'a>(
     name: &str,
     term: &str,
     t: &'a HostTensor,
     rows: (usize, &str),
+    what: &str,
 ) -> Result<&'a [i64]> {
     let HostData::Int(ids) = &t.data else {
         return Err(Error::tensor(
             name,
             Some(term),
-            "expected integer class ids (I32/I64), got reals",
+            format!("expected integer {what} (I32/I64), got reals"),
         ));
     };
     column_rows(name, term, t, Some(rows))?;
     Ok(ids)
+}
+
+/// The session ids of a term with `rows.0` rows: `None` when its optional `session` role is not
+/// bound, else the integer ids of the bound tensor (`[B]` or `[B, 1]`; reals are refused).
+pub(crate) fn session_ids<'a>(
+    batch: &'a HostBatch,
+    term: &'a LossTerm,
+    rows: (usize, &str),
+) -> Result<Option<&'a [i64]>> {
+    if term.input("session").is_none() {
+        return Ok(None);
+    }
+    let (name, t) = bound(batch, term, "session")?;
+    id_column(name, &term.name, t, rows, "session ids").map(Some)
+}
+
+/// The real values of a `[B, cols]` matrix (row-major) and its row count B; `what` says what the
+/// tensor holds, for the error.
+pub(crate) fn real_matrix<'a>(
+    name: &str,
+    term: &str,
+    t: &'a HostTensor,
+    cols: usize,
+    what: &str,
+) -> Result<(&'a [f64], usize)> {
+    let values = t.reals(name, Some(term))?;
+    if t.shape.len() != 2 || t.shape[1] != cols {
+        return Err(Error::tensor(
+            name,
+            Some(term),
+            format!("expected {what} of shape [B, {cols}], got {:?}", t.shape),
+        ));
+    }
+    Ok((values, t.shape[0]))
+}
+
+/// Checks that every value is finite (no NaN, no ±∞); `what` names the values in the error.
+pub(crate) fn finite(name: &str, term: &str, values: &[f64], what: &str) -> Result<()> {
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(Error::tensor(
+            name,
+            Some(term),
+            format!("{what} must be finite; value {i} is {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every label is exactly 0 or 1 (`jrc_loss`).
+pub(crate) fn zero_or_one(name: &str, term: &str, values: &[f64]) -> Result<()> {
+    if let Some((i, v)) = values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| **v != 0.0 && **v != 1.0)
+    {
+        return Err(Error::tensor(
+            name,
+            Some(term),
+            format!("labels must be exactly 0 or 1; row {i} holds {v}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that every value lies in [0, 1] (binary labels, probabilities).

@@ -5,8 +5,9 @@
 //! [`Reference::step`] evaluates every term on a [`HostBatch`] (per-row losses and analytic
 //! derivatives, then the term's reduction), combines the term values with the configured strategy
 //! and flooding, and returns the total, each term's value and effective weight, d(total)/d(tensor)
-//! for every tensor bound to a differentiable role, and d(total)/d(s_k) for learned uncertainty
-//! weights. The state carried between steps (learned s, Adam moments, EMA θ, step counter) changes
+//! for every tensor bound to a differentiable role, d(total)/d(s_k) for learned uncertainty
+//! weights and d(total)/d(u1, u2) for `jrc_loss` terms with learned weights. The state carried
+//! between steps (learned s, Adam moments, EMA θ, step counter, GHM-C accumulators, JRC u) changes
 //! only when a step succeeds.
 //!
 //! Choices LOSSES.md leaves open, made here (the GPU must match them):
@@ -22,9 +23,34 @@
 //! - F1-reweighted: a row is a positive when its unsmoothed label is exactly 1, and the reduction
 //!   applies to the row weights r_i·w_i (so `weighted_mean` divides by Σ r_i·w_i, whose neg_w
 //!   also carries gradient).
+//! - pairwise terms: the pairs are (i, j) with y_i > y_j strictly (labels are any finite reals,
+//!   graded 0, 1, 2, 3 allowed) in the same session; the pair weight is w_i; a pair's index is
+//!   i·B + j with the original row indices (rows may come in any session order); session ids
+//!   must be integers; logits and labels must be finite;
+//! - `pairwise_logistic_loss`: d' = d − hinge_margin (0 when unset) − (y_i − y_j)/T when
+//!   use_label_margin (both can apply);
+//! - `pairwise_focal_loss`: exactly the binary focal loss with label 1 at logit d (modulator not
+//!   detached, clip 1e-7, no smoothing); with hinge_margin m a pair with d ≥ m does not exist at
+//!   all (not in any denominator, not among OHEM's P pairs);
+//! - `pairwise_hinge_loss`: the derivative is −1 where the relu argument is > 0 and 0 otherwise
+//!   (0 at the kink); the margins are not divided by T;
+//! - pairwise reductions as for rows, over the pairs (`nonzero_mean` counts pairs with w_i ≠ 0,
+//!   `mean` divides by the number of pairs); a zero denominator or no pair gives 0;
+//! - pairwise OHEM: v = w_i·l per pair, k = clamp(round(P·r), 1, P) (half away from zero), ties at
+//!   the k-th value keep the lowest pair index, kept v ≤ 0 are dropped, plain mean of the rest;
+//!   the reduction is ignored;
+//! - `jrc_loss`: labels must be exactly 0 or 1 and session ids are required; ce is the term's
+//!   reduction (default `nonzero_mean`) of the two-column softmax CE with the sample weights; ge is
+//!   Σ_i L_i / B over all rows, unweighted; without same_label_loss row i with label c has
+//!   L_i = lse({z_{i,c}} ∪ {z_{j,c} : j in its session, y_j ≠ c}) − z_{i,c} (so the other rows get
+//!   gradient in column c too), and L_i = 0 when its session has no row of the other label;
+//! - `jrc_loss` with uncertainty weighting: (u1, u2) start at 0 and live in the state per term
+//!   ([`JrcState`]); d total/du (effective weight and flooding sign included) is in the output,
+//!   and the term's own optimiser (none, SGD, or Adam with the term's own step counter) steps u
+//!   after a successful step.
 //!
 //! Modules: `inputs` (reading and checking tensors), `binary` and `softmax` (per-row losses),
-//! `ghm` (GHM-C), `f1` (F1-reweighted),
+//! `ghm` (GHM-C), `f1` (F1-reweighted), `pairwise` (pairwise-in-session terms), `jrc` (`jrc_loss`),
 //! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
 
 mod binary;
@@ -32,12 +58,16 @@ mod combine;
 mod f1;
 mod ghm;
 mod inputs;
+mod jrc;
+mod pairwise;
 mod softmax;
 mod terms;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pairwise;
 
-use crate::config::{LossConfig, Strategy, TermKind};
+use crate::config::{JrcWeighting, LossConfig, Strategy, TermKind};
 use crate::error::{Error, Result};
 use crate::tensor::HostBatch;
 use std::collections::BTreeMap;
@@ -59,6 +89,23 @@ pub struct ReferenceState {
     pub ema_theta: f64,
     /// GHM-C momentum accumulators per term (one per bin for `ghm_c` terms, empty otherwise).
     pub ghm_acc: Vec<Vec<f64>>,
+    /// The learned weights of `jrc_loss` terms with uncertainty weighting, one entry per term
+    /// (all zero and unused for the other terms).
+    pub jrc: Vec<JrcState>,
+}
+
+/// The learned (u1, u2) of one `jrc_loss` term with uncertainty weighting (LOSSES.md, "jrc_loss":
+/// e^{−u1}·ce + 0.5·u1 + e^{−u2}·ge + 0.5·u2), with the term's own Adam moments and step count.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct JrcState {
+    /// (u1, u2), starting at 0.
+    pub u: [f64; 2],
+    /// Adam first moments of u1, u2.
+    pub m: [f64; 2],
+    /// Adam second moments of u1, u2.
+    pub v: [f64; 2],
+    /// Adam steps taken by this term.
+    pub t: u64,
 }
 
 impl ReferenceState {
@@ -83,6 +130,7 @@ impl ReferenceState {
                     _ => Vec::new(),
                 })
                 .collect(),
+            jrc: vec![JrcState::default(); k],
         }
     }
 }
@@ -103,6 +151,9 @@ pub struct ReferenceOutput {
     pub grads: BTreeMap<String, Vec<f64>>,
     /// d total / d s_k per term (0 for terms whose weight is not learned).
     pub log_var_grads: Vec<f64>,
+    /// d total / d(u1, u2) per term for `jrc_loss` terms with uncertainty weighting: the term's
+    /// effective weight e_k × the flooding sign × dL_k/du ([0, 0] for the other terms).
+    pub jrc_u_grads: Vec<[f64; 2]>,
 }
 
 /// The f64 reference engine for one configuration, with its state.
@@ -123,8 +174,9 @@ impl Reference {
     }
 
     /// One step: evaluates every term, combines them, and updates the state (learned s, Adam
-    /// moments, EMA θ, step counter) only on success. A bad input gives an [`Error::Tensor`] naming
-    /// the tensor and the term, and leaves the state as it was.
+    /// moments, EMA θ, step counter, GHM-C accumulators, learned JRC u) only on success. A bad
+    /// input gives an [`Error::Tensor`] naming the tensor and the term, and leaves the state as
+    /// it was.
     pub fn step(&mut self, batch: &HostBatch) -> Result<ReferenceOutput> {
         self.check_state()?;
         let evaluated = self
@@ -132,7 +184,8 @@ impl Reference {
             .losses
             .iter()
             .zip(&self.state.ghm_acc)
-            .map(|(term, acc)| terms::evaluate(term, batch, acc))
+            .zip(&self.state.jrc)
+            .map(|((term, acc), jrc)| terms::evaluate(term, batch, acc, jrc.u))
             .collect::<Result<Vec<_>>>()?;
         let values: Vec<f64> = evaluated.iter().map(|t| t.value).collect();
         let combined = combine::combine(&self.config, &values, &self.state);
@@ -148,6 +201,28 @@ impl Reference {
                 }
             }
         }
+        let jrc_u_grads: Vec<[f64; 2]> = evaluated
+            .iter()
+            .zip(&combined.weights)
+            .map(|(term, e)| term.jrc_du.map(|du| e * combined.sign * du))
+            .collect();
+        let mut next = combined.next;
+        for ((term, g), jrc) in self
+            .config
+            .losses
+            .iter()
+            .zip(&jrc_u_grads)
+            .zip(&mut next.jrc)
+        {
+            if let TermKind::Jrc {
+                weighting: JrcWeighting::Uncertainty(optimizer),
+                ..
+            } = &term.kind
+            {
+                combine::step_jrc_u(optimizer, *g, jrc);
+            }
+        }
+        next.ghm_acc = evaluated.into_iter().map(|t| t.ghm_acc).collect();
         let names = self.config.losses.iter().map(|t| t.name.clone());
         let output = ReferenceOutput {
             total: combined.total,
@@ -155,9 +230,9 @@ impl Reference {
             weights: names.zip(combined.weights).collect(),
             grads,
             log_var_grads: combined.log_var_grads,
+            jrc_u_grads,
         };
-        self.state = combined.next;
-        self.state.ghm_acc = evaluated.into_iter().map(|t| t.ghm_acc).collect();
+        self.state = next;
         Ok(output)
     }
 
@@ -184,6 +259,7 @@ impl Reference {
             ("log_vars", s.log_vars.len()),
             ("adam_m", s.adam_m.len()),
             ("adam_v", s.adam_v.len()),
+            ("jrc", s.jrc.len()),
         ] {
             if len != k {
                 return Err(Error::State(format!(

@@ -1,15 +1,17 @@
 //! Evaluating one configured term on a batch: read and check its tensors, compute every row's loss
 //! and derivative ([`super::binary`], [`super::softmax`]), reduce ([`super::combine`]), and scale
-//! the row derivatives into dL/d(tensor).
+//! the row derivatives into dL/d(tensor). Pairwise terms ([`super::pairwise`]) and `jrc_loss`
+//! ([`super::jrc`]) reduce over pairs and sessions themselves.
 
 use super::binary::{self, Focal};
 use super::combine::{self, Reduced};
 use super::inputs::{
-    binary_labels, bound, id_column, is_column, real_column, sample_weights, unit_interval,
+    binary_labels, bound, finite, id_column, is_column, real_column, real_matrix, sample_weights,
+    session_ids, unit_interval, zero_or_one,
 };
 use super::softmax::{softmax_ce_row, Target};
-use super::{f1, ghm};
-use crate::config::{LossTerm, SoftmaxParams, TermKind};
+use super::{f1, ghm, jrc, pairwise};
+use crate::config::{JrcWeighting, LossTerm, PairLoss, SoftmaxParams, TermKind};
 use crate::error::{Error, Result};
 use crate::tensor::{HostBatch, HostData, HostTensor};
 
@@ -23,11 +25,19 @@ pub(crate) struct TermValue {
     pub grads: Vec<(String, Vec<f64>)>,
     /// GHM-C momentum accumulators after this step (empty for other terms).
     pub ghm_acc: Vec<f64>,
+    /// dL_k/d(u1, u2) of a `jrc_loss` term with uncertainty weighting (0 otherwise).
+    pub jrc_du: [f64; 2],
 }
 
 /// Evaluates `term` on `batch`, checking every tensor it reads; `ghm_acc` are the term's GHM-C
-/// accumulators before the step (empty for other terms).
-pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, ghm_acc: &[f64]) -> Result<TermValue> {
+/// accumulators before the step (empty for other terms), `jrc_u` the learned (u1, u2) of a
+/// `jrc_loss` term with uncertainty weighting (unused otherwise).
+pub(crate) fn evaluate(
+    term: &LossTerm,
+    batch: &HostBatch,
+    ghm_acc: &[f64],
+    jrc_u: [f64; 2],
+) -> Result<TermValue> {
     match &term.kind {
         TermKind::Classification {
             label_smoothing,
@@ -91,11 +101,16 @@ pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, ghm_acc: &[f64]) -> R
             })
         }
         TermKind::Esmm => esmm_term(term, batch),
-        TermKind::Pairwise { .. } | TermKind::Jrc { .. } => Err(Error::Unsupported(format!(
-            "term '{}': the reference has no {} yet",
-            term.name,
-            term.kind.loss_type()
-        ))),
+        TermKind::Pairwise {
+            loss,
+            temperature,
+            ohem_ratio,
+        } => pairwise_term(term, batch, loss, *temperature, *ohem_ratio),
+        TermKind::Jrc {
+            alpha,
+            same_label_loss,
+            weighting,
+        } => jrc_term(term, batch, *alpha, *same_label_loss, weighting, jrc_u),
         TermKind::GhmC { bins, momentum } => {
             let (name, x, y, w) = binary_column(term, batch)?;
             let r = ghm::ghm_c(&x, &y, &w, *bins, *momentum, ghm_acc);
@@ -103,6 +118,7 @@ pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, ghm_acc: &[f64]) -> R
                 value: r.value,
                 grads: vec![(name, r.grad)],
                 ghm_acc: r.acc,
+                jrc_du: [0.0; 2],
             })
         }
         TermKind::F1Reweighted {
@@ -122,6 +138,7 @@ pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, ghm_acc: &[f64]) -> R
                 value,
                 grads: vec![(name, grad)],
                 ghm_acc: Vec::new(),
+                jrc_du: [0.0; 2],
             })
         }
     }
@@ -179,6 +196,7 @@ fn column_term(
         value: reduced.value,
         grads: vec![(name.to_string(), scale_rows(grad, 1, &reduced))],
         ghm_acc: Vec::new(),
+        jrc_du: [0.0; 2],
     })
 }
 
@@ -266,7 +284,7 @@ fn softmax_term(term: &LossTerm, batch: &HostBatch, params: &SoftmaxParams) -> R
     let mut grad = vec![0.0; b * c];
     match &labels.data {
         HostData::Int(_) => {
-            let ids = id_column(label_name, &term.name, labels, rows)?;
+            let ids = id_column(label_name, &term.name, labels, rows, "class ids")?;
             for (i, &id) in ids.iter().enumerate() {
                 if Some(id) == params.ignore_index {
                     w[i] = 0.0;
@@ -316,6 +334,7 @@ fn softmax_term(term: &LossTerm, batch: &HostBatch, params: &SoftmaxParams) -> R
         value: reduced.value,
         grads: vec![(name.to_string(), scale_rows(grad, c, &reduced))],
         ghm_acc: Vec::new(),
+        jrc_du: [0.0; 2],
     })
 }
 
@@ -346,5 +365,101 @@ fn esmm_term(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> {
             (b_name.to_string(), scale_rows(grad_b, 1, &reduced)),
         ],
         ghm_acc: Vec::new(),
+        jrc_du: [0.0; 2],
+    })
+}
+
+/// A pairwise-in-session term (LOSSES.md, "Pairwise-in-session terms"; [`pairwise::pairwise`]):
+/// finite logits `[B]` or `[B, 1]`, finite graded labels (any reals) with B rows, optional integer
+/// session ids with B rows, sample weights.
+fn pairwise_term(
+    term: &LossTerm,
+    batch: &HostBatch,
+    loss: &PairLoss,
+    temperature: f64,
+    ohem_ratio: f64,
+) -> Result<TermValue> {
+    let (name, t) = bound(batch, term, "logits")?;
+    let x = real_column(name, &term.name, t, None)?;
+    finite(name, &term.name, x, "logits")?;
+    let rows = (x.len(), name);
+    let (label_name, labels) = bound(batch, term, "labels")?;
+    let y = real_column(label_name, &term.name, labels, Some(rows))?;
+    finite(label_name, &term.name, y, "labels")?;
+    let session = session_ids(batch, term, rows)?;
+    let w = sample_weights(batch, term, rows)?;
+    let (value, grad) = pairwise::pairwise(
+        loss,
+        temperature,
+        ohem_ratio,
+        term.effective_reduction(),
+        x,
+        y,
+        &w,
+        session,
+    );
+    Ok(TermValue {
+        value,
+        grads: vec![(name.to_string(), grad)],
+        ghm_acc: Vec::new(),
+        jrc_du: [0.0; 2],
+    })
+}
+
+/// `jrc_loss` (LOSSES.md, "jrc_loss"; [`jrc::jrc`]): finite logits `[B, 2]`, labels exactly 0 or
+/// 1 with B rows, integer session ids with B rows, sample weights (for ce only). Combines the
+/// parts as
+/// - `fixed`: L = α·ce + (1 − α)·ge;
+/// - `uncertainty` with the learned (u1, u2): L = e^{−u1}·ce + 0.5·u1 + e^{−u2}·ge + 0.5·u2,
+///   dL/du1 = −e^{−u1}·ce + 0.5, dL/du2 = −e^{−u2}·ge + 0.5 (returned in `jrc_du`).
+fn jrc_term(
+    term: &LossTerm,
+    batch: &HostBatch,
+    alpha: f64,
+    same_label_loss: bool,
+    weighting: &JrcWeighting,
+    u: [f64; 2],
+) -> Result<TermValue> {
+    let (name, t) = bound(batch, term, "logits")?;
+    let (z, b) = real_matrix(name, &term.name, t, 2, "logits")?;
+    finite(name, &term.name, z, "logits")?;
+    let rows = (b, name);
+    let (label_name, labels) = bound(batch, term, "labels")?;
+    let y = real_column(label_name, &term.name, labels, Some(rows))?;
+    zero_or_one(label_name, &term.name, y)?;
+    let (session_name, session) = bound(batch, term, "session")?;
+    let session = id_column(session_name, &term.name, session, rows, "session ids")?;
+    let w = sample_weights(batch, term, rows)?;
+    let parts = jrc::jrc(
+        z,
+        y,
+        session,
+        &w,
+        term.effective_reduction(),
+        same_label_loss,
+    );
+    let (a_ce, a_ge, value, jrc_du) = match weighting {
+        JrcWeighting::Fixed => {
+            let value = alpha * parts.ce + (1.0 - alpha) * parts.ge;
+            (alpha, 1.0 - alpha, value, [0.0; 2])
+        }
+        JrcWeighting::Uncertainty(_) => {
+            let (e1, e2) = ((-u[0]).exp(), (-u[1]).exp());
+            let value = e1 * parts.ce + 0.5 * u[0] + e2 * parts.ge + 0.5 * u[1];
+            let du = [-e1 * parts.ce + 0.5, -e2 * parts.ge + 0.5];
+            (e1, e2, value, du)
+        }
+    };
+    let grad = parts
+        .grad_ce
+        .iter()
+        .zip(&parts.grad_ge)
+        .map(|(gc, gg)| a_ce * gc + a_ge * gg)
+        .collect();
+    Ok(TermValue {
+        value,
+        grads: vec![(name.to_string(), grad)],
+        ghm_acc: Vec::new(),
+        jrc_du,
     })
 }

@@ -13,10 +13,10 @@ use crate::tensor::{HostData, HostTensor};
 use std::collections::BTreeSet;
 
 /// splitmix64 (Steele et al. 2014): a tiny seeded generator for test inputs.
-struct SplitMix(u64);
+pub(super) struct SplitMix(pub(super) u64);
 
 impl SplitMix {
-    fn next_u64(&mut self) -> u64 {
+    pub(super) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -25,19 +25,19 @@ impl SplitMix {
     }
 
     /// Uniform in [lo, hi).
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
+    pub(super) fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
         lo + (hi - lo) * (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn reals(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    pub(super) fn reals(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
         (0..n).map(|_| self.uniform(lo, hi)).collect()
     }
 
-    fn bits(&mut self, n: usize) -> Vec<f64> {
+    pub(super) fn bits(&mut self, n: usize) -> Vec<f64> {
         (0..n).map(|_| (self.next_u64() >> 63) as f64).collect()
     }
 
-    fn below(&mut self, n: u64) -> i64 {
+    pub(super) fn below(&mut self, n: u64) -> i64 {
         (self.next_u64() % n) as i64
     }
 }
@@ -94,14 +94,14 @@ fn test_batch(seed: u64) -> HostBatch {
 }
 
 /// The three ways of giving sample weights (none, a tensor, a combination), as TOML lines.
-const WEIGHTS: [&str; 3] = [
+pub(super) const WEIGHTS: [&str; 3] = [
     "",
     "sample_weights = \"w\"",
     "sample_weights = { c1 = 1.0, c2 = 3.0 }",
 ];
 
 /// The reduction lines: the default and the four explicit ones.
-const REDUCTIONS: [&str; 5] = [
+pub(super) const REDUCTIONS: [&str; 5] = [
     "",
     "reduction = \"nonzero_mean\"",
     "reduction = \"weighted_mean\"",
@@ -109,18 +109,18 @@ const REDUCTIONS: [&str; 5] = [
     "reduction = \"sum\"",
 ];
 
-fn parse(toml: &str) -> LossConfig {
+pub(super) fn parse(toml: &str) -> LossConfig {
     LossConfig::from_toml_str(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
-fn real_mut<'a>(batch: &'a mut HostBatch, name: &str) -> &'a mut Vec<f64> {
+pub(super) fn real_mut<'a>(batch: &'a mut HostBatch, name: &str) -> &'a mut Vec<f64> {
     match &mut batch.get_mut(name).unwrap().data {
         HostData::Real(v) => v,
         HostData::Int(_) => panic!("{name} is not real"),
     }
 }
 
-fn assert_close(analytic: f64, numeric: f64, what: &str) {
+pub(super) fn assert_close(analytic: f64, numeric: f64, what: &str) {
     let tol = 1e-7 + 1e-6 * numeric.abs();
     assert!(
         (analytic - numeric).abs() <= tol,
@@ -132,7 +132,11 @@ fn assert_close(analytic: f64, numeric: f64, what: &str) {
 /// gradient of `total`, for inputs and for the learned s_k, against central differences. For
 /// `ema_reweight` θ is detached (LOSSES.md), so the differences are taken with this step's weights
 /// frozen.
-fn check(config: &LossConfig, batch: &HostBatch, state: Option<ReferenceState>) -> ReferenceOutput {
+pub(super) fn check(
+    config: &LossConfig,
+    batch: &HostBatch,
+    state: Option<ReferenceState>,
+) -> ReferenceOutput {
     let mut reference = Reference::new(config).unwrap();
     if let Some(s) = state {
         reference.set_state(s);
@@ -683,7 +687,7 @@ fn focal_nonzero_mean_counts_nonzero_weights() {
     );
 }
 
-fn error_of(config: &str, batch: &HostBatch) -> String {
+pub(super) fn error_of(config: &str, batch: &HostBatch) -> String {
     let config = parse(config);
     let mut reference = Reference::new(&config).unwrap();
     let e = reference.step(batch).unwrap_err();
@@ -691,7 +695,7 @@ fn error_of(config: &str, batch: &HostBatch) -> String {
     e.to_string()
 }
 
-fn assert_mentions(message: &str, parts: &[&str]) {
+pub(super) fn assert_mentions(message: &str, parts: &[&str]) {
     for p in parts {
         assert!(message.contains(p), "'{message}' does not mention {p}");
     }
