@@ -228,9 +228,11 @@ impl Case {
                 session_work = self::session_work(&vec![0; b], &labels);
                 inputs.insert_real("logits", (0..b).map(|_| rng.range_f32(-4.0, 4.0)).collect());
                 inputs.insert_real("labels", labels);
-                let shapes = Shapes::new()
-                    .tensor("logits", &[b], DType::F32)
-                    .tensor("labels", &[b], DType::F32);
+                let shapes = Shapes::new().tensor("logits", &[b], DType::F32).tensor(
+                    "labels",
+                    &[b],
+                    DType::F32,
+                );
                 let text = PAIRWISE.replace("session = 'session'\n", "");
                 (b, vec![text], shapes)
             }
