@@ -9,6 +9,9 @@
 //! - `batch_wide_{1m,16m}/{classification,batch_wide4}`: examples/configs/batch_wide.toml
 //!   (classification, OHEM focal, ghm_c, f1_reweighted_loss on the same logits) against
 //!   classification alone on the same rows: the cost of the statistics and selection passes.
+//! - `pairwise_sessions_64k/{16,64,256}`: pairwise_logistic_loss on 65,536 rows in interleaved
+//!   sessions of 16, 64 and 256 rows (throughput in Σ size², the pairs a step visits): time should
+//!   follow Σ size² = B·size, not B².
 //!
 //! The adapter is `Engine::new()`'s: set `LOSSFUSE_ADAPTER` (e.g. `vulkan`, `gl`) to choose.
 //! Sample sizes are small so that a run on a software adapter (lavapipe) takes minutes.
@@ -164,5 +167,44 @@ fn batch_wide(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, softmax_ce, fused_vs_separate, batch_wide);
+fn pairwise_sessions(c: &mut Criterion) {
+    let engine = engine();
+    let b = 1usize << 16;
+    let mut rng = SplitMix64(5);
+    let logits: Vec<f32> = (0..b).map(|_| rng.range(-4.0, 4.0)).collect();
+    let labels: Vec<f32> = (0..b).map(|_| rng.range(0.0, 4.0).floor()).collect();
+    let shapes = Shapes::new()
+        .tensor("logits", &[b], DType::F32)
+        .tensor("labels", &[b], DType::F32)
+        .tensor("session", &[b], DType::I32);
+    let config = "[[losses]]\nloss_type = 'pairwise_logistic_loss'\nlogits = 'logits'\nlabels = 'labels'\nsession = 'session'\n";
+    let mut group = c.benchmark_group("pairwise_sessions_64k");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    for size in [16usize, 64, 256] {
+        // Row i joins session (i·40503 mod B) / size: sessions of `size` rows, interleaved.
+        let session: Vec<i32> = (0..b).map(|i| ((i * 40503 % b) / size) as i32).collect();
+        let batch = Batch::new()
+            .tensor("logits", &logits)
+            .tensor("labels", &labels)
+            .ids("session", &session);
+        let mut plans = [plan(&engine, config, &shapes)];
+        group.throughput(Throughput::Elements((b * size) as u64));
+        group.bench_function(format!("{size}"), |bench| {
+            bench.iter(|| step_all(&mut plans, &batch))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    softmax_ce,
+    fused_vs_separate,
+    batch_wide,
+    pairwise_sessions
+);
 criterion_main!(benches);

@@ -334,13 +334,11 @@ fn jrc_reports_its_parts_and_learned_weights() {
         for (g, r) in gpu.iter().zip(&reference) {
             let jrc = g.report.terms[0].jrc.expect("jrc parts reported");
             let want = r.jrc_u_grads[0];
-            for i in 0..2 {
+            for (i, (got, want)) in jrc.u_grad.iter().zip(want).enumerate() {
                 assert!(
-                    (jrc.u_grad[i] as f64 - want[i]).abs() < 1e-4 * (1.0 + want[i].abs()),
-                    "d/du{}: {} vs {}",
-                    i + 1,
-                    jrc.u_grad[i],
-                    want[i]
+                    (*got as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "d/du{}: {got} vs {want}",
+                    i + 1
                 );
             }
         }

@@ -50,6 +50,13 @@ fn synthetic(config: &LossConfig, seed: u64) -> Inputs {
                     let ids = (0..b).map(|_| rng.below(6) as i64).collect();
                     inputs.ids(name, &[b], ids)
                 }
+                (TermKind::Jrc { .. }, "logits") => {
+                    add_real(inputs, name, &[b, 2], -3.0, 3.0, &mut rng)
+                }
+                (_, "session") if !inputs.0.contains_key(name) => {
+                    let ids = (0..b).map(|_| rng.below(30) as i64).collect();
+                    inputs.ids(name, &[b], ids)
+                }
                 (_, "logits" | "predictions" | "ctr_logits" | "cvr_logits") => {
                     add_real(inputs, name, &[b], -4.0, 4.0, &mut rng)
                 }

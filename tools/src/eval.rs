@@ -47,6 +47,8 @@ pub struct TermResult {
     pub weight: f64,
     /// d total / d s_k when the term's weight is learned.
     pub log_var_grad: Option<f64>,
+    /// d total / d (u1, u2) of a `jrc_loss` term with learned weights.
+    pub jrc_u_grad: Option<[f64; 2]>,
 }
 
 /// The results of the last step, from either engine.
@@ -121,6 +123,9 @@ pub fn run_gpu(
                 value: t.value as f64,
                 weight: t.weight as f64,
                 log_var_grad: learned.contains(&t.name).then_some(t.log_var_grad as f64),
+                jrc_u_grad: jrc_learned(config, &t.name)
+                    .then(|| t.jrc.map(|j| j.u_grad.map(f64::from)))
+                    .flatten(),
             })
             .collect(),
         grads,
@@ -152,6 +157,7 @@ pub fn run_reference(config: &LossConfig, batch: &HostBatch, steps: u32) -> CliR
             log_var_grad: learned
                 .contains(name)
                 .then(|| out.log_var_grads.get(k).copied().unwrap_or(0.0)),
+            jrc_u_grad: jrc_learned(config, name).then(|| out.jrc_u_grads[k]),
         })
         .collect();
     Ok(EvalResult {
@@ -159,6 +165,19 @@ pub fn run_reference(config: &LossConfig, batch: &HostBatch, steps: u32) -> CliR
         total: out.total,
         terms,
         grads: out.grads,
+    })
+}
+
+/// Whether `name` is a `jrc_loss` term that learns its u1, u2.
+fn jrc_learned(config: &LossConfig, name: &str) -> bool {
+    config.term(name).is_some_and(|t| {
+        matches!(
+            t.kind,
+            lossfuse::TermKind::Jrc {
+                weighting: lossfuse::JrcWeighting::Uncertainty(_),
+                ..
+            }
+        )
     })
 }
 
@@ -172,7 +191,8 @@ fn learned_terms(config: &LossConfig) -> Vec<String> {
 }
 
 /// The tensors `eval` writes: `loss/total`, `loss/<term>`, `weight/<term>`,
-/// `log_var_grad/<term>` for learned weights, and `grad/<tensor>` in the input's shape.
+/// `log_var_grad/<term>` for learned weights, `jrc_u_grad/<term>` (d total / d (u1, u2)) for
+/// `jrc_loss` terms with learned weights, and `grad/<tensor>` in the input's shape.
 pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, OutTensor> {
     let mut out = BTreeMap::new();
     out.insert(
@@ -192,6 +212,15 @@ pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, Ou
             out.insert(
                 format!("log_var_grad/{}", t.name),
                 OutTensor::scalar(g as f32),
+            );
+        }
+        if let Some(g) = t.jrc_u_grad {
+            out.insert(
+                format!("jrc_u_grad/{}", t.name),
+                OutTensor {
+                    shape: vec![2],
+                    values: g.iter().map(|&x| x as f32).collect(),
+                },
             );
         }
     }

@@ -634,6 +634,50 @@ fn eval_of_batch_wide_terms_over_steps_agrees_with_the_reference() {
     every_adapter_agrees(&found, &dir, &cfg, &input, &reference, 3);
 }
 
+const RANKING: &str = include_str!("../../examples/configs/ranking.toml");
+
+#[test]
+fn eval_of_pairwise_and_jrc_terms_over_steps_agrees_with_the_reference() {
+    let found = adapters();
+    let dir = scratch("ranking");
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, RANKING).unwrap();
+    // Interleaved sessions of 1 to 12 rows with 64-bit ids, graded labels, JRC's two columns.
+    let n = 500;
+    let mut rng = Rng(11);
+    let session: Vec<i64> = (0..n)
+        .map(|_| ((rng.next() % 60) as i64) * 1_000_000_007)
+        .collect();
+    let input = dir.join("batch.safetensors");
+    write(
+        &input,
+        &[
+            ("score", f32s(&[n], (0..n).map(|_| rng.unit() * 6.0 - 3.0))),
+            ("grade", f32s(&[n], (0..n).map(|_| (rng.next() % 4) as f64))),
+            ("session", i64s(&[n], session)),
+            (
+                "jrc_logits",
+                f32s(&[n, 2], (0..2 * n).map(|_| rng.unit() * 4.0 - 2.0)),
+            ),
+            (
+                "click",
+                f32s(&[n], (0..n).map(|_| (rng.unit() < 0.3) as i32 as f64)),
+            ),
+        ],
+    );
+    let reference = dir.join("reference.safetensors");
+    // Three steps: JRC's learned u1, u2 take Adam steps.
+    let o = eval(&cfg, &input, &reference, &["--reference"], 3);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t = read(&reference);
+    for name in ["rank", "rank_plain", "rank_focal", "rank_hard", "jrc"] {
+        assert!(t[&format!("loss/{name}")].1[0] > 0.0, "loss/{name}");
+    }
+    assert_eq!(t["jrc_u_grad/jrc"].0, vec![2]);
+    assert_eq!(t["grad/jrc_logits"].0, vec![n, 2]);
+    every_adapter_agrees(&found, &dir, &cfg, &input, &reference, 3);
+}
+
 #[test]
 fn bench_reports_batch_wide_terms_against_their_baseline() {
     adapters();
