@@ -104,12 +104,6 @@ fn select_kept(key: u32, index: u32, threshold: u32, last_tie: u32) -> bool {
     return key > threshold || (key == threshold && index <= last_tie);
 }
 
-// Bytes of an index below n (at least one).
-fn index_digits(n: u32) -> u32 {
-    let top = max(n, 1u) - 1u;
-    return max(1u, (32u - countLeadingZeros(top) + 7u) / 8u);
-}
-
 // a and b agree on the bits from `shift` up (always true for shift ≥ 32).
 fn high_bits_equal(a: u32, b: u32, shift: u32) -> bool {
     if (shift >= 32u) {

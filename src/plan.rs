@@ -1280,6 +1280,19 @@ impl Plan {
             .collect()
     }
 
+    /// Bytes of every buffer the plan owns: internal buffers (partials, state, sort and sweep
+    /// buffers, ...), gradients, upload buffers created so far and the read-back buffer. What a
+    /// plan allocates on the device, for checking that memory stays linear in the batch.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.internal
+            .iter()
+            .chain(self.grads.values())
+            .chain(self.uploads.values())
+            .chain([&self.readback])
+            .map(|b| b.size())
+            .sum()
+    }
+
     /// Bytes a step moves: every tensor read once per pass that reads it, every per-row internal
     /// buffer (OHEM keys, softmax row statistics) once per pass that binds it, every gradient
     /// written once. OHEM's index rounds are counted although they return at once when the k-th
