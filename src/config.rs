@@ -754,14 +754,34 @@ fn parse_softmax(t: &Table) -> Result<SoftmaxParams> {
     })
 }
 
-/// The four pairwise loss types: their own parameters, then temperature and ohem_ratio.
-fn parse_pairwise(t: &Table, loss_type: &str) -> Result<(TermKind, &'static [&'static str])> {
-    let temperature = t.f64_or("temperature", 1.0)?;
-    t.positive("temperature", temperature)?;
+/// Focal parameters, shared by `binary_focal_loss` and `pairwise_focal_loss`: gamma (2, ≥ 0) and
+/// alpha (unset, in [0, 1]).
+fn focal_params(t: &Table) -> Result<(f64, Option<f64>)> {
+    let gamma = t.f64_or("gamma", 2.0)?;
+    if gamma < 0.0 {
+        return Err(t.err(format!("'gamma' must be >= 0, got {gamma}")));
+    }
+    let alpha = t.f64_opt("alpha")?;
+    if let Some(a) = alpha {
+        t.in_range("alpha", a, 0.0, 1.0)?;
+    }
+    Ok((gamma, alpha))
+}
+
+/// The OHEM keep ratio (1: keep everything), in (0, 1].
+fn ohem_ratio(t: &Table) -> Result<f64> {
     let ohem_ratio = t.f64_or("ohem_ratio", 1.0)?;
     if ohem_ratio <= 0.0 || ohem_ratio > 1.0 {
         return Err(t.err(format!("'ohem_ratio' must be in (0, 1], got {ohem_ratio}")));
     }
+    Ok(ohem_ratio)
+}
+
+/// The four pairwise loss types: their own parameters, then temperature and ohem_ratio.
+fn parse_pairwise(t: &Table, loss_type: &str) -> Result<(TermKind, &'static [&'static str])> {
+    let temperature = t.f64_or("temperature", 1.0)?;
+    t.positive("temperature", temperature)?;
+    let ohem_ratio = ohem_ratio(t)?;
     let (loss, params): (PairLoss, &'static [&'static str]) = match loss_type {
         "pair_wise_loss" => (
             PairLoss::Logistic {
@@ -782,14 +802,7 @@ fn parse_pairwise(t: &Table, loss_type: &str) -> Result<(TermKind, &'static [&'s
             ],
         ),
         "pairwise_focal_loss" => {
-            let gamma = t.f64_or("gamma", 2.0)?;
-            if gamma < 0.0 {
-                return Err(t.err(format!("'gamma' must be >= 0, got {gamma}")));
-            }
-            let alpha = t.f64_opt("alpha")?;
-            if let Some(a) = alpha {
-                t.in_range("alpha", a, 0.0, 1.0)?;
-            }
+            let (gamma, alpha) = focal_params(t)?;
             (
                 PairLoss::Focal {
                     gamma,
@@ -884,18 +897,8 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
         "sigmoid_l2_loss" => (TermKind::SigmoidL2, &[]),
         "cross_entropy_loss" => (TermKind::CrossEntropy, &[]),
         "binary_focal_loss" => {
-            let gamma = t.f64_or("gamma", 2.0)?;
-            if gamma < 0.0 {
-                return Err(t.err(format!("'gamma' must be >= 0, got {gamma}")));
-            }
-            let alpha = t.f64_opt("alpha")?;
-            if let Some(a) = alpha {
-                t.in_range("alpha", a, 0.0, 1.0)?;
-            }
-            let ohem_ratio = t.f64_or("ohem_ratio", 1.0)?;
-            if ohem_ratio <= 0.0 || ohem_ratio > 1.0 {
-                return Err(t.err(format!("'ohem_ratio' must be in (0, 1], got {ohem_ratio}")));
-            }
+            let (gamma, alpha) = focal_params(&t)?;
+            let ohem_ratio = ohem_ratio(&t)?;
             let label_smoothing = t.f64_or("label_smoothing", 0.0)?;
             t.in_range("label_smoothing", label_smoothing, 0.0, 1.0)?;
             (

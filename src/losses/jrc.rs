@@ -11,9 +11,8 @@
 //! uncertainty form, and writes a coefficient for each part; `apply` scatters both into the
 //! logits gradient.
 
-use super::pairwise::{apply_pass, Apply, Shared, TermPasses};
-use super::session::{self, Sweep};
-use super::{coef_index, weight_expr, Inputs};
+use super::coef_index;
+use super::session::{self, apply_pass, Apply, Shared, Sweep, TermPasses};
 use crate::combine::T_COEF2;
 use crate::kernel::{Bind, PassSpec, Source, Work, COMMON, JRC, WG};
 use crate::schedule::{Form, Resolved};
@@ -46,30 +45,14 @@ pub(crate) fn passes(
     };
     let label = format!("jrc[{}]", term.term.name);
 
-    let mut inputs = Inputs::default();
-    let z = inputs.index(term.input("logits"));
-    let y = inputs.index(term.input("labels"));
-    for (t, _) in &term.weights {
-        inputs.index(t);
-    }
-    let w = weight_expr(&term.weights, |n| format!("in{}[r]", inputs.position(n)));
-    let logits = term.input("logits");
-    let gather = session::gather(
-        &label,
-        shared.grouping,
-        buffers.rows,
-        &inputs
-            .names
-            .iter()
-            .map(|n| (n.clone(), if n == logits { 8 } else { 4 }))
-            .collect::<Vec<_>>(),
+    let gather = session::gather(&label, term, shared.grouping, buffers.rows, 2, |z, y, w| {
         [
-            format!("in{z}[2u * r]"),
-            format!("in{z}[2u * r + 1u]"),
-            format!("in{y}[r]"),
+            format!("{z}[2u * r]"),
+            format!("{z}[2u * r + 1u]"),
+            format!("{y}[r]"),
             w,
-        ],
-    );
+        ]
+    });
     let mut forward = vec![gather];
 
     // A sweep over `rows` writing `out` (vec4, when some) and `jrc_grad`, with partials.

@@ -15,9 +15,9 @@
 //! taken from the pair count found by the first round. Ties at the k-th value keep the lowest
 //! pair index i·B + j (batch rows), so OHEM needs B ≤ 65,536.
 
+use super::coef_index;
 use super::select;
-use super::session::{self, Grouping, Sweep};
-use super::{coef_index, weight_expr, Inputs};
+use super::session::{self, apply_pass, Apply, Shared, Sweep, TermPasses};
 use crate::config::PairLoss;
 use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, PAIRWISE, WG};
 use crate::schedule::{Form, Resolved};
@@ -35,21 +35,6 @@ pub(crate) struct PairBuffers {
     pub grad: usize,
     /// The OHEM selection state's first word in `aux`.
     pub select_base: u32,
-}
-
-/// The group-wide buffers a pairwise or JRC term binds.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Shared {
-    pub grouping: Grouping,
-    pub partials: usize,
-    pub scalars: usize,
-    pub aux: usize,
-}
-
-/// The passes of one term: those before the combine pass, and the one after it.
-pub(crate) struct TermPasses {
-    pub forward: Vec<PassSpec>,
-    pub apply: PassSpec,
 }
 
 /// Storage buffers the passes of a session group bind, at most: the radix sort's seven, or a
@@ -129,29 +114,14 @@ pub(crate) fn passes(
     let rows = term.rows;
 
     // Gather (x, y, w, row) into sorted order.
-    let mut inputs = Inputs::default();
-    let x = inputs.index(term.input("logits"));
-    let y = inputs.index(term.input("labels"));
-    for (t, _) in &term.weights {
-        inputs.index(t);
-    }
-    let w = weight_expr(&term.weights, |n| format!("in{}[r]", inputs.position(n)));
-    let gather = session::gather(
-        &label,
-        shared.grouping,
-        buffers.rows,
-        &inputs
-            .names
-            .iter()
-            .map(|n| (n.clone(), 4))
-            .collect::<Vec<_>>(),
+    let gather = session::gather(&label, term, shared.grouping, buffers.rows, 1, |x, y, w| {
         [
-            format!("in{x}[r]"),
-            format!("in{y}[r]"),
+            format!("{x}[r]"),
+            format!("{y}[r]"),
             w,
             "f32(r)".to_string(),
-        ],
-    );
+        ]
+    });
 
     let header = |aux_access: &str| {
         let mut src = format!("{COMMON}\n{BINARY}\n{PAIRWISE}\n");
@@ -371,89 +341,4 @@ pub(crate) fn passes(
         grad_accumulates,
     );
     TermPasses { forward, apply }
-}
-
-/// What the pass after the combine writes: for every sorted row p, component c of `expr` goes to
-/// `grad[batch_row(p) * width + c]` of the term's logits. `expr` is WGSL over `p`, `scalars`,
-/// the WGSL `functions` and `values{i}`: the internal buffers `values`, each an array of the
-/// given WGSL element type.
-pub(crate) struct Apply<'a> {
-    pub values: &'a [(usize, &'a str)],
-    pub functions: &'a str,
-    pub expr: &'a str,
-    pub width: u32,
-}
-
-/// The pass after the combine (see [`Apply`]); the gradient is added to when `grad_accumulates`.
-pub(crate) fn apply_pass(
-    label: &str,
-    term: &Resolved,
-    shared: Shared,
-    a: Apply,
-    grad_accumulates: bool,
-) -> PassSpec {
-    let Apply {
-        values,
-        functions,
-        expr,
-        width,
-    } = a;
-    let grad = term.input("logits");
-    let mut src = format!("{COMMON}\n{functions}\n");
-    src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
-    src.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
-    let _ = writeln!(
-        src,
-        "@group(0) @binding(2) var<storage, read_write> grad: array<f32>; // {grad}"
-    );
-    let mut next = 3;
-    for (i, (_, ty)) in values.iter().enumerate() {
-        let _ = writeln!(
-            src,
-            "@group(0) @binding({next}) var<storage, read> values{i}: array<{ty}>;"
-        );
-        next += 1;
-    }
-    shared.grouping.declare(&mut src, next);
-    let _ = write!(
-        src,
-        "\n@compute @workgroup_size({WG})\nfn apply(@builtin(local_invocation_index) lid: u32, \
-         @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n    \
-         _ = session_range(0u);\n    let wg = linear_workgroup(wid, nwg);\n    let p = wg * WG + lid;\n    \
-         if (wg >= chunk.wgs || p >= chunk.rows) {{\n        return;\n    }}\n    \
-         let g = {expr};\n    let at = batch_row(p) * {width}u;\n"
-    );
-    for (c, component) in ["x", "y", "z", "w"].iter().take(width as usize).enumerate() {
-        let v = if width == 1 {
-            "g".to_string()
-        } else {
-            format!("g.{component}")
-        };
-        if grad_accumulates {
-            let _ = writeln!(src, "    grad[at + {c}u] = grad[at + {c}u] + {v};");
-        } else {
-            let _ = writeln!(src, "    grad[at + {c}u] = {v};");
-        }
-    }
-    src.push_str("}\n");
-    let mut binds = vec![
-        Bind::Chunk,
-        Bind::Whole(Source::Internal(shared.scalars)),
-        Bind::Whole(Source::Grad(grad.to_string())),
-    ];
-    binds.extend(
-        values
-            .iter()
-            .map(|(b, _)| Bind::Whole(Source::Internal(*b))),
-    );
-    binds.extend(shared.grouping.binds());
-    PassSpec {
-        label: format!("{label} apply"),
-        source: src,
-        entry: "apply",
-        binds,
-        work: Work::Rows { rows_per_wg: WG },
-        reads: Vec::new(),
-        params: [0; 3],
-    }
 }

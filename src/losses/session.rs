@@ -12,9 +12,15 @@
 //! visits only the rows of its own session in each tile. Work is Σ over sessions of size² (each
 //! pair is visited from both ends, so that every row sums its own gradient without atomics), and
 //! memory is O(B).
+//!
+//! Also shared by both families: the `gather` of a term's rows into sorted order before its
+//! sweeps, and the `apply` pass after the combine that scatters coefficient · gradient back to
+//! the batch rows of the logits gradient.
 
+use super::{weight_expr, Inputs};
 use crate::batch::DType;
 use crate::kernel::{Bind, PassSpec, Source, Work, COMMON, SESSION, WG};
+use crate::schedule::Resolved;
 use std::fmt::Write;
 
 /// Internal buffers of a session grouping.
@@ -230,16 +236,32 @@ fn {entry}(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     );
 }
 
-/// A gather pass: `out[p] = vec4(values)` for every sorted position p, where `values` are WGSL
-/// expressions of `r` (the batch row at p) over the f32 tensors `inputs` (declared `in{i}`, each
-/// bound with its bytes per row). The sweeps then read contiguous rows.
+/// A gather pass of one term: `out[p] = vec4(layout(logits, labels, w))` for every sorted
+/// position p. `layout` gets the WGSL arrays of the term's logits (`logits_width` values per row)
+/// and labels, and the WGSL expression of its sample weight, all indexed by `r` (the batch row at
+/// p), and returns the four components. The sweeps then read contiguous rows.
 pub(crate) fn gather(
     label: &str,
+    term: &Resolved,
     grouping: Grouping,
     out: usize,
-    inputs: &[(String, u64)],
-    values: [String; 4],
+    logits_width: u64,
+    layout: impl Fn(&str, &str, String) -> [String; 4],
 ) -> PassSpec {
+    let mut names = Inputs::default();
+    let logits = names.index(term.input("logits"));
+    let labels = names.index(term.input("labels"));
+    for (t, _) in &term.weights {
+        names.index(t);
+    }
+    let w = weight_expr(&term.weights, |n| format!("in{}[r]", names.position(n)));
+    let values = layout(&format!("in{logits}"), &format!("in{labels}"), w);
+    let inputs: Vec<(String, u64)> = names
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), if i == logits { 4 * logits_width } else { 4 }))
+        .collect();
     let mut src = format!("{COMMON}\n");
     src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
     src.push_str("@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;\n");
@@ -273,6 +295,106 @@ pub(crate) fn gather(
         binds,
         work: Work::Rows { rows_per_wg: WG },
         reads: inputs.iter().map(|(n, _)| n.clone()).collect(),
+        params: [0; 3],
+    }
+}
+
+/// The group-wide buffers a pairwise or JRC term binds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shared {
+    pub grouping: Grouping,
+    pub partials: usize,
+    pub scalars: usize,
+    pub aux: usize,
+}
+
+/// The passes of one term: those before the combine pass, and the one after it.
+pub(crate) struct TermPasses {
+    pub forward: Vec<PassSpec>,
+    pub apply: PassSpec,
+}
+
+/// What the pass after the combine writes: for every sorted row p, component c of `expr` goes to
+/// `grad[batch_row(p) * width + c]` of the term's logits. `expr` is WGSL over `p`, `scalars`,
+/// the WGSL `functions` and `values{i}`: the internal buffers `values`, each an array of the
+/// given WGSL element type.
+pub(crate) struct Apply<'a> {
+    pub values: &'a [(usize, &'a str)],
+    pub functions: &'a str,
+    pub expr: &'a str,
+    pub width: u32,
+}
+
+/// The pass after the combine (see [`Apply`]); the gradient is added to when `grad_accumulates`.
+pub(crate) fn apply_pass(
+    label: &str,
+    term: &Resolved,
+    shared: Shared,
+    a: Apply,
+    grad_accumulates: bool,
+) -> PassSpec {
+    let Apply {
+        values,
+        functions,
+        expr,
+        width,
+    } = a;
+    let grad = term.input("logits");
+    let mut src = format!("{COMMON}\n{functions}\n");
+    src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    src.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
+    let _ = writeln!(
+        src,
+        "@group(0) @binding(2) var<storage, read_write> grad: array<f32>; // {grad}"
+    );
+    let mut next = 3;
+    for (i, (_, ty)) in values.iter().enumerate() {
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({next}) var<storage, read> values{i}: array<{ty}>;"
+        );
+        next += 1;
+    }
+    shared.grouping.declare(&mut src, next);
+    let _ = write!(
+        src,
+        "\n@compute @workgroup_size({WG})\nfn apply(@builtin(local_invocation_index) lid: u32, \
+         @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n    \
+         _ = session_range(0u);\n    let wg = linear_workgroup(wid, nwg);\n    let p = wg * WG + lid;\n    \
+         if (wg >= chunk.wgs || p >= chunk.rows) {{\n        return;\n    }}\n    \
+         let g = {expr};\n    let at = batch_row(p) * {width}u;\n"
+    );
+    for (c, component) in ["x", "y", "z", "w"].iter().take(width as usize).enumerate() {
+        let v = if width == 1 {
+            "g".to_string()
+        } else {
+            format!("g.{component}")
+        };
+        if grad_accumulates {
+            let _ = writeln!(src, "    grad[at + {c}u] = grad[at + {c}u] + {v};");
+        } else {
+            let _ = writeln!(src, "    grad[at + {c}u] = {v};");
+        }
+    }
+    src.push_str("}\n");
+    let mut binds = vec![
+        Bind::Chunk,
+        Bind::Whole(Source::Internal(shared.scalars)),
+        Bind::Whole(Source::Grad(grad.to_string())),
+    ];
+    binds.extend(
+        values
+            .iter()
+            .map(|(b, _)| Bind::Whole(Source::Internal(*b))),
+    );
+    binds.extend(shared.grouping.binds());
+    PassSpec {
+        label: format!("{label} apply"),
+        source: src,
+        entry: "apply",
+        binds,
+        work: Work::Rows { rows_per_wg: WG },
+        reads: Vec::new(),
         params: [0; 3],
     }
 }
