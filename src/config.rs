@@ -182,6 +182,52 @@ pub enum JrcWeighting {
     Uncertainty(Optimizer),
 }
 
+/// How a retrieval or contrastive term scores a pair of embeddings (LOSSES.md, "Retrieval and
+/// embedding terms").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Similarity {
+    /// u·v.
+    Dot,
+    /// û·v̂ with x̂ = x / max(‖x‖, 1e-12) (PyTorch `F.normalize`), gradient through the
+    /// normalisation.
+    Cosine,
+}
+
+impl Similarity {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dot => "dot",
+            Self::Cosine => "cosine",
+        }
+    }
+}
+
+/// The parameters shared by `in_batch_softmax` and `cross_batch_softmax`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrievalParams {
+    /// T: s_ij = sim(u_i, v_j)/T − log_q_j.
+    pub temperature: f64,
+    /// Dot or cosine.
+    pub similarity: Similarity,
+    /// Columns j ≠ i (and bank rows) with item_id_j = item_id_i get −∞ (needs `item_ids`;
+    /// default: true when `item_ids` is given).
+    pub remove_accidental_hits: bool,
+}
+
+/// Which InfoNCE form `contrastive_loss` computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContrastiveVariant {
+    /// Rows a_i against columns b_j; the positive is b_i (EasyRec `info_nce_loss`).
+    InfoNce,
+    /// SimCLR NT-Xent over the 2B rows of [a; b]: each row's positive is its other view, the
+    /// negatives are the other 2B − 2 rows (EasyRec `nce_loss`).
+    NtXent,
+}
+
+/// The largest `bank_size` of `cross_batch_softmax`.
+pub const MAX_BANK_SIZE: u32 = 1 << 24;
+
 /// The largest `bins` of `ghm_c`: the GPU keeps one workgroup counter per bin.
 pub const MAX_GHM_BINS: u32 = 1024;
 
@@ -255,6 +301,61 @@ pub enum TermKind {
         /// How ce and ge are combined.
         weighting: JrcWeighting,
     },
+    /// Sampled softmax over the other rows of the batch (TFRS `Retrieval`; Yi et al. RecSys 2019
+    /// for the logQ correction).
+    InBatchSoftmax(RetrievalParams),
+    /// Cross-batch negative sampling (Wang et al. SIGIR 2021): the batch plus a GPU-resident FIFO
+    /// bank of earlier items.
+    CrossBatchSoftmax {
+        /// Temperature, similarity, accidental hits.
+        retrieval: RetrievalParams,
+        /// M: rows of the bank.
+        bank_size: u32,
+        /// Steps during which the bank is filled but not used as negatives.
+        warmup_steps: u32,
+    },
+    /// Self-supervised contrastive loss between two views (Yao et al. CIKM 2021).
+    Contrastive {
+        /// τ.
+        temperature: f64,
+        /// Dot or cosine (default cosine).
+        similarity: Similarity,
+        /// InfoNCE or NT-Xent.
+        variant: ContrastiveVariant,
+    },
+    /// EasyRec `softmax_loss_with_negative_mining` (SV-softmax, Wang et al. AAAI 2020): cyclic
+    /// shifts of the item batch as negatives, support-vector reweighting of hard negatives.
+    NegativeMining {
+        /// K: shifts per row (< B).
+        num_negative_samples: u32,
+        /// Margin subtracted from the positive's logit.
+        margin: f64,
+        /// Scale of every logit.
+        gamma: f64,
+        /// t: a hard negative's logit s becomes t·s + t − 1.
+        coefficient_of_support_vector: f64,
+        /// Shifts drawn per step from (seed, step); none: shifts 1..K.
+        seed: Option<u32>,
+    },
+    /// Circle loss (Sun et al. CVPR 2020; EasyRec `circle_loss`) over a batch of embeddings.
+    Circle {
+        /// m.
+        margin: f64,
+        /// γ.
+        gamma: f64,
+    },
+    /// Multi-similarity loss (Wang et al. CVPR 2019; EasyRec `ms_loss`).
+    MultiSimilarity {
+        /// α (positives).
+        alpha: f64,
+        /// β (negatives).
+        beta: f64,
+        /// λ.
+        lamb: f64,
+        /// EasyRec's mining margin; it only acts with EasyRec's `ms_mining`, which lossfuse does
+        /// not implement (the formula of LOSSES.md has no mining), so it is accepted and kept.
+        eps: f64,
+    },
 }
 
 impl TermKind {
@@ -272,6 +373,12 @@ impl TermKind {
             Self::F1Reweighted { .. } => "f1_reweighted_loss",
             Self::Pairwise { loss, .. } => loss.loss_type(),
             Self::Jrc { .. } => "jrc_loss",
+            Self::InBatchSoftmax(_) => "in_batch_softmax",
+            Self::CrossBatchSoftmax { .. } => "cross_batch_softmax",
+            Self::Contrastive { .. } => "contrastive_loss",
+            Self::NegativeMining { .. } => "softmax_cross_entropy_with_negative_mining",
+            Self::Circle { .. } => "circle_loss",
+            Self::MultiSimilarity { .. } => "multi_similarity_loss",
         }
     }
 
@@ -288,6 +395,19 @@ impl TermKind {
             Self::CrossEntropy => &[("probabilities", true), ("labels", true)],
             Self::Pairwise { .. } => &[("logits", true), ("labels", true), ("session", false)],
             Self::Jrc { .. } => &[("logits", true), ("labels", true), ("session", true)],
+            Self::InBatchSoftmax(_) | Self::CrossBatchSoftmax { .. } => &[
+                ("user", true),
+                ("item", true),
+                ("item_ids", false),
+                ("log_q", false),
+            ],
+            Self::Contrastive { .. } => &[("view_a", true), ("view_b", true)],
+            Self::NegativeMining { .. } => &[("user", true), ("item", true), ("labels", false)],
+            Self::Circle { .. } | Self::MultiSimilarity { .. } => &[
+                ("embeddings", true),
+                ("labels", true),
+                ("session", false),
+            ],
             Self::Esmm => &[
                 ("ctr_logits", true),
                 ("cvr_logits", true),
@@ -303,6 +423,11 @@ impl TermKind {
             Self::L2 => &["predictions"],
             Self::CrossEntropy => &["probabilities"],
             Self::Esmm => &["ctr_logits", "cvr_logits"],
+            Self::InBatchSoftmax(_) | Self::CrossBatchSoftmax { .. } | Self::NegativeMining { .. } => {
+                &["user", "item"]
+            }
+            Self::Contrastive { .. } => &["view_a", "view_b"],
+            Self::Circle { .. } | Self::MultiSimilarity { .. } => &["embeddings"],
             _ => &["logits"],
         }
     }
@@ -836,6 +961,151 @@ fn parse_pairwise(t: &Table, loss_type: &str) -> Result<(TermKind, &'static [&'s
     ))
 }
 
+fn similarity(t: &Table, default: Similarity) -> Result<Similarity> {
+    match t.string_or("similarity", default.as_str())?.as_str() {
+        "dot" => Ok(Similarity::Dot),
+        "cosine" => Ok(Similarity::Cosine),
+        other => Err(t.err(format!(
+            "unknown similarity '{other}'; expected dot or cosine"
+        ))),
+    }
+}
+
+fn temperature(t: &Table, default: f64) -> Result<f64> {
+    let temperature = t.f64_or("temperature", default)?;
+    t.positive("temperature", temperature)
+}
+
+/// The retrieval and embedding terms (LOSSES.md, "Retrieval and embedding terms").
+fn parse_embedding_term(
+    t: &Table,
+    loss_type: &str,
+    obj: &Map<String, Value>,
+) -> Result<(TermKind, &'static [&'static str])> {
+    let retrieval = |t: &Table| -> Result<RetrievalParams> {
+        let has_ids = obj.contains_key("item_ids");
+        let remove_accidental_hits = t.bool_or("remove_accidental_hits", has_ids)?;
+        if remove_accidental_hits && !has_ids {
+            return Err(t.err(
+                "'remove_accidental_hits' needs the 'item_ids' role (the ids to compare)".into(),
+            ));
+        }
+        Ok(RetrievalParams {
+            temperature: temperature(t, 1.0)?,
+            similarity: similarity(t, Similarity::Dot)?,
+            remove_accidental_hits,
+        })
+    };
+    Ok(match loss_type {
+        "in_batch_softmax" => (
+            TermKind::InBatchSoftmax(retrieval(t)?),
+            &["temperature", "similarity", "remove_accidental_hits"],
+        ),
+        "cross_batch_softmax" => {
+            let bank_size = match t.get("bank_size") {
+                None => return Err(t.err("'bank_size' (rows of the memory bank) is required".into())),
+                Some(_) => t.u32_or("bank_size", 0)?,
+            };
+            if !(1..=MAX_BANK_SIZE).contains(&bank_size) {
+                return Err(t.err(format!(
+                    "'bank_size' must be in [1, {MAX_BANK_SIZE}], got {bank_size}"
+                )));
+            }
+            (
+                TermKind::CrossBatchSoftmax {
+                    retrieval: retrieval(t)?,
+                    bank_size,
+                    warmup_steps: t.u32_or("warmup_steps", 0)?,
+                },
+                &[
+                    "temperature",
+                    "similarity",
+                    "remove_accidental_hits",
+                    "bank_size",
+                    "warmup_steps",
+                ],
+            )
+        }
+        "contrastive_loss" => {
+            let variant = match t.string_or("variant", "info_nce")?.as_str() {
+                "info_nce" => ContrastiveVariant::InfoNce,
+                "nt_xent" => ContrastiveVariant::NtXent,
+                other => {
+                    return Err(t.err(format!(
+                        "unknown variant '{other}'; expected info_nce or nt_xent"
+                    )))
+                }
+            };
+            (
+                TermKind::Contrastive {
+                    temperature: temperature(t, 0.1)?,
+                    similarity: similarity(t, Similarity::Cosine)?,
+                    variant,
+                },
+                &["temperature", "similarity", "variant"],
+            )
+        }
+        "softmax_cross_entropy_with_negative_mining" => {
+            let num_negative_samples = t.u32_or("num_negative_samples", 4)?;
+            if num_negative_samples == 0 {
+                return Err(t.err("'num_negative_samples' must be >= 1".into()));
+            }
+            let gamma = t.f64_or("gamma", 1.0)?;
+            t.positive("gamma", gamma)?;
+            let seed = match t.get("seed") {
+                None => None,
+                Some(_) => Some(t.u32_or("seed", 0)?),
+            };
+            (
+                TermKind::NegativeMining {
+                    num_negative_samples,
+                    margin: t.f64_or("margin", 0.0)?,
+                    gamma,
+                    coefficient_of_support_vector: t.f64_or("coefficient_of_support_vector", 1.0)?,
+                    seed,
+                },
+                &[
+                    "num_negative_samples",
+                    "margin",
+                    "gamma",
+                    "coefficient_of_support_vector",
+                    "seed",
+                ],
+            )
+        }
+        "circle_loss" => {
+            let gamma = t.f64_or("gamma", 32.0)?;
+            t.positive("gamma", gamma)?;
+            (
+                TermKind::Circle {
+                    margin: t.f64_or("margin", 0.25)?,
+                    gamma,
+                },
+                &["margin", "gamma"],
+            )
+        }
+        _ => {
+            let alpha = t.f64_or("alpha", 2.0)?;
+            t.positive("alpha", alpha)?;
+            let beta = t.f64_or("beta", 50.0)?;
+            t.positive("beta", beta)?;
+            let eps = t.f64_or("eps", 0.1)?;
+            if eps < 0.0 {
+                return Err(t.err(format!("'eps' must be >= 0, got {eps}")));
+            }
+            (
+                TermKind::MultiSimilarity {
+                    alpha,
+                    beta,
+                    lamb: t.f64_or("lamb", 1.0)?,
+                    eps,
+                },
+                &["alpha", "beta", "lamb", "eps"],
+            )
+        }
+    })
+}
+
 fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
     let loss_type = match obj.get("loss_type") {
         Some(Value::String(s)) => s.clone(),
@@ -985,6 +1255,12 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
                 &["alpha", "same_label_loss", "loss_weight_strategy", "uncertainty"],
             )
         }
+        "in_batch_softmax"
+        | "cross_batch_softmax"
+        | "contrastive_loss"
+        | "softmax_cross_entropy_with_negative_mining"
+        | "circle_loss"
+        | "multi_similarity_loss" => parse_embedding_term(&t, &loss_type, obj)?,
         other => {
             return Err(Error::term(
                 &name,
@@ -992,7 +1268,9 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
                     "unknown loss_type '{other}'; expected one of classification, softmax_cross_entropy, \
                      l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, esmm, ghm_c, \
                      f1_reweighted_loss, pair_wise_loss, pairwise_logistic_loss, pairwise_focal_loss, \
-                     pairwise_hinge_loss, jrc_loss"
+                     pairwise_hinge_loss, jrc_loss, in_batch_softmax, cross_batch_softmax, \
+                     contrastive_loss, softmax_cross_entropy_with_negative_mining, circle_loss, \
+                     multi_similarity_loss"
                 ),
             ))
         }

@@ -45,7 +45,10 @@ mod state;
 pub mod tensor;
 
 pub use batch::{Batch, DType, Input, OwnedBatch, Shapes, TensorSpec};
-pub use config::{JrcWeighting, LossConfig, LossTerm, PairLoss, Reduction, Strategy, TermKind};
+pub use config::{
+    ContrastiveVariant, JrcWeighting, LossConfig, LossTerm, PairLoss, Reduction, RetrievalParams,
+    Similarity, Strategy, TermKind,
+};
 pub use engine::{AdapterSummary, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use plan::Plan;

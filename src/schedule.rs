@@ -359,6 +359,18 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
                 b,
             )
         }
+        TermKind::InBatchSoftmax(_)
+        | TermKind::CrossBatchSoftmax { .. }
+        | TermKind::Contrastive { .. }
+        | TermKind::NegativeMining { .. }
+        | TermKind::Circle { .. }
+        | TermKind::MultiSimilarity { .. } => {
+            return Err(Error::Unsupported(format!(
+                "term '{}': {} is not on the GPU yet",
+                term.name,
+                term.kind.loss_type()
+            )))
+        }
         TermKind::Esmm => {
             let b = expect_vector(
                 shapes,

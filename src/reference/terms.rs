@@ -38,6 +38,13 @@ pub(crate) fn evaluate(
     ghm_acc: &[f64],
     jrc_u: [f64; 2],
 ) -> Result<TermValue> {
+    if is_embedding_term(&term.kind) {
+        return Err(Error::Unsupported(format!(
+            "term '{}': the reference does not implement {} yet",
+            term.name,
+            term.kind.loss_type()
+        )));
+    }
     match &term.kind {
         TermKind::Classification {
             label_smoothing,
@@ -101,6 +108,12 @@ pub(crate) fn evaluate(
             })
         }
         TermKind::Esmm => esmm_term(term, batch),
+        TermKind::InBatchSoftmax(_)
+        | TermKind::CrossBatchSoftmax { .. }
+        | TermKind::Contrastive { .. }
+        | TermKind::NegativeMining { .. }
+        | TermKind::Circle { .. }
+        | TermKind::MultiSimilarity { .. } => unreachable!("embedding terms return above"),
         TermKind::Pairwise {
             loss,
             temperature,
@@ -462,4 +475,16 @@ fn jrc_term(
         ghm_acc: Vec::new(),
         jrc_du,
     })
+}
+
+fn is_embedding_term(kind: &TermKind) -> bool {
+    matches!(
+        kind,
+        TermKind::InBatchSoftmax(_)
+            | TermKind::CrossBatchSoftmax { .. }
+            | TermKind::Contrastive { .. }
+            | TermKind::NegativeMining { .. }
+            | TermKind::Circle { .. }
+            | TermKind::MultiSimilarity { .. }
+    )
 }
