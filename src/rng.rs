@@ -33,6 +33,14 @@ pub fn rlw_weights(seed: u32, step: u32, count: usize) -> Vec<f64> {
     e.into_iter().map(|x| x / s).collect()
 }
 
+/// The k-th (0-based) cyclic shift in [1, B) of `softmax_cross_entropy_with_negative_mining` with a
+/// seed, at `step`: row i's k-th negative is item row (i − shift) mod B (TF `tf.roll`). The GPU
+/// (`shaders/mining.wgsl`) draws the same integers.
+pub fn mining_shift(seed: u32, step: u32, k: u32, batch: u32) -> u32 {
+    let h = pcg_hash(pcg_hash(pcg_hash(seed) ^ step) ^ k);
+    1 + h % batch.saturating_sub(1).max(1)
+}
+
 /// splitmix64 (Steele, Lea & Flood 2014): seeded inputs for tests, benchmarks and examples, so that
 /// every run sees the same values without a dependency.
 #[derive(Clone, Debug)]
