@@ -32,6 +32,15 @@ pub(crate) const PAIRWISE: &str = include_str!("../shaders/pairwise.wgsl");
 /// `shaders/jrc.wgsl`: JRC's per-row calibration CE and online log-sum-exp.
 pub(crate) const JRC: &str = include_str!("../shaders/jrc.wgsl");
 
+/// `shaders/embedding.wgsl`: rows of the similarity terms, and their gradient's last pass.
+pub(crate) const EMBEDDING: &str = include_str!("../shaders/embedding.wgsl");
+/// `shaders/retrieval.wgsl`: in-batch, cross-batch and contrastive softmax over columns.
+pub(crate) const RETRIEVAL: &str = include_str!("../shaders/retrieval.wgsl");
+/// `shaders/metric.wgsl`: circle and multi-similarity losses.
+pub(crate) const METRIC: &str = include_str!("../shaders/metric.wgsl");
+/// `shaders/mining.wgsl`: softmax CE with negative mining.
+pub(crate) const MINING: &str = include_str!("../shaders/mining.wgsl");
+
 /// The shader files with the files each needs before it, for validation and assembly.
 pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("common.wgsl", &[]),

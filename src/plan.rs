@@ -14,14 +14,15 @@
 
 use crate::batch::{Batch, Input, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
-use crate::config::{JrcWeighting, LossConfig, Strategy};
+use crate::config::{JrcWeighting, LossConfig, Strategy, TermKind};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source, Work};
 use crate::losses::jrc::{self, JrcBuffers};
 use crate::losses::pairwise::{self, PairBuffers};
 use crate::losses::session::{self, Grouping, SessionBuffers, Shared};
-use crate::losses::{binary, select, softmax, statistics, TermAux};
+use crate::losses::embedding::{self, Ctx};
+use crate::losses::{binary, metric, mining, retrieval, select, softmax, statistics, TermAux};
 use crate::report::{read_buffer, StepCounters, StepOutput};
 use crate::schedule::{schedule, Form, Group, Resolved};
 use std::collections::BTreeMap;
@@ -87,6 +88,10 @@ pub struct Plan {
     state: usize,
     /// Words of the state buffer (combine's block, then the GHM-C accumulators).
     state_words: usize,
+    /// Internal buffers saved with the state after its words (memory banks).
+    state_buffers: Vec<usize>,
+    /// Host f32 inputs of embedding terms that must be finite: (tensor, term).
+    finite_checks: Vec<(String, String)>,
     readback: wgpu::Buffer,
     /// Buffers the cached bind groups were built with, per read tensor.
     bound: Option<BTreeMap<String, wgpu::Buffer>>,
@@ -149,6 +154,8 @@ impl Plan {
                 Group::Rows { terms, .. } => binary::storage_bindings(terms),
                 Group::Softmax { terms, .. } => softmax::storage_bindings(terms),
                 Group::Sessions { terms, .. } => pairwise::storage_bindings(terms),
+                // One term each; its widest pass binds 9 storage buffers.
+                Group::Embedding { .. } => 9,
             })? {
                 groups.push((part, fused));
             }
@@ -177,6 +184,7 @@ impl Plan {
         let mut grads = BTreeMap::new();
         let mut id_checks = Vec::new();
         let mut unit_checks = Vec::new();
+        let mut finite_checks: Vec<(String, String)> = Vec::new();
         for (g, _) in &groups {
             for t in g.terms() {
                 let unit_roles: &[(&str, &'static str)] = match t.form {
@@ -201,6 +209,17 @@ impl Plan {
                         what,
                         binary: false,
                     });
+                }
+                if let Form::Embedding { .. } = t.form {
+                    for (role, _) in t.term.kind.roles() {
+                        if let Some(n) = t.term.input(role) {
+                            if spec_of(n).dtype == crate::batch::DType::F32
+                                && !finite_checks.iter().any(|(f, _)| f == n)
+                            {
+                                finite_checks.push((n.to_string(), t.term.name.clone()));
+                            }
+                        }
+                    }
                 }
                 if let Form::Jrc { .. } = t.form {
                     unit_checks.push(UnitCheck {
@@ -273,6 +292,7 @@ impl Plan {
         // Pairwise OHEM: a selection state each. JRC with learned weights: u1, u2 and their
         // optimiser moments in the state.
         let mut jrc_state: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut bank_state: BTreeMap<usize, u32> = BTreeMap::new();
         for (g, _) in &groups {
             for t in g.terms() {
                 match &t.form {
@@ -286,6 +306,12 @@ impl Plan {
                     } => {
                         jrc_state.insert(t.slot, state_cursor);
                         state_cursor += combine::JRC_STATE_WORDS;
+                    }
+                    Form::Embedding { .. }
+                        if matches!(t.term.kind, TermKind::CrossBatchSoftmax { .. }) =>
+                    {
+                        bank_state.insert(t.slot, state_cursor);
+                        state_cursor += retrieval::BANK_STATE_WORDS;
                     }
                     _ => {}
                 }
@@ -356,6 +382,8 @@ impl Plan {
             single_chunk: bool,
         }
         let mut group_passes = Vec::new();
+        // Internal buffers that are part of the saved state (memory banks), in order.
+        let mut state_buffers: Vec<usize> = Vec::new();
         for (g, fused) in &groups {
             let static_denominators = g
                 .terms()
@@ -592,6 +620,51 @@ impl Plan {
                         single_chunk: true,
                     });
                 }
+                Group::Embedding { terms } => {
+                    let t = &terms[0];
+                    let Form::Embedding { dim } = t.form else {
+                        unreachable!("embedding groups hold embedding terms")
+                    };
+                    let written_before = written.clone();
+                    let mut alloc = |label: String, bytes: u64| -> Result<usize> {
+                        internal.push(make(&label, bytes, storage_usage())?);
+                        Ok(internal.len() - 1)
+                    };
+                    let mut ctx = Ctx {
+                        alloc: &mut alloc,
+                        partials,
+                        scalars,
+                        state,
+                        workgroup_bytes: engine.limits.max_compute_workgroup_storage_size as u64,
+                        max_binding: engine.max_binding(),
+                        dtype: &|n| spec_of(n).dtype,
+                        written: &|n| written_before.iter().any(|w| w == n),
+                    };
+                    let p = match t.term.kind {
+                        TermKind::NegativeMining { .. } => mining::passes(t, dim, &mut ctx)?,
+                        TermKind::Circle { .. } | TermKind::MultiSimilarity { .. } => {
+                            metric::passes(t, dim, &mut ctx)?
+                        }
+                        _ => retrieval::passes(t, dim, bank_state.get(&t.slot).copied(), &mut ctx)?,
+                    };
+                    written.extend(p.grads);
+                    if let Some(bank) = p.bank {
+                        state_buffers.extend(bank.parts.iter().map(|&(b, _, _)| b));
+                        state_buffers.push(bank.bias);
+                        state_buffers.push(bank.ids);
+                    }
+                    group_passes.push(GroupPasses {
+                        forward: p.forward,
+                        partial_work: embedding::ROWS,
+                        backward: p.backward,
+                        rows: p.rows,
+                        slots: vec![t.slot],
+                        ge_slots: vec![None],
+                        partial_slots: 1,
+                        static_denominators,
+                        single_chunk: true,
+                    });
+                }
             }
         }
 
@@ -658,6 +731,15 @@ impl Plan {
                             // OHEM: plain mean over the kept positive pairs, counted in `.z`.
                             info.reduction = 0;
                         }
+                    }
+                    TermKind::InBatchSoftmax(_)
+                    | TermKind::CrossBatchSoftmax { .. }
+                    | TermKind::Contrastive { .. }
+                    | TermKind::NegativeMining { .. }
+                    | TermKind::Circle { .. }
+                    | TermKind::MultiSimilarity { .. } => {
+                        // Partials (Σ w·l, Σ w, #{w ≠ 0}, #counted rows): `mean` divides by `.w`.
+                        info.kind = combine::KIND_PAIRS;
                     }
                     crate::config::TermKind::Jrc {
                         alpha, weighting, ..
@@ -808,6 +890,8 @@ impl Plan {
             scalars,
             state,
             state_words,
+            state_buffers,
+            finite_checks,
             readback,
             bound: None,
             id_checks,
@@ -815,22 +899,43 @@ impl Plan {
             totals: StepCounters::default(),
             timing: None,
         };
-        plan.write_state(&plan.initial_state());
+        // Fresh buffers are zero, and so are the banks of the initial state.
+        plan.write_state(&plan.initial_state()[..plan.state_words]);
         Ok(plan)
     }
 
+    fn state_buffer_words(&self) -> usize {
+        self.state_buffers
+            .iter()
+            .map(|&i| (self.internal[i].size() / 4) as usize)
+            .sum()
+    }
+
+    /// The state a fresh plan starts with: its words, then the (zeroed) memory banks.
     fn initial_state(&self) -> Vec<u32> {
-        let mut words = vec![0u32; self.state_words];
+        let mut words = vec![0u32; self.state_words + self.state_buffer_words()];
         if let crate::config::Strategy::EmaReweight(e) = &self.config.strategy {
             words[combine::ST_THETA] = (e.theta0 as f32).to_bits();
         }
         words
     }
 
+    /// Writes state words: the state buffer's, then (when given) the memory banks'.
     fn write_state(&self, words: &[u32]) {
+        let (head, mut rest) = words.split_at(self.state_words.min(words.len()));
         self.engine
             .queue
-            .write_buffer(&self.internal[self.state], 0, bytemuck::cast_slice(words));
+            .write_buffer(&self.internal[self.state], 0, bytemuck::cast_slice(head));
+        for &i in &self.state_buffers {
+            let b = &self.internal[i];
+            let n = ((b.size() / 4) as usize).min(rest.len());
+            if n > 0 {
+                self.engine
+                    .queue
+                    .write_buffer(b, 0, bytemuck::cast_slice(&rest[..n]));
+            }
+            rest = &rest[n..];
+        }
     }
 
     /// The config the plan was built for.
@@ -892,7 +997,12 @@ impl Plan {
     pub fn save_state(&self) -> Result<Vec<u8>> {
         let b = &self.internal[self.state];
         let bytes = read_buffer(&self.engine, b, 0, b.size())?;
-        let words: Vec<u32> = bytemuck::cast_slice(&bytes)[..self.state_words].to_vec();
+        let mut words: Vec<u32> = bytemuck::cast_slice(&bytes)[..self.state_words].to_vec();
+        for &i in &self.state_buffers {
+            let b = &self.internal[i];
+            let bytes = read_buffer(&self.engine, b, 0, b.size())?;
+            words.extend_from_slice(bytemuck::cast_slice(&bytes));
+        }
         Ok(crate::state::encode(
             crate::state::fingerprint(&self.config),
             &words,
@@ -905,7 +1015,7 @@ impl Plan {
         let words = crate::state::decode(
             bytes,
             crate::state::fingerprint(&self.config),
-            self.state_words,
+            self.state_words + self.state_buffer_words(),
         )?;
         self.write_state(&words);
         Ok(())
@@ -1004,6 +1114,21 @@ impl Plan {
                         &c.tensor,
                         Some(&c.term),
                         format!("{} {rule}; row {row} holds {}", c.what, v[row]),
+                    ));
+                }
+            }
+        }
+        for (tensor, term) in &self.finite_checks {
+            if let Some(Input::F32(v)) = batch.get(tensor) {
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    let spec = self.shapes.get(tensor).expect("plan tensors have shapes");
+                    return Err(Error::tensor(
+                        tensor,
+                        Some(term),
+                        format!(
+                            "values must be finite; element {i} of shape {:?} holds {}",
+                            spec.shape, v[i]
+                        ),
                     ));
                 }
             }

@@ -54,6 +54,9 @@ pub(crate) enum Form {
         same_label_loss: bool,
         weighting: JrcWeighting,
     },
+    /// A retrieval, contrastive, metric or mining term over embeddings of dimension `dim`; its
+    /// parameters are the term's `TermKind`.
+    Embedding { dim: u64 },
     /// Softmax CE over `classes` columns; `ids` when the labels are class ids (else probabilities).
     Softmax {
         params: SoftmaxParams,
@@ -101,7 +104,7 @@ impl Resolved {
     pub(crate) fn static_denominator(&self) -> Option<f64> {
         if matches!(
             self.form,
-            Form::Softmax { .. } | Form::Pair { .. } | Form::Jrc { .. }
+            Form::Softmax { .. } | Form::Pair { .. } | Form::Jrc { .. } | Form::Embedding { .. }
         ) {
             return None;
         }
@@ -137,6 +140,8 @@ pub(crate) enum Group {
         session: Option<String>,
         terms: Vec<Resolved>,
     },
+    /// One retrieval, contrastive, metric or mining term: its passes are its own.
+    Embedding { terms: Vec<Resolved> },
 }
 
 fn rows_of(spec: &TensorSpec) -> Option<u64> {
@@ -364,13 +369,7 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
         | TermKind::Contrastive { .. }
         | TermKind::NegativeMining { .. }
         | TermKind::Circle { .. }
-        | TermKind::MultiSimilarity { .. } => {
-            return Err(Error::Unsupported(format!(
-                "term '{}': {} is not on the GPU yet",
-                term.name,
-                term.kind.loss_type()
-            )))
-        }
+        | TermKind::MultiSimilarity { .. } => resolve_embedding(term, shapes)?,
         TermKind::Esmm => {
             let b = expect_vector(
                 shapes,
@@ -397,7 +396,7 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
         let Some(tensor) = term.input(role) else {
             continue; // an optional role left out
         };
-        if is_primary || matches!(form, Form::Softmax { .. }) {
+        if is_primary || matches!(form, Form::Softmax { .. } | Form::Embedding { .. }) {
             continue;
         }
         let dtypes: &[DType] = if *role == "session" {
@@ -433,6 +432,75 @@ fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<Resolved> {
         rows,
         weights,
     })
+}
+
+/// Embedding terms: every differentiable role is F32 [B, d] with one B and one d; the other roles
+/// are per-row vectors (ids and keys of any integer type, labels also F32; log_q F32).
+fn resolve_embedding(term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    let mut dims: Option<(u64, u64, &str)> = None;
+    for role in term.kind.differentiable_roles() {
+        let name = term.input(role).expect("required");
+        let s = spec(shapes, term, name, role)?;
+        let (b, d) = match (s.shape.as_slice(), s.dtype) {
+            ([b, d], DType::F32) if *b > 0 && *d > 0 => (*b as u64, *d as u64),
+            (shape, dtype) => {
+                return Err(Error::tensor(
+                    name,
+                    Some(&term.name),
+                    format!(
+                        "role '{role}' expects embeddings [B, d] F32 with B, d >= 1, got {shape:?} {}",
+                        dtype.name()
+                    ),
+                ))
+            }
+        };
+        if let Some((b0, d0, first)) = dims {
+            if (b, d) != (b0, d0) {
+                return Err(Error::tensor(
+                    name,
+                    Some(&term.name),
+                    format!(
+                        "role '{role}' has shape [{b}, {d}], but '{first}' has [{b0}, {d0}]: the \
+                         embeddings of a term must agree"
+                    ),
+                ));
+            }
+        } else {
+            dims = Some((b, d, name));
+        }
+    }
+    let (b, d, first) = dims.expect("embedding terms have differentiable roles");
+    let ints = [DType::I32, DType::U32, DType::I64];
+    let any = [DType::F32, DType::I32, DType::U32, DType::I64];
+    for (role, _) in term.kind.roles() {
+        let Some(name) = term.input(role) else {
+            continue;
+        };
+        let dtypes: &[DType] = match *role {
+            "item_ids" | "session" => &ints,
+            "labels" if !matches!(term.kind, TermKind::NegativeMining { .. }) => &any,
+            "log_q" | "labels" => &[DType::F32],
+            _ => continue,
+        };
+        expect_vector(shapes, term, name, role, Some(b), dtypes)?;
+    }
+    if let TermKind::NegativeMining {
+        num_negative_samples,
+        ..
+    } = term.kind
+    {
+        if num_negative_samples as u64 >= b {
+            return Err(Error::tensor(
+                first,
+                Some(&term.name),
+                format!(
+                    "num_negative_samples = {num_negative_samples} must be < B, and the batch has \
+                     B = {b} rows (shape [{b}, {d}])"
+                ),
+            ));
+        }
+    }
+    Ok((Form::Embedding { dim: d }, b))
 }
 
 fn resolve_softmax(term: &LossTerm, shapes: &Shapes, p: &SoftmaxParams) -> Result<(Form, u64)> {
@@ -528,6 +596,7 @@ pub(crate) fn schedule(config: &LossConfig, shapes: &Shapes) -> Result<Vec<Group
                     }),
                 }
             }
+            Form::Embedding { .. } => groups.push(Group::Embedding { terms: vec![r] }),
             _ => {
                 let rows = r.rows;
                 match groups
@@ -551,7 +620,8 @@ impl Group {
         match self {
             Group::Rows { terms, .. }
             | Group::Softmax { terms, .. }
-            | Group::Sessions { terms, .. } => terms,
+            | Group::Sessions { terms, .. }
+            | Group::Embedding { terms } => terms,
         }
     }
 
@@ -576,6 +646,7 @@ impl Group {
                 session: session.clone(),
                 terms,
             },
+            Group::Embedding { .. } => Group::Embedding { terms },
         };
         let mut out = Vec::new();
         let mut current: Vec<Resolved> = Vec::new();

@@ -4,8 +4,12 @@
 //! reference of the same family is `reference/<family>.rs`.
 
 pub(crate) mod binary;
+pub(crate) mod embedding;
 pub(crate) mod jrc;
+pub(crate) mod metric;
+pub(crate) mod mining;
 pub(crate) mod pairwise;
+pub(crate) mod retrieval;
 pub(crate) mod select;
 pub(crate) mod session;
 pub(crate) mod softmax;

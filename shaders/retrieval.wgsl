@@ -1,0 +1,281 @@
+// Softmax over columns for in-batch and cross-batch softmax and the contrastive terms
+// (LOSSES.md, "Retrieval and embedding terms"), flash-attention style: no score matrix is ever
+// stored. One invocation per loss row i streams the columns a tile of TC at a time through
+// workgroup memory with an online log-sum-exp; the gradient passes recompute the scores.
+//
+// Rust prepends common.wgsl, embedding.wgsl's shared part and the constants: D (dimension), TC
+// (columns per tile), NQ (loss rows), NK (batch columns), INV_T (1/T), SELF_MASK (column i is not
+// a negative of row i: NT-Xent), HIT_MASK (accidental hits by id), POS_SHIFT (row i's positive
+// is column (i + POS_SHIFT) mod NK), and for a memory bank BANK_M (rows), BANK_STATE (the state
+// word of its head; the fill count follows), WARMUP (steps before the bank is used), BATCH (rows
+// written per step).
+//
+// A pass covers one column source: the batch (chunk.p2 = 0) or the rows [p0, p0 + p1) of the
+// bank (p2 = 1), whose embeddings are one binding of their own (the bank is split so that every
+// part fits a binding).
+
+var<workgroup> tile: array<f32, TILE_FLOATS>;
+var<workgroup> tile_bias: array<f32, TC>;
+var<workgroup> tile_id: array<vec2<u32>, TC>;
+var<workgroup> shared_count: u32;
+
+fn positive_of(i: u32) -> u32 {
+    return (i + POS_SHIFT) % NK;
+}
+
+//// kernel sweep_rows
+// GRAD false: stats[i] = online (max, Σ exp) of row i's logits over this source's columns,
+// started by the batch source and carried through the bank's parts. GRAD true:
+// dq[i] (+)= Σ_j p_ij · col_j over this source's columns, p_ij = exp(s_ij − lse_i).
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;
+@group(0) @binding(3) var<storage, read> cols: array<f32>;
+@group(0) @binding(4) var<storage, read> col_bias: array<f32>;
+@group(0) @binding(5) var<storage, read> col_ids: array<vec2<u32>>;
+@group(0) @binding(6) var<storage, read> row_ids: array<vec2<u32>>;
+@group(0) @binding(7) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(8) var<storage, read_write> dq: array<f32>;
+
+@compute @workgroup_size(256)
+fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let wg = linear_workgroup(wid, nwg);
+    let i = wg * WG + lid;
+    let live = wg < chunk.wgs && i < NQ;
+    let bank = chunk.p2 == 1u;
+    // How many columns this source has: the batch's, or the filled rows of this bank part (none
+    // during warm-up). Read through workgroup memory so that the tile loop is uniform.
+    if (lid == 0u) {
+        var n = NK;
+        if (bank) {
+            let fill = state[BANK_STATE + 1u];
+            n = select(min(chunk.p1, fill - min(fill, chunk.p0)), 0u, state[0] < WARMUP);
+        }
+        shared_count = n;
+    }
+    let ncols = workgroupUniformLoad(&shared_count);
+    let row = min(i, NQ - 1u);
+    var qv: array<f32, D>;
+    for (var c = 0u; c < D; c = c + 1u) {
+        qv[c] = q[row * D + c] * INV_T;
+    }
+    let my_id = row_ids[row];
+    let pos = positive_of(row);
+    var acc = vec2<f32>(NEG_BIG, 0.0);
+    var dq_acc: array<f32, D>;
+    var lse = 0.0;
+    if (GRAD) {
+        lse = stats[row].x;
+    } else if (bank) {
+        acc = stats[row];
+    }
+    for (var base = 0u; base < ncols; base = base + TC) {
+        let n = min(TC, ncols - base);
+        for (var e = lid; e < n * D; e = e + WG) {
+            tile[e] = cols[base * D + e];
+        }
+        let off = select(0u, chunk.p0, bank);
+        for (var c = lid; c < n; c = c + WG) {
+            tile_bias[c] = col_bias[off + base + c];
+            tile_id[c] = col_ids[off + base + c];
+        }
+        workgroupBarrier();
+        if (live) {
+            for (var c = 0u; c < n; c = c + 1u) {
+                let j = base + c;
+                var masked = false;
+                if (!bank) {
+                    masked = (SELF_MASK && j == row)
+                        || (HIT_MASK && j != pos && all(tile_id[c] == my_id));
+                } else {
+                    masked = HIT_MASK && all(tile_id[c] == my_id);
+                }
+                if (masked) {
+                    continue;
+                }
+                var s = 0.0;
+                for (var k = 0u; k < D; k = k + 1u) {
+                    s = s + qv[k] * tile[c * D + k];
+                }
+                s = s - tile_bias[c];
+                if (GRAD) {
+                    let p = exp(s - lse);
+                    for (var k = 0u; k < D; k = k + 1u) {
+                        dq_acc[k] = dq_acc[k] + p * tile[c * D + k];
+                    }
+                } else {
+                    acc = lse_push(acc, s);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (live) {
+        if (GRAD) {
+            for (var k = 0u; k < D; k = k + 1u) {
+                if (bank) {
+                    dq[i * D + k] = dq[i * D + k] + dq_acc[k];
+                } else {
+                    dq[i * D + k] = dq_acc[k];
+                }
+            }
+        } else {
+            stats[i] = acc;
+        }
+    }
+}
+
+//// kernel finish
+// l_i = lse_i − s_i,pos(i); stats[i] becomes (lse_i, l_i); per-workgroup partials
+// (Σ w·l, Σ w, #{w ≠ 0}, #rows).
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> col_bias: array<f32>;
+@group(0) @binding(4) var<storage, read> row_w: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn finish(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(num_workgroups) nwg: vec3<u32>) {
+    let wg = linear_workgroup(wid, nwg);
+    let i = wg * WG + lid;
+    var part = vec4<f32>(0.0);
+    if (wg < chunk.wgs && i < NQ) {
+        let pos = positive_of(i);
+        var s = 0.0;
+        for (var c = 0u; c < D; c = c + 1u) {
+            s = s + q[i * D + c] * INV_T * k[pos * D + c];
+        }
+        s = s - col_bias[pos];
+        let lse = lse_value(stats[i]);
+        let l = lse - s;
+        stats[i] = vec2<f32>(lse, l);
+        let w = row_w[i];
+        part = vec4<f32>(w * l, w, select(0.0, 1.0, w != 0.0), 1.0);
+    }
+    let total = workgroup_sum(lid, part);
+    if (lid == 0u && wg < chunk.wgs) {
+        partials[partial_index(chunk, 0u, wg)] = total;
+    }
+}
+
+//// kernel grad_cols
+// dk[j] = Σ_i w_i · p_ij · q_i over the loss rows, for the batch columns (the bank gets none):
+// one invocation per column streams the rows through workgroup memory.
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> col_bias: array<f32>;
+@group(0) @binding(4) var<storage, read> ids: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read> stats: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read> row_w: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dk: array<f32>;
+
+var<workgroup> tile_w: array<f32, TC>;
+
+@compute @workgroup_size(256)
+fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let wg = linear_workgroup(wid, nwg);
+    let j = wg * WG + lid;
+    let live = wg < chunk.wgs && j < NK;
+    let col = min(j, NK - 1u);
+    var kv: array<f32, D>;
+    for (var c = 0u; c < D; c = c + 1u) {
+        kv[c] = k[col * D + c] * INV_T;
+    }
+    let bias = col_bias[col];
+    let my_id = ids[col];
+    var acc: array<f32, D>;
+    for (var base = 0u; base < NQ; base = base + TC) {
+        let n = min(TC, NQ - base);
+        for (var e = lid; e < n * D; e = e + WG) {
+            tile[e] = q[base * D + e];
+        }
+        for (var c = lid; c < n; c = c + WG) {
+            let i = base + c;
+            tile_bias[c] = stats[i].x;
+            tile_w[c] = row_w[i];
+            tile_id[c] = ids[i % NK];
+        }
+        workgroupBarrier();
+        if (live) {
+            for (var c = 0u; c < n; c = c + 1u) {
+                let i = base + c;
+                let w = tile_w[c];
+                let masked = (SELF_MASK && i == col)
+                    || (HIT_MASK && col != positive_of(i) && all(tile_id[c] == my_id));
+                if (masked || w == 0.0) {
+                    continue;
+                }
+                var s = 0.0;
+                for (var x = 0u; x < D; x = x + 1u) {
+                    s = s + kv[x] * tile[c * D + x];
+                }
+                let p = w * exp(s - bias - tile_bias[c]);
+                for (var x = 0u; x < D; x = x + 1u) {
+                    acc[x] = acc[x] + p * tile[c * D + x];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (live) {
+        for (var x = 0u; x < D; x = x + 1u) {
+            dk[j * D + x] = acc[x];
+        }
+    }
+}
+
+//// kernel bank_write
+// After the step's loss: batch row i goes to slot (head + i) mod M of the bank (only the last M
+// rows when B > M, so that no slot is written twice); this pass writes the slots in its part
+// [p0, p0 + p1).
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read> state: array<u32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> col_bias: array<f32>;
+@group(0) @binding(4) var<storage, read> ids: array<vec2<u32>>;
+@group(0) @binding(5) var<storage, read_write> bank: array<f32>;
+@group(0) @binding(6) var<storage, read_write> bank_bias: array<f32>;
+@group(0) @binding(7) var<storage, read_write> bank_ids: array<vec2<u32>>;
+
+@compute @workgroup_size(256)
+fn bank_write(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(num_workgroups) nwg: vec3<u32>) {
+    let wg = linear_workgroup(wid, nwg);
+    let i = wg * WG + lid;
+    if (wg >= chunk.wgs || i >= BATCH) {
+        return;
+    }
+    if (BATCH > BANK_M && i < BATCH - BANK_M) {
+        return;
+    }
+    let slot = (state[BANK_STATE] + i % BANK_M) % BANK_M;
+    if (slot < chunk.p0 || slot >= chunk.p0 + chunk.p1) {
+        return;
+    }
+    let at = slot - chunk.p0;
+    for (var c = 0u; c < D; c = c + 1u) {
+        bank[at * D + c] = k[i * D + c];
+    }
+    bank_bias[slot] = col_bias[i];
+    bank_ids[slot] = ids[i];
+}
+
+//// kernel bank_advance
+// head ← (head + B) mod M, fill ← min(fill + B, M), once every part is written.
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read_write> state: array<u32>;
+
+@compute @workgroup_size(1)
+fn bank_advance() {
+    _ = chunk.rows;
+    let head = state[BANK_STATE];
+    state[BANK_STATE] = (head + BATCH % BANK_M) % BANK_M;
+    let fill = state[BANK_STATE + 1u];
+    state[BANK_STATE + 1u] = min(fill, BANK_M) + min(BATCH, BANK_M - min(fill, BANK_M));
+}
