@@ -35,3 +35,28 @@ fn scratch_in_batch() {
         println!("gv {:?}\n   {:?}", &out[0].grads["v"][..6], &gv[..6]);
     }
 }
+
+#[test]
+fn scratch_smoke() {
+    let (b, d) = (37usize, 8usize);
+    let mut rng = Rng::new(2);
+    let u = reals(&mut rng, b * d, -1.0, 1.0);
+    let v = reals(&mut rng, b * d, -1.0, 1.0);
+    let lq = reals(&mut rng, b, -3.0, -1.0);
+    let ids: Vec<i64> = (0..b).map(|_| rng.below(20) as i64).collect();
+    let y: Vec<f64> = (0..b).map(|_| rng.below(3) as f64).collect();
+    let batch = Inputs::new().real("u", &[b, d], u).real("v", &[b, d], v).real("lq", &[b], lq).ids("ids", &[b], ids).real("y", &[b], y);
+    for body in [
+        "loss_type = 'contrastive_loss'\nview_a = 'u'\nview_b = 'v'\nvariant = 'nt_xent'",
+        "loss_type = 'softmax_cross_entropy_with_negative_mining'\nuser = 'u'\nitem = 'v'\nlabels = 'y'\nseed = 3\nmargin = 0.2",
+        "loss_type = 'circle_loss'\nembeddings = 'u'\nlabels = 'y'",
+        "loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'y'",
+    ] {
+        let cfg = LossConfig::from_toml_str(&format!("[[losses]]\n{body}\n")).unwrap();
+        for e in engines() {
+            let out = run_gpu(&e, &cfg, &batch.0, 3);
+            let g: Vec<f32> = out[2].grads.values().flat_map(|g| g[..3].to_vec()).collect();
+            println!("{}: {} {} {} {:?}", body.lines().next().unwrap(), out[0].report.total, out[1].report.total, out[2].report.total, g);
+        }
+    }
+}
