@@ -103,6 +103,8 @@ mod terms;
 mod tests;
 #[cfg(test)]
 mod tests_pairwise;
+#[cfg(test)]
+mod tests_retrieval;
 
 use crate::config::{JrcWeighting, LossConfig, Strategy, TermKind};
 use crate::error::{Error, Result};
