@@ -39,6 +39,29 @@ pub(crate) fn reduce(reduction: Reduction, w: &[f64], omega: &[f64], loss: &[f64
     }
 }
 
+/// [`reduce`] over the rows that count (`counted[i]`), with ω = w: the rows that do not count are
+/// in no numerator and no denominator (`mean` divides by the number of counted rows,
+/// `nonzero_mean` by the counted rows with w_i ≠ 0) and get the factor 0.
+pub(crate) fn reduce_counted(
+    reduction: Reduction,
+    w: &[f64],
+    loss: &[f64],
+    counted: &[bool],
+) -> Reduced {
+    let rows: Vec<usize> = (0..w.len()).filter(|&i| counted[i]).collect();
+    let w_counted: Vec<f64> = rows.iter().map(|&i| w[i]).collect();
+    let loss_counted: Vec<f64> = rows.iter().map(|&i| loss[i]).collect();
+    let reduced = reduce(reduction, &w_counted, &w_counted, &loss_counted);
+    let mut row_factor = vec![0.0; w.len()];
+    for (&i, f) in rows.iter().zip(&reduced.row_factor) {
+        row_factor[i] = *f;
+    }
+    Reduced {
+        value: reduced.value,
+        row_factor,
+    }
+}
+
 /// OHEM (LOSSES.md, "Binary focal"): with v_i = w_i·l_i, keep the k = max(1, round(B·r)) largest
 /// (ties at the k-th value: exactly k kept, lowest index first), drop kept values ≤ 0, and take
 /// the plain mean of the rest (0 when none is left). Only kept rows get a factor, w_i / count.
@@ -282,6 +305,25 @@ mod tests {
             0.0
         );
         assert_eq!(reduce(Reduction::Mean, &[], &[], &[]).value, 0.0);
+    }
+
+    #[test]
+    fn counted_rows_only() {
+        let w = [1.0, 0.0, 2.0, 0.5];
+        let l = [1.0, 100.0, 3.0, 4.0];
+        let counted = [true, true, false, true];
+        // Row 2 is in nothing: Σ w·l = 1 + 0 + 2 = 3 over 3 counted rows, 2 of them non-zero.
+        let r = reduce_counted(Reduction::NonzeroMean, &w, &l, &counted);
+        assert_eq!(r.value, 1.5);
+        assert_eq!(r.row_factor, vec![0.5, 0.0, 0.0, 0.25]);
+        assert_eq!(reduce_counted(Reduction::Mean, &w, &l, &counted).value, 1.0);
+        assert_eq!(
+            reduce_counted(Reduction::WeightedMean, &w, &l, &counted).value,
+            2.0
+        );
+        assert_eq!(reduce_counted(Reduction::Sum, &w, &l, &counted).value, 3.0);
+        let none = reduce_counted(Reduction::Mean, &w, &l, &[false; 4]);
+        assert_eq!((none.value, none.row_factor), (0.0, vec![0.0; 4]));
     }
 
     #[test]

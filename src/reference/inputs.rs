@@ -238,3 +238,124 @@ pub(crate) fn sample_weights(
     }
     Ok(w)
 }
+
+/// A `[B, d]` embedding tensor: its name, row-major values, B and d.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Embeddings<'a> {
+    /// The tensor's name.
+    pub name: &'a str,
+    /// B·d finite values, row-major.
+    pub values: &'a [f64],
+    /// B.
+    pub rows: usize,
+    /// d.
+    pub dim: usize,
+}
+
+/// The embeddings bound to `role`: reals of shape `[B, d]` with B ≥ 1 and d ≥ 1, every value
+/// finite. With `like` (embeddings read before) the shape must be exactly `like`'s `[B, d]`.
+pub(crate) fn embeddings<'a>(
+    batch: &'a HostBatch,
+    term: &'a LossTerm,
+    role: &str,
+    like: Option<&Embeddings>,
+) -> Result<Embeddings<'a>> {
+    let (name, t) = bound(batch, term, role)?;
+    let values = t.reals(name, Some(&term.name))?;
+    let ok = match like {
+        Some(e) => t.shape == [e.rows, e.dim],
+        None => t.shape.len() == 2 && t.shape[0] >= 1 && t.shape[1] >= 1,
+    };
+    if !ok {
+        let expected = match like {
+            Some(e) => format!(
+                "[{}, {}] (B = {} rows and d = {} from '{}')",
+                e.rows, e.dim, e.rows, e.dim, e.name
+            ),
+            None => "[B, d] with B ≥ 1 and d ≥ 1".to_string(),
+        };
+        return Err(Error::tensor(
+            name,
+            Some(&term.name),
+            format!("expected embeddings of shape {expected}, got {:?}", t.shape),
+        ));
+    }
+    finite(name, &term.name, values, "embeddings")?;
+    Ok(Embeddings {
+        name,
+        values,
+        rows: t.shape[0],
+        dim: t.shape[1],
+    })
+}
+
+/// The optional per-row real column bound to `role` (`log_q`, `labels` of negative mining):
+/// `None` when the role is not bound, else finite reals `[B]` or `[B, 1]` with `rows.0` rows.
+pub(crate) fn optional_real_column<'a>(
+    batch: &'a HostBatch,
+    term: &'a LossTerm,
+    role: &str,
+    rows: (usize, &str),
+) -> Result<Option<&'a [f64]>> {
+    if term.input(role).is_none() {
+        return Ok(None);
+    }
+    let (name, t) = bound(batch, term, role)?;
+    let values = real_column(name, &term.name, t, Some(rows))?;
+    finite(name, &term.name, values, role)?;
+    Ok(Some(values))
+}
+
+/// The optional integer ids bound to `role` (`item_ids`): `None` when the role is not bound,
+/// else integers `[B]` or `[B, 1]` with `rows.0` rows (reals are refused).
+pub(crate) fn optional_ids<'a>(
+    batch: &'a HostBatch,
+    term: &'a LossTerm,
+    role: &str,
+    rows: (usize, &str),
+    what: &str,
+) -> Result<Option<&'a [i64]>> {
+    if term.input(role).is_none() {
+        return Ok(None);
+    }
+    let (name, t) = bound(batch, term, role)?;
+    id_column(name, &term.name, t, rows, what).map(Some)
+}
+
+/// Class labels of `circle_loss` and `multi_similarity_loss`: reals or integers, compared for
+/// exact equality.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ClassLabels<'a> {
+    /// Finite reals.
+    Real(&'a [f64]),
+    /// Integer ids.
+    Int(&'a [i64]),
+}
+
+impl ClassLabels<'_> {
+    /// Whether rows i and j have the same label.
+    pub fn same(&self, i: usize, j: usize) -> bool {
+        match self {
+            Self::Real(y) => y[i] == y[j],
+            Self::Int(y) => y[i] == y[j],
+        }
+    }
+}
+
+/// The class labels bound to `labels`: finite reals or integers, `[B]` or `[B, 1]` with `rows.0`
+/// rows.
+pub(crate) fn class_labels<'a>(
+    batch: &'a HostBatch,
+    term: &'a LossTerm,
+    rows: (usize, &str),
+) -> Result<ClassLabels<'a>> {
+    let (name, t) = bound(batch, term, "labels")?;
+    match &t.data {
+        HostData::Int(_) => id_column(name, &term.name, t, rows, "labels").map(ClassLabels::Int),
+        HostData::Real(_) => {
+            let y = real_column(name, &term.name, t, Some(rows))?;
+            finite(name, &term.name, y, "labels")?;
+            Ok(ClassLabels::Real(y))
+        }
+    }
+}

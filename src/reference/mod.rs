@@ -7,8 +7,8 @@
 //! and flooding, and returns the total, each term's value and effective weight, d(total)/d(tensor)
 //! for every tensor bound to a differentiable role, d(total)/d(s_k) for learned uncertainty
 //! weights and d(total)/d(u1, u2) for `jrc_loss` terms with learned weights. The state carried
-//! between steps (learned s, Adam moments, EMA θ, step counter, GHM-C accumulators, JRC u) changes
-//! only when a step succeeds.
+//! between steps (learned s, Adam moments, EMA θ, step counter, GHM-C accumulators, JRC u, the
+//! memory banks of `cross_batch_softmax`) changes only when a step succeeds.
 //!
 //! Choices LOSSES.md leaves open, made here (the GPU must match them):
 //! - binary labels (classification with one logit, focal, `cross_entropy_loss`, ESMM) and the
@@ -47,10 +47,45 @@
 //! - `jrc_loss` with uncertainty weighting: (u1, u2) start at 0 and live in the state per term
 //!   ([`JrcState`]); d total/du (effective weight and flooding sign included) is in the output,
 //!   and the term's own optimiser (none, SGD, or Adam with the term's own step counter) steps u
-//!   after a successful step.
+//!   after a successful step;
+//! - retrieval and embedding terms: embeddings are reals `[B, d]` with B ≥ 1, d ≥ 1, finite,
+//!   the same shape across the roles of a term; `cosine` is x̂ = x / max(‖x‖, 1e-12) (PyTorch
+//!   `F.normalize`), its gradient (g − x̂(x̂·g))/‖x‖ where ‖x‖ > 1e-12 and g/1e-12 elsewhere;
+//!   rows are reduced with the term's reduction and sample weights over the rows that count (the
+//!   others are in no numerator and no denominator); a tensor bound to two roles gets both
+//!   gradients;
+//! - `in_batch_softmax`, `cross_batch_softmax`: item_ids are integers compared exactly (any i64,
+//!   stored with the bank rows whenever the role is bound, even without hit removal); log_q is
+//!   finite reals `[B]` (or `[B, 1]`), 0 without the role; every row counts;
+//! - `cross_batch_softmax` ([`BankState`]): the bank is used as negatives iff the successful
+//!   steps before this one are ≥ warmup_steps; its columns are the filled slots
+//!   `slots[..fill]`, logit sim(u_i, e)/T − log_q of the stored (normalised under cosine,
+//!   detached) embedding; bank rows are never the positive, get no gradient, and with
+//!   remove_accidental_hits are removed when their id equals id_i. After a successful step
+//!   (warm-up included) batch row i goes to slot (head + i) mod M in order (B > M: the last
+//!   write to a slot wins), head ← (head + B) mod M, fill ← min(fill + B, M); a failed step
+//!   changes no bank, and a state whose bank is unreachable (wrong slot count, head ≠ fill
+//!   before full, holes, ids not matching the `item_ids` binding, non-finite values) is refused;
+//! - `contrastive_loss` `nt_xent`: the 2B rows of [a; b] all count, rows r and r + B both take
+//!   w_r (`mean` divides by 2B, `nonzero_mean` by 2·#{w_i ≠ 0});
+//! - `softmax_cross_entropy_with_negative_mining`: K ≥ B is an error; row i's k-th negative is
+//!   item row (i − s_k) mod B (`tf.roll`), s_k = k without seed and
+//!   `mining_shift(seed, step mod 2^32, k − 1, B)` ([`crate::rng::mining_shift`]) with one, step =
+//!   the successful steps before this one; a negative is hard when (sp − margin) − sn < 0
+//!   strictly (the test is not differentiated); rows count when labels are absent or label_i > 0
+//!   (labels finite reals);
+//! - `circle_loss`, `multi_similarity_loss`: labels are finite reals or integers compared for
+//!   exact equality, session ids integers; j ≠ i is a positive when the label and the session
+//!   (if any) are equal, a negative otherwise. Circle: a_p, a_n are detached (constants in the
+//!   gradient, so the gradient is not the derivative of the value), a row counts when it has a
+//!   positive and a negative; multi-similarity: dS/dcos = 1 where cos > 0 and 0 elsewhere,
+//!   every row counts, and `eps` is accepted but unused (EasyRec uses it only with `ms_mining`,
+//!   not implemented).
 //!
 //! Modules: `inputs` (reading and checking tensors), `binary` and `softmax` (per-row losses),
 //! `ghm` (GHM-C), `f1` (F1-reweighted), `pairwise` (pairwise-in-session terms), `jrc` (`jrc_loss`),
+//! `retrieval` (`in_batch_softmax`, `cross_batch_softmax` and its bank, `contrastive_loss`,
+//! negative mining; the similarity helpers), `metric` (`circle_loss`, `multi_similarity_loss`),
 //! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
 
 mod binary;
@@ -59,13 +94,17 @@ mod f1;
 mod ghm;
 mod inputs;
 mod jrc;
+mod metric;
 mod pairwise;
+mod retrieval;
 mod softmax;
 mod terms;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_pairwise;
+#[cfg(test)]
+mod tests_retrieval;
 
 use crate::config::{JrcWeighting, LossConfig, Strategy, TermKind};
 use crate::error::{Error, Result};
@@ -92,6 +131,9 @@ pub struct ReferenceState {
     /// The learned weights of `jrc_loss` terms with uncertainty weighting, one entry per term
     /// (all zero and unused for the other terms).
     pub jrc: Vec<JrcState>,
+    /// The memory bank of each `cross_batch_softmax` term, one entry per term (`None` for the
+    /// other terms).
+    pub banks: Vec<Option<BankState>>,
 }
 
 /// The learned (u1, u2) of one `jrc_loss` term with uncertainty weighting (LOSSES.md, "jrc_loss":
@@ -106,6 +148,105 @@ pub struct JrcState {
     pub v: [f64; 2],
     /// Adam steps taken by this term.
     pub t: u64,
+}
+
+/// The memory bank of one `cross_batch_softmax` term (LOSSES.md, "Memory bank"): M slots written
+/// first-in first-out at `head`, of which the first `fill` hold a row.
+///
+/// Writing starts at slot 0 and wraps, so the filled slots are always `slots[..fill]`; while the
+/// bank is not full, `head == fill`. After a successful step the batch's rows i = 0..B − 1 are
+/// written in order at slots (head + i) mod M (when B > M only the last M rows remain), then
+/// head ← (head + B) mod M and fill ← min(fill + B, M).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BankState {
+    /// The M slots; `None` until first written.
+    pub slots: Vec<Option<BankRow>>,
+    /// The slot the next batch row goes to.
+    pub head: usize,
+    /// How many slots hold a row (at most M).
+    pub fill: usize,
+}
+
+/// One row of a memory bank: an item of an earlier step, detached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BankRow {
+    /// What the similarity uses: v̂ (normalised) under cosine, v under dot.
+    pub embedding: Vec<f64>,
+    /// The item's log_q (0 when the term has no `log_q` role).
+    pub log_q: f64,
+    /// The item's id (`None` when the term has no `item_ids` role).
+    pub id: Option<i64>,
+}
+
+impl BankState {
+    /// An empty bank of `bank_size` slots: all `None`, head 0, fill 0.
+    pub fn empty(bank_size: usize) -> Self {
+        Self {
+            slots: vec![None; bank_size],
+            head: 0,
+            fill: 0,
+        }
+    }
+
+    /// The rows used as negatives: the filled slots, in slot order.
+    pub fn rows(&self) -> impl Iterator<Item = &BankRow> {
+        self.slots[..self.fill.min(self.slots.len())]
+            .iter()
+            .flatten()
+    }
+
+    /// Checks that this bank is one that steps of a term with `bank_size` slots can reach:
+    /// M slots, the first `fill` filled and the others empty, head = fill while not full,
+    /// head < M, one embedding length, finite values, and ids present exactly when the term binds
+    /// `item_ids`. Says what is wrong otherwise.
+    fn check(&self, bank_size: usize, has_ids: bool) -> std::result::Result<(), String> {
+        let m = self.slots.len();
+        if m != bank_size {
+            return Err(format!(
+                "the bank has {m} slots but bank_size is {bank_size}"
+            ));
+        }
+        if self.fill > m || self.head >= m || (self.fill < m && self.head != self.fill) {
+            return Err(format!(
+                "bank head {} and fill {} are not reachable with {m} slots (fill ≤ M, head < M, \
+                 head = fill until the bank is full)",
+                self.head, self.fill
+            ));
+        }
+        if let Some(k) = (0..m).find(|&k| self.slots[k].is_some() != (k < self.fill)) {
+            return Err(format!(
+                "bank slot {k} is {} but fill is {} (the first fill slots hold rows, the others \
+                 none)",
+                if self.slots[k].is_some() {
+                    "filled"
+                } else {
+                    "empty"
+                },
+                self.fill
+            ));
+        }
+        let dim = self.rows().next().map(|r| r.embedding.len());
+        for (k, row) in self.rows().enumerate() {
+            if Some(row.embedding.len()) != dim || row.embedding.is_empty() {
+                return Err(format!(
+                    "bank slot {k} holds an embedding of {} values, slot 0 one of {}",
+                    row.embedding.len(),
+                    dim.unwrap_or(0)
+                ));
+            }
+            if !row.log_q.is_finite() || row.embedding.iter().any(|v| !v.is_finite()) {
+                return Err(format!("bank slot {k} holds a non-finite value"));
+            }
+            if row.id.is_some() != has_ids {
+                return Err(format!(
+                    "bank slot {k} {} an item id but the term {} 'item_ids'",
+                    if row.id.is_some() { "holds" } else { "lacks" },
+                    if has_ids { "binds" } else { "does not bind" }
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ReferenceState {
@@ -131,6 +272,16 @@ impl ReferenceState {
                 })
                 .collect(),
             jrc: vec![JrcState::default(); k],
+            banks: config
+                .losses
+                .iter()
+                .map(|t| match t.kind {
+                    TermKind::CrossBatchSoftmax { bank_size, .. } => {
+                        Some(BankState::empty(bank_size as usize))
+                    }
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }
@@ -179,13 +330,21 @@ impl Reference {
     /// it was.
     pub fn step(&mut self, batch: &HostBatch) -> Result<ReferenceOutput> {
         self.check_state()?;
+        let s = &self.state;
         let evaluated = self
             .config
             .losses
             .iter()
-            .zip(&self.state.ghm_acc)
-            .zip(&self.state.jrc)
-            .map(|((term, acc), jrc)| terms::evaluate(term, batch, acc, jrc.u))
+            .enumerate()
+            .map(|(k, term)| {
+                let before = terms::TermState {
+                    step: s.step,
+                    ghm_acc: &s.ghm_acc[k],
+                    jrc_u: s.jrc[k].u,
+                    bank: s.banks[k].as_ref(),
+                };
+                terms::evaluate(term, batch, before)
+            })
             .collect::<Result<Vec<_>>>()?;
         let values: Vec<f64> = evaluated.iter().map(|t| t.value).collect();
         let combined = combine::combine(&self.config, &values, &self.state);
@@ -222,7 +381,7 @@ impl Reference {
                 combine::step_jrc_u(optimizer, *g, jrc);
             }
         }
-        next.ghm_acc = evaluated.into_iter().map(|t| t.ghm_acc).collect();
+        (next.ghm_acc, next.banks) = evaluated.into_iter().map(|t| (t.ghm_acc, t.bank)).unzip();
         let names = self.config.losses.iter().map(|t| t.name.clone());
         let output = ReferenceOutput {
             total: combined.total,
@@ -260,6 +419,7 @@ impl Reference {
             ("adam_m", s.adam_m.len()),
             ("adam_v", s.adam_v.len()),
             ("jrc", s.jrc.len()),
+            ("banks", s.banks.len()),
         ] {
             if len != k {
                 return Err(Error::State(format!(
@@ -279,6 +439,26 @@ impl Reference {
                  per bin)"
                     .into(),
             ));
+        }
+        for (term, bank) in self.config.losses.iter().zip(&s.banks) {
+            let problem = match (&term.kind, bank) {
+                (TermKind::CrossBatchSoftmax { bank_size, .. }, Some(bank)) => bank
+                    .check(*bank_size as usize, term.input("item_ids").is_some())
+                    .err(),
+                (TermKind::CrossBatchSoftmax { .. }, None) => {
+                    Some("the state holds no memory bank for this cross_batch_softmax".into())
+                }
+                (_, Some(_)) => Some(
+                    "the state holds a memory bank but the term is no cross_batch_softmax".into(),
+                ),
+                (_, None) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(Error::State(format!(
+                    "reference state of term '{}': {problem}",
+                    term.name
+                )));
+            }
         }
         Ok(())
     }

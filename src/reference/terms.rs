@@ -1,17 +1,23 @@
 //! Evaluating one configured term on a batch: read and check its tensors, compute every row's loss
 //! and derivative ([`super::binary`], [`super::softmax`]), reduce ([`super::combine`]), and scale
 //! the row derivatives into dL/d(tensor). Pairwise terms ([`super::pairwise`]) and `jrc_loss`
-//! ([`super::jrc`]) reduce over pairs and sessions themselves.
+//! ([`super::jrc`]) reduce over pairs and sessions themselves; so do the retrieval and embedding
+//! terms ([`super::retrieval`], [`super::metric`]), whose rows interact.
 
 use super::binary::{self, Focal};
 use super::combine::{self, Reduced};
 use super::inputs::{
-    binary_labels, bound, finite, id_column, is_column, real_column, real_matrix, sample_weights,
-    session_ids, unit_interval, zero_or_one,
+    binary_labels, bound, class_labels, embeddings, finite, id_column, is_column, optional_ids,
+    optional_real_column, real_column, real_matrix, sample_weights, session_ids, unit_interval,
+    zero_or_one,
 };
+use super::metric::{self, Relations};
+use super::retrieval::{self, Towers, TwoGrads};
 use super::softmax::{softmax_ce_row, Target};
-use super::{f1, ghm, jrc, pairwise};
-use crate::config::{JrcWeighting, LossTerm, PairLoss, SoftmaxParams, TermKind};
+use super::{f1, ghm, jrc, pairwise, BankState};
+use crate::config::{
+    JrcWeighting, LossTerm, PairLoss, Reduction, RetrievalParams, SoftmaxParams, TermKind,
+};
 use crate::error::{Error, Result};
 use crate::tensor::{HostBatch, HostData, HostTensor};
 
@@ -27,24 +33,46 @@ pub(crate) struct TermValue {
     pub ghm_acc: Vec<f64>,
     /// dL_k/d(u1, u2) of a `jrc_loss` term with uncertainty weighting (0 otherwise).
     pub jrc_du: [f64; 2],
+    /// The memory bank of a `cross_batch_softmax` term after this step (None otherwise).
+    pub bank: Option<BankState>,
 }
 
-/// Evaluates `term` on `batch`, checking every tensor it reads; `ghm_acc` are the term's GHM-C
-/// accumulators before the step (empty for other terms), `jrc_u` the learned (u1, u2) of a
-/// `jrc_loss` term with uncertainty weighting (unused otherwise).
-pub(crate) fn evaluate(
-    term: &LossTerm,
-    batch: &HostBatch,
-    ghm_acc: &[f64],
-    jrc_u: [f64; 2],
-) -> Result<TermValue> {
-    if is_embedding_term(&term.kind) {
-        return Err(Error::Unsupported(format!(
-            "term '{}': the reference does not implement {} yet",
-            term.name,
-            term.kind.loss_type()
-        )));
+impl TermValue {
+    /// A term value without state: no GHM-C accumulators, no JRC d/du, no bank.
+    fn plain(value: f64, grads: Vec<(String, Vec<f64>)>) -> Self {
+        Self {
+            value,
+            grads,
+            ghm_acc: Vec::new(),
+            jrc_du: [0.0; 2],
+            bank: None,
+        }
     }
+}
+
+/// What one term reads from the state before the step.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TermState<'a> {
+    /// Successful steps so far (the seeded shifts of negative mining, the warm-up of
+    /// `cross_batch_softmax`).
+    pub step: u64,
+    /// The term's GHM-C accumulators (empty for other terms).
+    pub ghm_acc: &'a [f64],
+    /// The learned (u1, u2) of a `jrc_loss` term with uncertainty weighting (unused otherwise).
+    pub jrc_u: [f64; 2],
+    /// The memory bank of a `cross_batch_softmax` term (None for other terms).
+    pub bank: Option<&'a BankState>,
+}
+
+/// Evaluates `term` on `batch` from the state `state` before the step, checking every tensor it
+/// reads.
+pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+    let TermState {
+        step,
+        ghm_acc,
+        jrc_u,
+        bank,
+    } = state;
     match &term.kind {
         TermKind::Classification {
             label_smoothing,
@@ -108,12 +136,103 @@ pub(crate) fn evaluate(
             })
         }
         TermKind::Esmm => esmm_term(term, batch),
-        TermKind::InBatchSoftmax(_)
-        | TermKind::CrossBatchSoftmax { .. }
-        | TermKind::Contrastive { .. }
-        | TermKind::NegativeMining { .. }
-        | TermKind::Circle { .. }
-        | TermKind::MultiSimilarity { .. } => unreachable!("embedding terms return above"),
+        TermKind::InBatchSoftmax(params) => retrieval_term(term, batch, params, None),
+        TermKind::CrossBatchSoftmax {
+            retrieval,
+            warmup_steps,
+            ..
+        } => {
+            let bank = bank.ok_or_else(|| {
+                Error::State(format!(
+                    "term '{}' has no memory bank in the state",
+                    term.name
+                ))
+            })?;
+            let used = step >= u64::from(*warmup_steps);
+            retrieval_term(term, batch, retrieval, Some((bank, used)))
+        }
+        TermKind::Contrastive {
+            temperature,
+            similarity,
+            variant,
+        } => {
+            let a = embeddings(batch, term, "view_a", None)?;
+            let b = embeddings(batch, term, "view_b", Some(&a))?;
+            let w = sample_weights(batch, term, (a.rows, a.name))?;
+            let r = retrieval::contrastive(
+                *temperature,
+                *similarity,
+                *variant,
+                a.values,
+                b.values,
+                a.dim,
+                term.effective_reduction(),
+                &w,
+            );
+            Ok(two_tower_value(r, a.name, b.name))
+        }
+        TermKind::NegativeMining {
+            num_negative_samples,
+            margin,
+            gamma,
+            coefficient_of_support_vector,
+            seed,
+        } => {
+            let user = embeddings(batch, term, "user", None)?;
+            let item = embeddings(batch, term, "item", Some(&user))?;
+            if *num_negative_samples as usize >= user.rows {
+                return Err(Error::tensor(
+                    user.name,
+                    Some(&term.name),
+                    format!(
+                        "num_negative_samples = {num_negative_samples} must be less than the \
+                         batch's B rows, but the shape is [{}, {}] (B = {})",
+                        user.rows, user.dim, user.rows
+                    ),
+                ));
+            }
+            let rows = (user.rows, user.name);
+            let labels = optional_real_column(batch, term, "labels", rows)?;
+            let w = sample_weights(batch, term, rows)?;
+            let mining = retrieval::Mining {
+                margin: *margin,
+                gamma: *gamma,
+                t: *coefficient_of_support_vector,
+            };
+            let shifts = retrieval::mining_shifts(*num_negative_samples, *seed, step, user.rows);
+            let r = retrieval::negative_mining(
+                &mining,
+                user.values,
+                item.values,
+                user.dim,
+                labels,
+                &shifts,
+                term.effective_reduction(),
+                &w,
+            );
+            Ok(two_tower_value(r, user.name, item.name))
+        }
+        TermKind::Circle { margin, gamma } => {
+            let circle = metric::Circle {
+                margin: *margin,
+                gamma: *gamma,
+            };
+            metric_term(term, batch, |e, dim, relations, reduction, w| {
+                metric::circle(&circle, e, dim, relations, reduction, w)
+            })
+        }
+        TermKind::MultiSimilarity {
+            alpha, beta, lamb, ..
+        } => {
+            let ms = metric::MultiSimilarity {
+                alpha: *alpha,
+                beta: *beta,
+                lamb: *lamb,
+            };
+            metric_term(term, batch, |e, dim, relations, reduction, w| {
+                metric::multi_similarity(&ms, e, dim, relations, reduction, w)
+            })
+        }
         TermKind::Pairwise {
             loss,
             temperature,
@@ -132,6 +251,7 @@ pub(crate) fn evaluate(
                 grads: vec![(name, r.grad)],
                 ghm_acc: r.acc,
                 jrc_du: [0.0; 2],
+                bank: None,
             })
         }
         TermKind::F1Reweighted {
@@ -152,6 +272,7 @@ pub(crate) fn evaluate(
                 grads: vec![(name, grad)],
                 ghm_acc: Vec::new(),
                 jrc_du: [0.0; 2],
+                bank: None,
             })
         }
     }
@@ -210,6 +331,7 @@ fn column_term(
         grads: vec![(name.to_string(), scale_rows(grad, 1, &reduced))],
         ghm_acc: Vec::new(),
         jrc_du: [0.0; 2],
+        bank: None,
     })
 }
 
@@ -348,6 +470,7 @@ fn softmax_term(term: &LossTerm, batch: &HostBatch, params: &SoftmaxParams) -> R
         grads: vec![(name.to_string(), scale_rows(grad, c, &reduced))],
         ghm_acc: Vec::new(),
         jrc_du: [0.0; 2],
+        bank: None,
     })
 }
 
@@ -379,6 +502,7 @@ fn esmm_term(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> {
         ],
         ghm_acc: Vec::new(),
         jrc_du: [0.0; 2],
+        bank: None,
     })
 }
 
@@ -416,6 +540,7 @@ fn pairwise_term(
         grads: vec![(name.to_string(), grad)],
         ghm_acc: Vec::new(),
         jrc_du: [0.0; 2],
+        bank: None,
     })
 }
 
@@ -474,17 +599,91 @@ fn jrc_term(
         grads: vec![(name.to_string(), grad)],
         ghm_acc: Vec::new(),
         jrc_du,
+        bank: None,
     })
 }
 
-fn is_embedding_term(kind: &TermKind) -> bool {
-    matches!(
-        kind,
-        TermKind::InBatchSoftmax(_)
-            | TermKind::CrossBatchSoftmax { .. }
-            | TermKind::Contrastive { .. }
-            | TermKind::NegativeMining { .. }
-            | TermKind::Circle { .. }
-            | TermKind::MultiSimilarity { .. }
+/// The term value of a loss over two embedding tensors, with their gradients.
+fn two_tower_value(r: TwoGrads, first: &str, second: &str) -> TermValue {
+    TermValue::plain(
+        r.value,
+        vec![(first.to_string(), r.first), (second.to_string(), r.second)],
     )
+}
+
+/// `in_batch_softmax`, or `cross_batch_softmax` with `bank` = (its bank before the step, whether
+/// the bank is used this step) ([`retrieval::sampled_softmax`]): user and item `[B, d]` (finite,
+/// the same shape), optional integer item ids and finite log_q with B rows, sample weights.
+/// remove_accidental_hits needs `item_ids` (a config built in code may lack it). The bank's
+/// embeddings must have d values. The bank after the step (the batch written at the head, also
+/// during warm-up) goes into the term value.
+fn retrieval_term(
+    term: &LossTerm,
+    batch: &HostBatch,
+    params: &RetrievalParams,
+    bank: Option<(&BankState, bool)>,
+) -> Result<TermValue> {
+    let user = embeddings(batch, term, "user", None)?;
+    let item = embeddings(batch, term, "item", Some(&user))?;
+    let rows = (user.rows, user.name);
+    let item_ids = optional_ids(batch, term, "item_ids", rows, "item ids")?;
+    if params.remove_accidental_hits && item_ids.is_none() {
+        return Err(Error::term(
+            &term.name,
+            "remove_accidental_hits needs the 'item_ids' role (the ids to compare)",
+        ));
+    }
+    let log_q = optional_real_column(batch, term, "log_q", rows)?;
+    let w = sample_weights(batch, term, rows)?;
+    if let Some(dim) = bank
+        .and_then(|(b, _)| b.rows().next())
+        .map(|r| r.embedding.len())
+    {
+        if dim != item.dim {
+            return Err(Error::tensor(
+                item.name,
+                Some(&term.name),
+                format!(
+                    "has shape [{}, {}] but the memory bank holds embeddings of d = {dim} from \
+                     earlier steps",
+                    item.rows, item.dim
+                ),
+            ));
+        }
+    }
+    let towers = Towers {
+        user: user.values,
+        item: item.values,
+        rows: user.rows,
+        dim: user.dim,
+        item_ids,
+        log_q,
+    };
+    let negatives: Vec<_> = match bank {
+        Some((bank, true)) => bank.rows().collect(),
+        _ => Vec::new(),
+    };
+    let r = retrieval::sampled_softmax(params, &towers, &negatives, term.effective_reduction(), &w);
+    let mut value = two_tower_value(r, user.name, item.name);
+    value.bank = bank.map(|(bank, _)| retrieval::write_bank(bank, params.similarity, &towers));
+    Ok(value)
+}
+
+/// `circle_loss` or `multi_similarity_loss` (`loss` is [`metric::circle`] or
+/// [`metric::multi_similarity`]): embeddings `[B, d]` (finite), class labels with B rows (finite
+/// reals or integers), optional integer session ids with B rows, sample weights.
+fn metric_term(
+    term: &LossTerm,
+    batch: &HostBatch,
+    loss: impl Fn(&[f64], usize, &Relations, Reduction, &[f64]) -> (f64, Vec<f64>),
+) -> Result<TermValue> {
+    let e = embeddings(batch, term, "embeddings", None)?;
+    let rows = (e.rows, e.name);
+    let relations = Relations {
+        labels: class_labels(batch, term, rows)?,
+        session: session_ids(batch, term, rows)?,
+    };
+    let w = sample_weights(batch, term, rows)?;
+    let (value, grad) = loss(e.values, e.dim, &relations, term.effective_reduction(), &w);
+    Ok(TermValue::plain(value, vec![(e.name.to_string(), grad)]))
 }
