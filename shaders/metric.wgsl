@@ -2,11 +2,15 @@
 // cosine matrix S of a batch of normalised embeddings, never stored: one invocation per row i
 // streams the rows j a tile of TC at a time through workgroup memory.
 //
-// Rust prepends common.wgsl, embedding.wgsl's shared part and the constants: D, TC, B, CIRCLE
+// Rust prepends common.wgsl, embedding.wgsl's shared part and the constants: D, TC, CIRCLE
 // (else multi-similarity), MARGIN and GAMMA (circle), ALPHA, BETA and LAMB (multi-similarity).
 // Pair (i, j), j ≠ i, is a positive when the rows have the same key (label and session), a
-// negative otherwise.
+// negative otherwise. The batch size is the chunk's `rows`, not a constant: loops whose trip
+// count the shader compiler can see get unrolled, and GL llvmpipe then takes minutes to compile.
 
+// TILED: rows are staged through workgroup memory a tile at a time (barriers in the loop);
+// otherwise each invocation reads them from the storage buffer. GL llvmpipe takes minutes to
+// compile a loop over a tile inside a loop with barriers, so GL reads them directly.
 var<workgroup> tile: array<f32, TILE_FLOATS>;
 var<workgroup> tile_key: array<vec4<u32>, TC>;
 var<workgroup> tile_stats: array<vec4<f32>, TC>;
@@ -58,13 +62,28 @@ fn pair_gradient(s: f32, positive: bool, st: vec4<f32>) -> f32 {
 @group(0) @binding(4) var<storage, read_write> stats: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
 
+fn other_elem(j: u32, c: u32, x: u32) -> f32 {
+    if (TILED) {
+        return tile[c * D + x];
+    }
+    return e[j * D + x];
+}
+
+fn other_key(j: u32, c: u32) -> vec4<u32> {
+    if (TILED) {
+        return tile_key[c];
+    }
+    return keys[j];
+}
+
 @compute @workgroup_size(256)
 fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
     let wg = linear_workgroup(wid, nwg);
     let i = wg * WG + lid;
-    let live = wg < chunk.wgs && i < B;
-    let row = min(i, B - 1u);
+    let b = chunk.rows;
+    let live = wg < chunk.wgs && i < b;
+    let row = min(i, b - 1u);
     var ev: array<f32, D>;
     for (var c = 0u; c < D; c = c + 1u) {
         ev[c] = e[row * D + c];
@@ -75,25 +94,29 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     var pos = neg;
     var n_pos = 0u;
     var n_neg = 0u;
-    for (var base = 0u; base < B; base = base + TC) {
-        let n = min(TC, B - base);
-        for (var x = lid; x < n * D; x = x + WG) {
-            tile[x] = e[base * D + x];
+    let span = select(b, TC, TILED);
+    for (var base = 0u; base < b; base = base + span) {
+        let n = min(span, b - base);
+        if (TILED) {
+            for (var x = lid; x < n * D; x = x + WG) {
+                tile[x] = e[base * D + x];
+            }
+            for (var c = lid; c < n; c = c + WG) {
+                tile_key[c] = keys[base + c];
+            }
+            workgroupBarrier();
         }
-        for (var c = lid; c < n; c = c + WG) {
-            tile_key[c] = keys[base + c];
-        }
-        workgroupBarrier();
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
-                if (base + c == row) {
+                let j = base + c;
+                if (j == row) {
                     continue;
                 }
                 var s = 0.0;
                 for (var x = 0u; x < D; x = x + 1u) {
-                    s = s + ev[x] * tile[c * D + x];
+                    s = s + ev[x] * other_elem(j, c, x);
                 }
-                let positive = all(tile_key[c] == my_key);
+                let positive = all(other_key(j, c) == my_key);
                 let v = pair_exponent(s, positive);
                 if (positive) {
                     pos = lse_push(pos, v);
@@ -104,7 +127,9 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
                 }
             }
         }
-        workgroupBarrier();
+        if (TILED) {
+            workgroupBarrier();
+        }
     }
     var part = vec4<f32>(0.0);
     if (live) {
@@ -142,13 +167,35 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
 @group(0) @binding(3) var<storage, read> stats: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> de: array<f32>;
 
+fn other_elem(j: u32, c: u32, x: u32) -> f32 {
+    if (TILED) {
+        return tile[c * D + x];
+    }
+    return e[j * D + x];
+}
+
+fn other_key(j: u32, c: u32) -> vec4<u32> {
+    if (TILED) {
+        return tile_key[c];
+    }
+    return keys[j];
+}
+
+fn other_stats(j: u32, c: u32) -> vec4<f32> {
+    if (TILED) {
+        return tile_stats[c];
+    }
+    return stats[j];
+}
+
 @compute @workgroup_size(256)
 fn backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
     let wg = linear_workgroup(wid, nwg);
     let i = wg * WG + lid;
-    let live = wg < chunk.wgs && i < B;
-    let row = min(i, B - 1u);
+    let b = chunk.rows;
+    let live = wg < chunk.wgs && i < b;
+    let row = min(i, b - 1u);
     var ev: array<f32, D>;
     for (var c = 0u; c < D; c = c + 1u) {
         ev[c] = e[row * D + c];
@@ -156,30 +203,34 @@ fn backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     let my_key = keys[row];
     let my_stats = stats[row];
     var acc: array<f32, D>;
-    for (var base = 0u; base < B; base = base + TC) {
-        let n = min(TC, B - base);
-        for (var x = lid; x < n * D; x = x + WG) {
-            tile[x] = e[base * D + x];
+    let span = select(b, TC, TILED);
+    for (var base = 0u; base < b; base = base + span) {
+        let n = min(span, b - base);
+        if (TILED) {
+            for (var x = lid; x < n * D; x = x + WG) {
+                tile[x] = e[base * D + x];
+            }
+            for (var c = lid; c < n; c = c + WG) {
+                tile_key[c] = keys[base + c];
+                tile_stats[c] = stats[base + c];
+            }
+            workgroupBarrier();
         }
-        for (var c = lid; c < n; c = c + WG) {
-            tile_key[c] = keys[base + c];
-            tile_stats[c] = stats[base + c];
-        }
-        workgroupBarrier();
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
-                if (base + c == row) {
+                let j = base + c;
+                if (j == row) {
                     continue;
                 }
-                let other = tile_stats[c];
+                let other = other_stats(j, c);
                 if (my_stats.z == 0.0 && other.z == 0.0) {
                     continue;
                 }
                 var s = 0.0;
                 for (var x = 0u; x < D; x = x + 1u) {
-                    s = s + ev[x] * tile[c * D + x];
+                    s = s + ev[x] * other_elem(j, c, x);
                 }
-                let positive = all(tile_key[c] == my_key);
+                let positive = all(other_key(j, c) == my_key);
                 var g = 0.0;
                 if (my_stats.z != 0.0) {
                     g = pair_gradient(s, positive, my_stats);
@@ -188,11 +239,13 @@ fn backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
                     g = g + pair_gradient(s, positive, other);
                 }
                 for (var x = 0u; x < D; x = x + 1u) {
-                    acc[x] = acc[x] + g * tile[c * D + x];
+                    acc[x] = acc[x] + g * other_elem(j, c, x);
                 }
             }
         }
-        workgroupBarrier();
+        if (TILED) {
+            workgroupBarrier();
+        }
     }
     if (live) {
         for (var x = 0u; x < D; x = x + 1u) {

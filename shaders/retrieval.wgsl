@@ -4,23 +4,30 @@
 // workgroup memory with an online log-sum-exp; the gradient passes recompute the scores.
 //
 // Rust prepends common.wgsl, embedding.wgsl's shared part and the constants: D (dimension), TC
-// (columns per tile), NQ (loss rows), NK (batch columns), INV_T (1/T), SELF_MASK (column i is not
-// a negative of row i: NT-Xent), HIT_MASK (accidental hits by id), POS_SHIFT (row i's positive
-// is column (i + POS_SHIFT) mod NK), and for a memory bank BANK_M (rows), BANK_STATE (the state
-// word of its head; the fill count follows), WARMUP (steps before the bank is used), BATCH (rows
-// written per step).
+// (columns per tile), INV_T (1/T), NT_XENT (the rows are [a; b]: column i is not a negative of
+// row i, and row i's positive is column (i + B) mod 2B; else it is column i), HIT_MASK
+// (accidental hits by id), and for a memory bank BANK_M (rows), BANK_STATE (the state word of its
+// head; the fill count follows), WARMUP (steps before the bank is used). The loss rows and batch
+// columns (as many of each) are the chunk's `rows`, not a constant: loops whose trip count the
+// shader compiler can see get unrolled, and GL llvmpipe then takes minutes to compile them.
 //
 // A pass covers one column source: the batch (chunk.p2 = 0) or the rows [p0, p0 + p1) of the
 // bank (p2 = 1), whose embeddings are one binding of their own (the bank is split so that every
 // part fits a binding).
 
+// TILED: columns are staged through workgroup memory a tile at a time (barriers in the loop);
+// otherwise each invocation reads them from the storage buffer. GL llvmpipe takes minutes to
+// compile a loop over a tile inside a loop with barriers, so GL reads them directly.
 var<workgroup> tile: array<f32, TILE_FLOATS>;
 var<workgroup> tile_bias: array<f32, TC>;
 var<workgroup> tile_id: array<vec2<u32>, TC>;
 var<workgroup> shared_count: u32;
 
-fn positive_of(i: u32) -> u32 {
-    return (i + POS_SHIFT) % NK;
+fn positive_of(i: u32, n: u32) -> u32 {
+    if (NT_XENT) {
+        return (i + n / 2u) % n;
+    }
+    return i;
 }
 
 //// kernel sweep_rows
@@ -37,17 +44,41 @@ fn positive_of(i: u32) -> u32 {
 @group(0) @binding(7) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(8) var<storage, read_write> dq: array<f32>;
 
+// Column j of the source (at c in the current tile), component x; its bias and id (`off`: the
+// bank part's first row in the whole-bank arrays).
+fn col_elem(j: u32, c: u32, x: u32) -> f32 {
+    if (TILED) {
+        return tile[c * D + x];
+    }
+    return cols[j * D + x];
+}
+
+fn col_bias_of(j: u32, c: u32, off: u32) -> f32 {
+    if (TILED) {
+        return tile_bias[c];
+    }
+    return col_bias[off + j];
+}
+
+fn col_id_of(j: u32, c: u32, off: u32) -> vec2<u32> {
+    if (TILED) {
+        return tile_id[c];
+    }
+    return col_ids[off + j];
+}
+
 @compute @workgroup_size(256)
 fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
     let wg = linear_workgroup(wid, nwg);
     let i = wg * WG + lid;
-    let live = wg < chunk.wgs && i < NQ;
+    let nq = chunk.rows;
+    let live = wg < chunk.wgs && i < nq;
     let bank = chunk.p2 == 1u;
     // How many columns this source has: the batch's, or the filled rows of this bank part (none
     // during warm-up). Read through workgroup memory so that the tile loop is uniform.
     if (lid == 0u) {
-        var n = NK;
+        var n = nq;
         if (bank) {
             let fill = state[BANK_STATE + 1u];
             n = select(min(chunk.p1, fill - min(fill, chunk.p0)), 0u, state[0] < WARMUP);
@@ -55,13 +86,13 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         shared_count = n;
     }
     let ncols = workgroupUniformLoad(&shared_count);
-    let row = min(i, NQ - 1u);
+    let row = min(i, nq - 1u);
     var qv: array<f32, D>;
     for (var c = 0u; c < D; c = c + 1u) {
         qv[c] = q[row * D + c] * INV_T;
     }
     let my_id = row_ids[row];
-    let pos = positive_of(row);
+    let pos = positive_of(row, nq);
     var acc = vec2<f32>(NEG_BIG, 0.0);
     var dq_acc: array<f32, D>;
     var lse = 0.0;
@@ -70,46 +101,51 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     } else if (bank) {
         acc = stats[row];
     }
-    for (var base = 0u; base < ncols; base = base + TC) {
-        let n = min(TC, ncols - base);
-        for (var e = lid; e < n * D; e = e + WG) {
-            tile[e] = cols[base * D + e];
+    let off = select(0u, chunk.p0, bank);
+    let span = select(max(ncols, 1u), TC, TILED);
+    for (var base = 0u; base < ncols; base = base + span) {
+        let n = min(span, ncols - base);
+        if (TILED) {
+            for (var e = lid; e < n * D; e = e + WG) {
+                tile[e] = cols[base * D + e];
+            }
+            for (var c = lid; c < n; c = c + WG) {
+                tile_bias[c] = col_bias[off + base + c];
+                tile_id[c] = col_ids[off + base + c];
+            }
+            workgroupBarrier();
         }
-        let off = select(0u, chunk.p0, bank);
-        for (var c = lid; c < n; c = c + WG) {
-            tile_bias[c] = col_bias[off + base + c];
-            tile_id[c] = col_ids[off + base + c];
-        }
-        workgroupBarrier();
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
                 let j = base + c;
                 var masked = false;
                 if (!bank) {
-                    masked = (SELF_MASK && j == row)
-                        || (HIT_MASK && j != pos && all(tile_id[c] == my_id));
+                    masked = (NT_XENT && j == row)
+                        || (HIT_MASK && j != pos && all(col_id_of(j, c, off) == my_id));
                 } else {
-                    masked = HIT_MASK && all(tile_id[c] == my_id);
+                    masked = HIT_MASK && all(col_id_of(j, c, off) == my_id);
                 }
                 if (masked) {
                     continue;
                 }
                 var s = 0.0;
                 for (var k = 0u; k < D; k = k + 1u) {
-                    s = s + qv[k] * tile[c * D + k];
+                    s = s + qv[k] * col_elem(j, c, k);
                 }
-                s = s - tile_bias[c];
+                s = s - col_bias_of(j, c, off);
                 if (GRAD) {
                     let p = exp(s - lse);
                     for (var k = 0u; k < D; k = k + 1u) {
-                        dq_acc[k] = dq_acc[k] + p * tile[c * D + k];
+                        dq_acc[k] = dq_acc[k] + p * col_elem(j, c, k);
                     }
                 } else {
                     acc = lse_push(acc, s);
                 }
             }
         }
-        workgroupBarrier();
+        if (TILED) {
+            workgroupBarrier();
+        }
     }
     if (live) {
         if (GRAD) {
@@ -143,8 +179,8 @@ fn finish(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
     let wg = linear_workgroup(wid, nwg);
     let i = wg * WG + lid;
     var part = vec4<f32>(0.0);
-    if (wg < chunk.wgs && i < NQ) {
-        let pos = positive_of(i);
+    if (wg < chunk.wgs && i < chunk.rows) {
+        let pos = positive_of(i, chunk.rows);
         var s = 0.0;
         for (var c = 0u; c < D; c = c + 1u) {
             s = s + q[i * D + c] * INV_T * k[pos * D + c];
@@ -176,13 +212,43 @@ fn finish(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
 
 var<workgroup> tile_w: array<f32, TC>;
 
+// Loss row i (at c in the current tile): component x, lse, weight, id.
+fn row_elem(i: u32, c: u32, x: u32) -> f32 {
+    if (TILED) {
+        return tile[c * D + x];
+    }
+    return q[i * D + x];
+}
+
+fn row_lse(i: u32, c: u32) -> f32 {
+    if (TILED) {
+        return tile_bias[c];
+    }
+    return stats[i].x;
+}
+
+fn row_weight(i: u32, c: u32) -> f32 {
+    if (TILED) {
+        return tile_w[c];
+    }
+    return row_w[i];
+}
+
+fn row_id(i: u32, c: u32, n_all: u32) -> vec2<u32> {
+    if (TILED) {
+        return tile_id[c];
+    }
+    return ids[i % n_all];
+}
+
 @compute @workgroup_size(256)
 fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
     let wg = linear_workgroup(wid, nwg);
     let j = wg * WG + lid;
-    let live = wg < chunk.wgs && j < NK;
-    let col = min(j, NK - 1u);
+    let n_all = chunk.rows;
+    let live = wg < chunk.wgs && j < n_all;
+    let col = min(j, n_all - 1u);
     var kv: array<f32, D>;
     for (var c = 0u; c < D; c = c + 1u) {
         kv[c] = k[col * D + c] * INV_T;
@@ -190,38 +256,43 @@ fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let bias = col_bias[col];
     let my_id = ids[col];
     var acc: array<f32, D>;
-    for (var base = 0u; base < NQ; base = base + TC) {
-        let n = min(TC, NQ - base);
-        for (var e = lid; e < n * D; e = e + WG) {
-            tile[e] = q[base * D + e];
+    let span = select(n_all, TC, TILED);
+    for (var base = 0u; base < n_all; base = base + span) {
+        let n = min(span, n_all - base);
+        if (TILED) {
+            for (var e = lid; e < n * D; e = e + WG) {
+                tile[e] = q[base * D + e];
+            }
+            for (var c = lid; c < n; c = c + WG) {
+                let i = base + c;
+                tile_bias[c] = stats[i].x;
+                tile_w[c] = row_w[i];
+                tile_id[c] = ids[i % n_all];
+            }
+            workgroupBarrier();
         }
-        for (var c = lid; c < n; c = c + WG) {
-            let i = base + c;
-            tile_bias[c] = stats[i].x;
-            tile_w[c] = row_w[i];
-            tile_id[c] = ids[i % NK];
-        }
-        workgroupBarrier();
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
                 let i = base + c;
-                let w = tile_w[c];
-                let masked = (SELF_MASK && i == col)
-                    || (HIT_MASK && col != positive_of(i) && all(tile_id[c] == my_id));
+                let w = row_weight(i, c);
+                let masked = (NT_XENT && i == col)
+                    || (HIT_MASK && col != positive_of(i, n_all) && all(row_id(i, c, n_all) == my_id));
                 if (masked || w == 0.0) {
                     continue;
                 }
                 var s = 0.0;
                 for (var x = 0u; x < D; x = x + 1u) {
-                    s = s + kv[x] * tile[c * D + x];
+                    s = s + kv[x] * row_elem(i, c, x);
                 }
-                let p = w * exp(s - bias - tile_bias[c]);
+                let p = w * exp(s - bias - row_lse(i, c));
                 for (var x = 0u; x < D; x = x + 1u) {
-                    acc[x] = acc[x] + p * tile[c * D + x];
+                    acc[x] = acc[x] + p * row_elem(i, c, x);
                 }
             }
         }
-        workgroupBarrier();
+        if (TILED) {
+            workgroupBarrier();
+        }
     }
     if (live) {
         for (var x = 0u; x < D; x = x + 1u) {
@@ -248,10 +319,11 @@ fn bank_write(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
               @builtin(num_workgroups) nwg: vec3<u32>) {
     let wg = linear_workgroup(wid, nwg);
     let i = wg * WG + lid;
-    if (wg >= chunk.wgs || i >= BATCH) {
+    let batch = chunk.rows;
+    if (wg >= chunk.wgs || i >= batch) {
         return;
     }
-    if (BATCH > BANK_M && i < BATCH - BANK_M) {
+    if (batch > BANK_M && i < batch - BANK_M) {
         return;
     }
     let slot = (state[BANK_STATE] + i % BANK_M) % BANK_M;
@@ -273,9 +345,9 @@ fn bank_write(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 
 @compute @workgroup_size(1)
 fn bank_advance() {
-    _ = chunk.rows;
+    let batch = chunk.rows;
     let head = state[BANK_STATE];
-    state[BANK_STATE] = (head + BATCH % BANK_M) % BANK_M;
+    state[BANK_STATE] = (head + batch % BANK_M) % BANK_M;
     let fill = state[BANK_STATE + 1u];
-    state[BANK_STATE + 1u] = min(fill, BANK_M) + min(BATCH, BANK_M - min(fill, BANK_M));
+    state[BANK_STATE + 1u] = min(fill, BANK_M) + min(batch, BANK_M - min(fill, BANK_M));
 }

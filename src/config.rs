@@ -403,11 +403,9 @@ impl TermKind {
             ],
             Self::Contrastive { .. } => &[("view_a", true), ("view_b", true)],
             Self::NegativeMining { .. } => &[("user", true), ("item", true), ("labels", false)],
-            Self::Circle { .. } | Self::MultiSimilarity { .. } => &[
-                ("embeddings", true),
-                ("labels", true),
-                ("session", false),
-            ],
+            Self::Circle { .. } | Self::MultiSimilarity { .. } => {
+                &[("embeddings", true), ("labels", true), ("session", false)]
+            }
             Self::Esmm => &[
                 ("ctr_logits", true),
                 ("cvr_logits", true),
@@ -423,9 +421,9 @@ impl TermKind {
             Self::L2 => &["predictions"],
             Self::CrossEntropy => &["probabilities"],
             Self::Esmm => &["ctr_logits", "cvr_logits"],
-            Self::InBatchSoftmax(_) | Self::CrossBatchSoftmax { .. } | Self::NegativeMining { .. } => {
-                &["user", "item"]
-            }
+            Self::InBatchSoftmax(_)
+            | Self::CrossBatchSoftmax { .. }
+            | Self::NegativeMining { .. } => &["user", "item"],
             Self::Contrastive { .. } => &["view_a", "view_b"],
             Self::Circle { .. } | Self::MultiSimilarity { .. } => &["embeddings"],
             _ => &["logits"],
@@ -1003,7 +1001,9 @@ fn parse_embedding_term(
         ),
         "cross_batch_softmax" => {
             let bank_size = match t.get("bank_size") {
-                None => return Err(t.err("'bank_size' (rows of the memory bank) is required".into())),
+                None => {
+                    return Err(t.err("'bank_size' (rows of the memory bank) is required".into()))
+                }
                 Some(_) => t.u32_or("bank_size", 0)?,
             };
             if !(1..=MAX_BANK_SIZE).contains(&bank_size) {
@@ -1061,7 +1061,8 @@ fn parse_embedding_term(
                     num_negative_samples,
                     margin: t.f64_or("margin", 0.0)?,
                     gamma,
-                    coefficient_of_support_vector: t.f64_or("coefficient_of_support_vector", 1.0)?,
+                    coefficient_of_support_vector: t
+                        .f64_or("coefficient_of_support_vector", 1.0)?,
                     seed,
                 },
                 &[

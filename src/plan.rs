@@ -18,10 +18,10 @@ use crate::config::{JrcWeighting, LossConfig, Strategy, TermKind};
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source, Work};
+use crate::losses::embedding::{self, Ctx};
 use crate::losses::jrc::{self, JrcBuffers};
 use crate::losses::pairwise::{self, PairBuffers};
 use crate::losses::session::{self, Grouping, SessionBuffers, Shared};
-use crate::losses::embedding::{self, Ctx};
 use crate::losses::{binary, metric, mining, retrieval, select, softmax, statistics, TermAux};
 use crate::report::{read_buffer, StepCounters, StepOutput};
 use crate::schedule::{schedule, Form, Group, Resolved};
@@ -636,6 +636,7 @@ impl Plan {
                         scalars,
                         state,
                         workgroup_bytes: engine.limits.max_compute_workgroup_storage_size as u64,
+                        tiled: !engine.summary.backend.eq_ignore_ascii_case("gl"),
                         max_binding: engine.max_binding(),
                         dtype: &|n| spec_of(n).dtype,
                         written: &|n| written_before.iter().any(|w| w == n),

@@ -56,7 +56,9 @@ pub(crate) enum Form {
     },
     /// A retrieval, contrastive, metric or mining term over embeddings of dimension `dim`; its
     /// parameters are the term's `TermKind`.
-    Embedding { dim: u64 },
+    Embedding {
+        dim: u64,
+    },
     /// Softmax CE over `classes` columns; `ids` when the labels are class ids (else probabilities).
     Softmax {
         params: SoftmaxParams,
@@ -141,7 +143,9 @@ pub(crate) enum Group {
         terms: Vec<Resolved>,
     },
     /// One retrieval, contrastive, metric or mining term: its passes are its own.
-    Embedding { terms: Vec<Resolved> },
+    Embedding {
+        terms: Vec<Resolved>,
+    },
 }
 
 fn rows_of(spec: &TensorSpec) -> Option<u64> {
@@ -448,9 +452,9 @@ fn resolve_embedding(term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
                     name,
                     Some(&term.name),
                     format!(
-                        "role '{role}' expects embeddings [B, d] F32 with B, d >= 1, got {shape:?} {}",
-                        dtype.name()
-                    ),
+                    "role '{role}' expects embeddings [B, d] F32 with B, d >= 1, got {shape:?} {}",
+                    dtype.name()
+                ),
                 ))
             }
         };

@@ -96,10 +96,7 @@ pub(crate) fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
             input("logits"),
             smoothed(*label_smoothing, input("labels"))
         ),
-        Form::Softmax { .. }
-        | Form::Pair { .. }
-        | Form::Jrc { .. }
-        | Form::Embedding { .. } => {
+        Form::Softmax { .. } | Form::Pair { .. } | Form::Jrc { .. } | Form::Embedding { .. } => {
             unreachable!("softmax, pairwise and JRC terms have their own kernels")
         }
     }

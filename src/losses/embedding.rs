@@ -19,6 +19,9 @@ pub(crate) struct Ctx<'a> {
     pub state: usize,
     /// Bytes of workgroup memory a kernel may use.
     pub workgroup_bytes: u64,
+    /// Whether the sweeps stage rows through workgroup memory (all backends but GL: GL llvmpipe
+    /// takes minutes to compile a tile loop inside a loop with barriers).
+    pub tiled: bool,
     /// Bytes one storage binding may cover.
     pub max_binding: u64,
     /// The dtype of a batch tensor.
@@ -159,10 +162,12 @@ impl RowInputs {
     pub fn key(&mut self, name: &str, dtype: DType) -> String {
         let k = self.slot(name, dtype);
         match dtype {
-            DType::F32 => format!("vec2<u32>(bitcast<u32>(select(in{k}[r], 0.0, in{k}[r] == 0.0)), 0u)"),
-            DType::I32 => format!(
-                "vec2<u32>(bitcast<u32>(in{k}[r]), select(0u, 0xffffffffu, in{k}[r] < 0))"
-            ),
+            DType::F32 => {
+                format!("vec2<u32>(bitcast<u32>(select(in{k}[r], 0.0, in{k}[r] == 0.0)), 0u)")
+            }
+            DType::I32 => {
+                format!("vec2<u32>(bitcast<u32>(in{k}[r]), select(0u, 0xffffffffu, in{k}[r] < 0))")
+            }
             DType::U32 => format!("vec2<u32>(in{k}[r], 0u)"),
             DType::I64 => format!("vec2<u32>(in{k}[2u * r], in{k}[2u * r + 1u])"),
         }
@@ -284,7 +289,11 @@ pub(crate) fn apply(label: &str, a: Apply) -> PassSpec {
         Bind::Whole(Source::Grad(a.input.to_string())),
         Bind::Whole(Source::Input(a.input.to_string())),
     ];
-    binds.extend(a.parts.iter().map(|(b, _)| Bind::Whole(Source::Internal(*b))));
+    binds.extend(
+        a.parts
+            .iter()
+            .map(|(b, _)| Bind::Whole(Source::Internal(*b))),
+    );
     PassSpec {
         label: format!("{label} apply {}", a.input),
         source: src,

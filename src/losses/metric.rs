@@ -55,8 +55,8 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         vec![
             ("D", Const::U32(d as u32)),
             ("TC", Const::U32(tc)),
+            ("TILED", Const::Bool(ctx.tiled)),
             ("TILE_FLOATS", Const::U32(tc * d as u32)),
-            ("B", Const::U32(b as u32)),
             ("CIRCLE", Const::Bool(circle)),
             ("MARGIN", Const::F32(params[0])),
             ("GAMMA", Const::F32(params[1])),

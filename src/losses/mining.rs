@@ -33,7 +33,12 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
     };
     let k_neg = k_neg as u64;
     check_binding(t, "the normalised embeddings", b * d * 4, ctx.max_binding)?;
-    check_binding(t, "the per-score gradients", b * (k_neg + 1) * 4, ctx.max_binding)?;
+    check_binding(
+        t,
+        "the per-score gradients",
+        b * (k_neg + 1) * 4,
+        ctx.max_binding,
+    )?;
     let q = (ctx.alloc)(format!("{name}/q"), b * d * 4)?;
     let k = (ctx.alloc)(format!("{name}/k"), b * d * 4)?;
     let row_w = (ctx.alloc)(format!("{name}/row_w"), b * 8)?;

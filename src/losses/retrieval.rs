@@ -39,9 +39,15 @@ pub(crate) struct Bank {
     pub rows: u64,
 }
 
-/// Rows of `bytes_per_row` bytes that fit one binding, a multiple of 64.
+/// Rows of `bytes_per_row` bytes that fit one binding (a multiple of 64 when that many fit, so
+/// that parts start aligned).
 fn rows_per_binding(bytes_per_row: u64, max_binding: u64) -> u64 {
-    (max_binding / bytes_per_row / 64 * 64).max(1)
+    let rows = (max_binding / bytes_per_row).max(1);
+    if rows >= 64 {
+        rows / 64 * 64
+    } else {
+        rows
+    }
 }
 
 pub(crate) fn check_binding(term: &Resolved, what: &str, bytes: u64, max: u64) -> Result<()> {
@@ -69,13 +75,20 @@ pub(crate) fn passes(
     let label = format!("{} {name}", t.term.kind.loss_type());
     // (similarity, T, accidental hits, NT-Xent, bank (M, warm-up)).
     let (similarity, temperature, hits, nt_xent, bank_spec) = match &t.term.kind {
-        TermKind::InBatchSoftmax(p) => (p.similarity, p.temperature, p.remove_accidental_hits, false, None),
+        TermKind::InBatchSoftmax(p) => (
+            p.similarity,
+            p.temperature,
+            p.remove_accidental_hits,
+            false,
+            None,
+        ),
         TermKind::CrossBatchSoftmax {
-            retrieval: RetrievalParams {
-                temperature,
-                similarity,
-                remove_accidental_hits,
-            },
+            retrieval:
+                RetrievalParams {
+                    temperature,
+                    similarity,
+                    remove_accidental_hits,
+                },
             bank_size,
             warmup_steps,
         } => (
@@ -163,21 +176,24 @@ pub(crate) fn passes(
         vec![
             ("D", Const::U32(d as u32)),
             ("TC", Const::U32(tc)),
+            ("TILED", Const::Bool(ctx.tiled)),
             ("TILE_FLOATS", Const::U32(tc * d as u32)),
-            ("NQ", Const::U32(nq as u32)),
-            ("NK", Const::U32(nk as u32)),
             ("INV_T", Const::F32(1.0 / temperature)),
-            ("SELF_MASK", Const::Bool(nt_xent)),
+            ("NT_XENT", Const::Bool(nt_xent)),
             ("HIT_MASK", Const::Bool(hits)),
-            ("POS_SHIFT", Const::U32(if nt_xent { b as u32 } else { 0 })),
             ("BANK_M", Const::U32(bank_m)),
             ("BANK_STATE", Const::U32(bank_word)),
             ("WARMUP", Const::U32(warmup)),
-            ("BATCH", Const::U32(b as u32)),
             ("GRAD", Const::Bool(grad)),
         ]
     };
-    let spec = |label: String, section: &[&str], entry: &'static str, grad: bool, binds: Vec<Bind>, work: Work, params: [u32; 3]| PassSpec {
+    let spec = |label: String,
+                section: &[&str],
+                entry: &'static str,
+                grad: bool,
+                binds: Vec<Bind>,
+                work: Work,
+                params: [u32; 3]| PassSpec {
         label,
         source: embedding::kernel(RETRIEVAL, section, &consts(grad)),
         entry,
@@ -207,9 +223,24 @@ pub(crate) fn passes(
         None => "vec2<u32>(0u, 0u)".into(),
     };
     let mut outs = vec![
-        RowOut { buffer: row_w, ty: "f32", expr: w.clone(), offset: None },
-        RowOut { buffer: bias, ty: "f32", expr: log_q, offset: None },
-        RowOut { buffer: ids, ty: "vec2<u32>", expr: id, offset: None },
+        RowOut {
+            buffer: row_w,
+            ty: "f32",
+            expr: w.clone(),
+            offset: None,
+        },
+        RowOut {
+            buffer: bias,
+            ty: "f32",
+            expr: log_q,
+            offset: None,
+        },
+        RowOut {
+            buffer: ids,
+            ty: "vec2<u32>",
+            expr: id,
+            offset: None,
+        },
     ];
     if nt_xent {
         // Rows r and r + B are the two views of example r: both take its weight.
@@ -219,27 +250,28 @@ pub(crate) fn passes(
     }
     forward.push(embedding::rowinfo(&label, b, inputs, &outs));
 
-    let sweep = |grad: bool, cols: Bind, col_bias: usize, col_ids: usize, params: [u32; 3], what: &str| {
-        spec(
-            format!("{label} {} {what}", if grad { "grad_rows" } else { "lse" }),
-            &["sweep_rows"],
-            "sweep_rows",
-            grad,
-            vec![
-                Bind::Chunk,
-                int(ctx.state),
-                int(q),
-                cols,
-                int(col_bias),
-                int(col_ids),
-                int(ids),
-                int(stats),
-                int(dq),
-            ],
-            ROWS,
-            params,
-        )
-    };
+    let sweep =
+        |grad: bool, cols: Bind, col_bias: usize, col_ids: usize, params: [u32; 3], what: &str| {
+            spec(
+                format!("{label} {} {what}", if grad { "grad_rows" } else { "lse" }),
+                &["sweep_rows"],
+                "sweep_rows",
+                grad,
+                vec![
+                    Bind::Chunk,
+                    int(ctx.state),
+                    int(q),
+                    cols,
+                    int(col_bias),
+                    int(col_ids),
+                    int(ids),
+                    int(stats),
+                    int(dq),
+                ],
+                ROWS,
+                params,
+            )
+        };
     for grad in [false, true] {
         forward.push(sweep(grad, int(k), bias, ids, [0, 0, 0], "batch"));
         if let Some(bk) = &bank {
@@ -260,7 +292,15 @@ pub(crate) fn passes(
                 &["finish"],
                 "finish",
                 false,
-                vec![Bind::Chunk, int(q), int(k), int(bias), int(row_w), int(stats), int(ctx.partials)],
+                vec![
+                    Bind::Chunk,
+                    int(q),
+                    int(k),
+                    int(bias),
+                    int(row_w),
+                    int(stats),
+                    int(ctx.partials),
+                ],
                 ROWS,
                 [0; 3],
             ));
@@ -271,7 +311,16 @@ pub(crate) fn passes(
         &["grad_cols"],
         "grad_cols",
         true,
-        vec![Bind::Chunk, int(q), int(k), int(bias), int(ids), int(stats), int(row_w), int(dk)],
+        vec![
+            Bind::Chunk,
+            int(q),
+            int(k),
+            int(bias),
+            int(ids),
+            int(stats),
+            int(row_w),
+            int(dk),
+        ],
         ROWS,
         [0; 3],
     ));

@@ -678,6 +678,72 @@ fn eval_of_pairwise_and_jrc_terms_over_steps_agrees_with_the_reference() {
     every_adapter_agrees(&found, &dir, &cfg, &input, &reference, 3);
 }
 
+const RETRIEVAL: &str = include_str!("../../examples/configs/retrieval.toml");
+
+#[test]
+fn eval_of_retrieval_terms_over_steps_agrees_with_the_reference() {
+    let found = adapters();
+    let dir = scratch("retrieval");
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, RETRIEVAL).unwrap();
+    // B = 300 rows of d = 16; ids with duplicates (accidental hits); the bank fills over the
+    // steps and is used from the third.
+    let (n, d) = (300, 16);
+    let mut rng = Rng(12);
+    let mut emb = |rng: &mut Rng| {
+        f32s(
+            &[n, d],
+            (0..n * d)
+                .map(|_| rng.unit() * 2.0 - 1.0)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let input = dir.join("batch.safetensors");
+    let tensors = vec![
+        ("user", emb(&mut rng)),
+        ("item", emb(&mut rng)),
+        ("view_a", emb(&mut rng)),
+        ("view_b", emb(&mut rng)),
+        ("emb", emb(&mut rng)),
+        (
+            "item_id",
+            i64s(&[n], (0..n).map(|_| (rng.next() % 200) as i64).collect()),
+        ),
+        (
+            "log_q",
+            f32s(
+                &[n],
+                (0..n).map(|_| -1.0 - 4.0 * rng.unit()).collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "label",
+            i64s(&[n], (0..n).map(|_| (rng.next() % 12) as i64).collect()),
+        ),
+        (
+            "click",
+            f32s(
+                &[n],
+                (0..n)
+                    .map(|_| (rng.unit() < 0.6) as i32 as f64)
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+    ];
+    write(&input, &tensors);
+    let reference = dir.join("reference.safetensors");
+    let o = eval(&cfg, &input, &reference, &["--reference"], 4);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t = read(&reference);
+    for name in ["in_batch", "cbns", "ssl", "sv_softmax", "circle", "ms"] {
+        assert!(t[&format!("loss/{name}")].1[0] > 0.0, "loss/{name}");
+    }
+    for g in ["user", "item", "view_a", "view_b", "emb"] {
+        assert_eq!(t[&format!("grad/{g}")].0, vec![n, d], "grad/{g}");
+    }
+    every_adapter_agrees(&found, &dir, &cfg, &input, &reference, 4);
+}
+
 #[test]
 fn bench_reports_batch_wide_terms_against_their_baseline() {
     adapters();
