@@ -90,6 +90,8 @@ pub struct Plan {
     state_words: usize,
     /// Internal buffers saved with the state after its words (memory banks).
     state_buffers: Vec<usize>,
+    /// Memory banks: (first state word of (head, fill), rows M).
+    banks: Vec<(u32, u64)>,
     /// Host f32 inputs of embedding terms that must be finite: (tensor, term).
     finite_checks: Vec<(String, String)>,
     readback: wgpu::Buffer,
@@ -384,6 +386,7 @@ impl Plan {
         let mut group_passes = Vec::new();
         // Internal buffers that are part of the saved state (memory banks), in order.
         let mut state_buffers: Vec<usize> = Vec::new();
+        let mut banks: Vec<(u32, u64)> = Vec::new();
         for (g, fused) in &groups {
             let static_denominators = g
                 .terms()
@@ -650,6 +653,7 @@ impl Plan {
                     };
                     written.extend(p.grads);
                     if let Some(bank) = p.bank {
+                        banks.push((bank.state_word, bank.rows));
                         state_buffers.extend(bank.parts.iter().map(|&(b, _, _)| b));
                         state_buffers.push(bank.bias);
                         state_buffers.push(bank.ids);
@@ -892,6 +896,7 @@ impl Plan {
             state,
             state_words,
             state_buffers,
+            banks,
             finite_checks,
             readback,
             bound: None,
@@ -1020,6 +1025,19 @@ impl Plan {
         )?;
         self.write_state(&words);
         Ok(())
+    }
+
+    /// Marks every memory bank (`cross_batch_softmax`) full, keeping its rows as they are (zero in
+    /// a fresh plan), so that a benchmark measures the cost of a full bank without first stepping
+    /// M/B times. The next step uses all M rows as negatives.
+    pub fn fill_banks(&mut self) {
+        for &(word, rows) in &self.banks {
+            self.engine.queue.write_buffer(
+                &self.internal[self.state],
+                (word as u64 + 1) * 4,
+                bytemuck::bytes_of(&(rows as u32)),
+            );
+        }
     }
 
     /// Restores the state a fresh plan starts with.

@@ -121,9 +121,7 @@ pub(crate) fn passes(
     let k_in = t.input(k_role).to_string();
     let nq = if nt_xent { 2 * b } else { b };
     let nk = nq;
-    for (what, bytes) in [("the similarity rows", nq * d * 4)] {
-        check_binding(t, what, bytes, ctx.max_binding)?;
-    }
+    check_binding(t, "the similarity rows", nq * d * 4, ctx.max_binding)?;
     let tc = embedding::tile_columns(d, 16, ctx.workgroup_bytes).ok_or_else(|| {
         Error::Unsupported(format!(
             "term '{name}': one row of d = {d} floats does not fit the adapter's {} bytes of \

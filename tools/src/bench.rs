@@ -60,7 +60,22 @@ pub const SHAPES: &[(&str, &str)] = &[
         "pairwise_batch_16k",
         "pairwise_logistic_loss on 16384 rows without a session tensor: all 268M row pairs",
     ),
+    (
+        "in_batch_4096_d64",
+        "in_batch_softmax, user and item [4096, 64], cosine, logQ and item ids: 16.8M scores",
+    ),
+    (
+        "cbns_1024_m16k",
+        "cross_batch_softmax, user and item [1024, 64], a full bank of M = 16384 rows",
+    ),
+    (
+        "cbns_1024_m256k",
+        "cross_batch_softmax, user and item [1024, 64], a full bank of M = 262144 rows",
+    ),
 ];
+
+/// The retrieval config of the `in_batch_*` and `cbns_*` shapes (`bank_size` replaced).
+const RETRIEVAL: &str = "[[losses]]\nloss_type = 'in_batch_softmax'\nuser = 'user'\nitem = 'item'\nitem_ids = 'item_id'\nlog_q = 'log_q'\nsimilarity = 'cosine'\ntemperature = 0.05\n";
 
 /// The pairwise config of the `pairwise_zipf_*` shapes.
 const PAIRWISE: &str = "[[losses]]\nloss_type = 'pairwise_logistic_loss'\nlogits = 'logits'\nlabels = 'labels'\nsession = 'session'\n";
@@ -167,6 +182,10 @@ pub struct Case {
     pub shapes: Shapes,
     /// Pairwise shapes: (Σ over sessions of size², pairs) per step; (0, 0) otherwise.
     pub session_work: (u64, u64),
+    /// Retrieval shapes: similarity scores per step (B × (B + M)); 0 otherwise.
+    pub scores: u64,
+    /// Retrieval shapes: rows M of the memory bank (marked full before timing).
+    pub bank: u64,
     inputs: OwnedBatch,
 }
 
@@ -176,6 +195,7 @@ impl Case {
         let mut rng = SplitMix64::new(seed);
         let mut inputs = OwnedBatch::default();
         let mut session_work = (0, 0);
+        let (mut scores, mut bank) = (0u64, 0u64);
         let (rows, texts, shapes) = match name {
             "softmax_ce_4096x8192" => {
                 let (b, c) = (4096usize, 8192usize);
@@ -236,6 +256,40 @@ impl Case {
                 let text = PAIRWISE.replace("session = 'session'\n", "");
                 (b, vec![text], shapes)
             }
+            n if n.starts_with("in_batch_") || n.starts_with("cbns_") => {
+                let (b, m) = match n {
+                    "cbns_1024_m16k" => (1024usize, 16384u64),
+                    "cbns_1024_m256k" => (1024, 262144),
+                    _ => (4096, 0),
+                };
+                let d = 64;
+                for t in ["user", "item"] {
+                    inputs.insert_real(t, (0..b * d).map(|_| rng.range_f32(-1.0, 1.0)).collect());
+                }
+                inputs.insert_ids(
+                    "item_id",
+                    (0..b).map(|_| rng.below(100_000) as i32).collect(),
+                );
+                inputs.insert_real(
+                    "log_q",
+                    (0..b).map(|_| rng.range_f32(-12.0, -4.0)).collect(),
+                );
+                // Scores per step: B × (B + M) with the bank full.
+                scores = b as u64 * (b as u64 + m);
+                bank = m;
+                let text = if m > 0 {
+                    RETRIEVAL.replace("in_batch_softmax", "cross_batch_softmax")
+                        + &format!("bank_size = {m}\n")
+                } else {
+                    RETRIEVAL.to_string()
+                };
+                let shapes = Shapes::new()
+                    .tensor("user", &[b, d], DType::F32)
+                    .tensor("item", &[b, d], DType::F32)
+                    .tensor("item_id", &[b], DType::I32)
+                    .tensor("log_q", &[b], DType::F32);
+                (b, vec![text], shapes)
+            }
             n if n.starts_with("pairwise_zipf_64k") => {
                 // One seed for every merge factor: the same rows, grouped differently.
                 let mut rng = SplitMix64::new(0x2a1f);
@@ -273,6 +327,8 @@ impl Case {
             configs,
             shapes,
             session_work,
+            scores,
+            bank,
             inputs,
         })
     }
@@ -306,6 +362,11 @@ pub struct BenchRow {
     pub submissions_per_step: u64,
     /// Pairwise shapes: (Σ over sessions of size², pairs) per step.
     pub session_work: (u64, u64),
+    /// Retrieval shapes: similarity scores per step.
+    pub scores: u64,
+    /// GPU buffers the plans hold (`Plan::allocated_bytes`): the peak, as nothing is allocated
+    /// per step.
+    pub allocated_bytes: u64,
 }
 
 impl BenchRow {
@@ -326,8 +387,14 @@ pub fn measure(engine: &Engine, case: &Case, warmup: u32, steps: u32) -> CliResu
         .iter()
         .map(|c| engine.plan(c, &case.shapes))
         .collect::<Result<Vec<_>, _>>()?;
+    if case.bank > 0 {
+        for plan in plans.iter_mut() {
+            plan.fill_banks();
+        }
+    }
     let batch = case.batch();
     let bytes_per_step = plans.iter().map(|p| p.bytes_per_step()).sum();
+    let allocated_bytes = plans.iter().map(|p| p.allocated_bytes()).sum();
     let mut times = Vec::with_capacity(steps as usize);
     let (mut dispatches, mut submissions) = (0, 0);
     for i in 0..warmup + steps {
@@ -362,6 +429,8 @@ pub fn measure(engine: &Engine, case: &Case, warmup: u32, steps: u32) -> CliResu
         dispatches_per_step: dispatches,
         submissions_per_step: submissions,
         session_work: case.session_work,
+        scores: case.scores,
+        allocated_bytes,
     })
 }
 
@@ -454,6 +523,16 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             r.median_s * 1e9 / visits as f64
         );
     }
+    // Retrieval shapes: scores streamed per second; memory is the plans' buffers (linear in M).
+    for r in rows.iter().filter(|r| r.scores > 0) {
+        println!(
+            "{}: {} scores per step, {:.3e} scores/s, {:.1} MiB of GPU buffers",
+            r.shape,
+            r.scores,
+            r.scores as f64 / r.median_s,
+            r.allocated_bytes as f64 / (1u64 << 20) as f64
+        );
+    }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "adapter": adapter,
@@ -477,6 +556,9 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
                 "session_size_squared_sum": (r.session_work.0 > 0).then_some(r.session_work.0),
                 "pairs": (r.session_work.0 > 0).then_some(r.session_work.1),
                 "pairs_per_s": (r.session_work.0 > 0).then(|| r.session_work.1 as f64 / r.median_s),
+                "scores": (r.scores > 0).then_some(r.scores),
+                "scores_per_s": (r.scores > 0).then(|| r.scores as f64 / r.median_s),
+                "allocated_bytes": r.allocated_bytes,
                 "baseline": ratio(r).map(|x| x.0),
                 "time_ratio_to_baseline": ratio(r).map(|x| x.1),
             })).collect::<Vec<_>>(),
