@@ -5,7 +5,9 @@
 // Rust prepends common.wgsl, embedding.wgsl's shared part and the constants: D, TC, CIRCLE
 // (else multi-similarity), MARGIN and GAMMA (circle), ALPHA, BETA and LAMB (multi-similarity).
 // Pair (i, j), j ≠ i, is a positive when the rows have the same key (label and session), a
-// negative otherwise. The batch size is the chunk's `rows`, not a constant: loops whose trip
+// negative otherwise. A dispatch visits the columns [p0, p0 + p1) (llvmpipe stops any
+// invocation's loops after 65,535 iterations in all, so the columns are split into ranges); the
+// forward pass carries its sums from one range to the next (p2: bit 0 first range, bit 1 last). The batch size is the chunk's `rows`, not a constant: loops whose trip
 // count the shader compiler can see get unrolled, and GL llvmpipe then takes minutes to compile.
 
 // TILED: rows are staged through workgroup memory a tile at a time (barriers in the loop);
@@ -61,6 +63,10 @@ fn pair_gradient(s: f32, positive: bool, st: vec4<f32>) -> f32 {
 @group(0) @binding(3) var<storage, read> row_w: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
+// The running sums between the dispatches of one row's columns: (max, Σ) of the negatives and
+// the positives, and their counts.
+@group(0) @binding(6) var<storage, read_write> carry: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> counts: array<vec2<u32>>;
 
 fn other_elem(j: u32, c: u32, x: u32) -> f32 {
     if (TILED) {
@@ -94,21 +100,31 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     var pos = neg;
     var n_pos = 0u;
     var n_neg = 0u;
-    let span = select(b, TC, TILED);
-    for (var base = 0u; base < b; base = base + span) {
-        let n = min(span, b - base);
+    let first = chunk.p0;
+    let count = chunk.p1;
+    if ((chunk.p2 & 1u) == 0u) {
+        let cv = carry[row];
+        neg = cv.xy;
+        pos = cv.zw;
+        let cn = counts[row];
+        n_pos = cn.x;
+        n_neg = cn.y;
+    }
+    let span = select(max(count, 1u), TC, TILED);
+    for (var base = 0u; base < count; base = base + span) {
+        let n = min(span, count - base);
         if (TILED) {
             for (var x = lid; x < n * D; x = x + WG) {
-                tile[x] = e[base * D + x];
+                tile[x] = e[(first + base) * D + x];
             }
             for (var c = lid; c < n; c = c + WG) {
-                tile_key[c] = keys[base + c];
+                tile_key[c] = keys[first + base + c];
             }
             workgroupBarrier();
         }
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
-                let j = base + c;
+                let j = first + base + c;
                 if (j == row) {
                     continue;
                 }
@@ -132,7 +148,12 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
         }
     }
     var part = vec4<f32>(0.0);
-    if (live) {
+    let last = (chunk.p2 & 2u) != 0u;
+    if (live && !last) {
+        carry[i] = vec4<f32>(neg, pos);
+        counts[i] = vec2<u32>(n_pos, n_neg);
+    }
+    if (live && last) {
         let w = row_w[i];
         let lse_n = lse_value(neg);
         let lse_p = lse_value(pos);
@@ -153,7 +174,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
         stats[i] = st;
     }
     let total = workgroup_sum(lid, part);
-    if (lid == 0u && wg < chunk.wgs) {
+    if (lid == 0u && wg < chunk.wgs && last) {
         partials[partial_index(chunk, 0u, wg)] = total;
     }
 }
@@ -203,22 +224,24 @@ fn backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     let my_key = keys[row];
     let my_stats = stats[row];
     var acc: array<f32, D>;
-    let span = select(b, TC, TILED);
-    for (var base = 0u; base < b; base = base + span) {
-        let n = min(span, b - base);
+    let first = chunk.p0;
+    let count = chunk.p1;
+    let span = select(max(count, 1u), TC, TILED);
+    for (var base = 0u; base < count; base = base + span) {
+        let n = min(span, count - base);
         if (TILED) {
             for (var x = lid; x < n * D; x = x + WG) {
-                tile[x] = e[base * D + x];
+                tile[x] = e[(first + base) * D + x];
             }
             for (var c = lid; c < n; c = c + WG) {
-                tile_key[c] = keys[base + c];
-                tile_stats[c] = stats[base + c];
+                tile_key[c] = keys[first + base + c];
+                tile_stats[c] = stats[first + base + c];
             }
             workgroupBarrier();
         }
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
-                let j = base + c;
+                let j = first + base + c;
                 if (j == row) {
                     continue;
                 }
@@ -249,7 +272,11 @@ fn backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     }
     if (live) {
         for (var x = 0u; x < D; x = x + 1u) {
-            de[i * D + x] = acc[x];
+            if (first == 0u) {
+                de[i * D + x] = acc[x];
+            } else {
+                de[i * D + x] = de[i * D + x] + acc[x];
+            }
         }
     }
 }

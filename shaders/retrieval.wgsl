@@ -11,9 +11,11 @@
 // columns (as many of each) are the chunk's `rows`, not a constant: loops whose trip count the
 // shader compiler can see get unrolled, and GL llvmpipe then takes minutes to compile them.
 //
-// A pass covers one column source: the batch (chunk.p2 = 0) or the rows [p0, p0 + p1) of the
-// bank (p2 = 1), whose embeddings are one binding of their own (the bank is split so that every
-// part fits a binding).
+// A pass covers a range of p1 columns of one source: the batch or a part of the bank (bit 0 of p2),
+// starting at column p2 >> 1 of the source's embeddings and at index p0 of its log_q and id
+// arrays. The bank's embeddings are split into parts that each fit one binding; every source is
+// split into ranges short enough for llvmpipe, which stops any invocation's loops after 65,535
+// iterations in all (its loop limiter), so no dispatch asks more of one invocation.
 
 // TILED: columns are staged through workgroup memory a tile at a time (barriers in the loop);
 // otherwise each invocation reads them from the storage buffer. GL llvmpipe takes minutes to
@@ -44,8 +46,8 @@ fn positive_of(i: u32, n: u32) -> u32 {
 @group(0) @binding(7) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(8) var<storage, read_write> dq: array<f32>;
 
-// Column j of the source (at c in the current tile), component x; its bias and id (`off`: the
-// bank part's first row in the whole-bank arrays).
+// Column j of the source's embeddings (at c in the current tile), component x; the bias and id of
+// the range's column j (`off`: the range's first index in the log_q and id arrays).
 fn col_elem(j: u32, c: u32, x: u32) -> f32 {
     if (TILED) {
         return tile[c * D + x];
@@ -74,11 +76,14 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     let i = wg * WG + lid;
     let nq = chunk.rows;
     let live = wg < chunk.wgs && i < nq;
-    let bank = chunk.p2 == 1u;
-    // How many columns this source has: the batch's, or the filled rows of this bank part (none
-    // during warm-up). Read through workgroup memory so that the tile loop is uniform.
+    let bank = (chunk.p2 & 1u) == 1u;
+    let first = chunk.p2 >> 1u;
+    // The first range of the batch starts the row's sums; the others carry them on.
+    let init = !bank && first == 0u;
+    // How many columns this range has: all of it for the batch, the filled rows for the bank
+    // (none during warm-up). Read through workgroup memory so that the tile loop is uniform.
     if (lid == 0u) {
-        var n = nq;
+        var n = chunk.p1;
         if (bank) {
             let fill = state[BANK_STATE + 1u];
             n = select(min(chunk.p1, fill - min(fill, chunk.p0)), 0u, state[0] < WARMUP);
@@ -98,16 +103,16 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     var lse = 0.0;
     if (GRAD) {
         lse = stats[row].x;
-    } else if (bank) {
+    } else if (!init) {
         acc = stats[row];
     }
-    let off = select(0u, chunk.p0, bank);
+    let off = chunk.p0;
     let span = select(max(ncols, 1u), TC, TILED);
     for (var base = 0u; base < ncols; base = base + span) {
         let n = min(span, ncols - base);
         if (TILED) {
             for (var e = lid; e < n * D; e = e + WG) {
-                tile[e] = cols[base * D + e];
+                tile[e] = cols[(first + base) * D + e];
             }
             for (var c = lid; c < n; c = c + WG) {
                 tile_bias[c] = col_bias[off + base + c];
@@ -118,10 +123,11 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
                 let j = base + c;
+                let jg = first + j;
                 var masked = false;
                 if (!bank) {
-                    masked = (NT_XENT && j == row)
-                        || (HIT_MASK && j != pos && all(col_id_of(j, c, off) == my_id));
+                    masked = (NT_XENT && jg == row)
+                        || (HIT_MASK && jg != pos && all(col_id_of(j, c, off) == my_id));
                 } else {
                     masked = HIT_MASK && all(col_id_of(j, c, off) == my_id);
                 }
@@ -130,13 +136,13 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
                 }
                 var s = 0.0;
                 for (var k = 0u; k < D; k = k + 1u) {
-                    s = s + qv[k] * col_elem(j, c, k);
+                    s = s + qv[k] * col_elem(jg, c, k);
                 }
                 s = s - col_bias_of(j, c, off);
                 if (GRAD) {
                     let p = exp(s - lse);
                     for (var k = 0u; k < D; k = k + 1u) {
-                        dq_acc[k] = dq_acc[k] + p * col_elem(j, c, k);
+                        dq_acc[k] = dq_acc[k] + p * col_elem(jg, c, k);
                     }
                 } else {
                     acc = lse_push(acc, s);
@@ -150,10 +156,10 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     if (live) {
         if (GRAD) {
             for (var k = 0u; k < D; k = k + 1u) {
-                if (bank) {
-                    dq[i * D + k] = dq[i * D + k] + dq_acc[k];
-                } else {
+                if (init) {
                     dq[i * D + k] = dq_acc[k];
+                } else {
+                    dq[i * D + k] = dq[i * D + k] + dq_acc[k];
                 }
             }
         } else {
@@ -256,15 +262,18 @@ fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     let bias = col_bias[col];
     let my_id = ids[col];
     var acc: array<f32, D>;
-    let span = select(n_all, TC, TILED);
-    for (var base = 0u; base < n_all; base = base + span) {
-        let n = min(span, n_all - base);
+    // This dispatch's range of loss rows [p0, p0 + p1) (see the top of the file).
+    let first = chunk.p0;
+    let count = chunk.p1;
+    let span = select(max(count, 1u), TC, TILED);
+    for (var base = 0u; base < count; base = base + span) {
+        let n = min(span, count - base);
         if (TILED) {
             for (var e = lid; e < n * D; e = e + WG) {
-                tile[e] = q[base * D + e];
+                tile[e] = q[(first + base) * D + e];
             }
             for (var c = lid; c < n; c = c + WG) {
-                let i = base + c;
+                let i = first + base + c;
                 tile_bias[c] = stats[i].x;
                 tile_w[c] = row_w[i];
                 tile_id[c] = ids[i % n_all];
@@ -273,7 +282,7 @@ fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
         }
         if (live) {
             for (var c = 0u; c < n; c = c + 1u) {
-                let i = base + c;
+                let i = first + base + c;
                 let w = row_weight(i, c);
                 let masked = (NT_XENT && i == col)
                     || (HIT_MASK && col != positive_of(i, n_all) && all(row_id(i, c, n_all) == my_id));
@@ -296,7 +305,11 @@ fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
     }
     if (live) {
         for (var x = 0u; x < D; x = x + 1u) {
-            dk[j * D + x] = acc[x];
+            if (first == 0u) {
+                dk[j * D + x] = acc[x];
+            } else {
+                dk[j * D + x] = dk[j * D + x] + acc[x];
+            }
         }
     }
 }

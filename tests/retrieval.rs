@@ -212,16 +212,9 @@ loss_type = "circle_loss"
 embeddings = "u2"
 labels = "y2"
 "#;
-    // NT-Xent over 2B = 1200 rows with d = 32 (d = 64 is the known failure below).
-    check_all(config, &batch(3, 3, 600, 32), 1, EMB_TOL);
-}
-
-#[test]
-#[ignore = "known bug, open in issue 5: NT-Xent with B = 600, d = 64 is 2.5% low on both adapters \
-            (B = 600 with d <= 32, and B <= 300 with d = 64, agree with the reference)"]
-fn nt_xent_at_b600_d64() {
-    let config = "[[losses]]\nloss_type = 'contrastive_loss'\nview_a = 'u0'\nview_b = 'v0'\nvariant = 'nt_xent'\n";
-    check_all(config, &batch(3, 1, 600, 64), 1, EMB_TOL);
+    // NT-Xent over 2B = 1200 rows: more than one dispatch's range of columns (llvmpipe's loop
+    // limiter stopped a single sweep of them early).
+    check_all(config, &batch(3, 3, 600, 64), 1, EMB_TOL);
 }
 
 /// Steps with a different batch each time (so that the bank's order matters), on one adapter,

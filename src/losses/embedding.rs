@@ -313,3 +313,11 @@ pub(crate) fn tile_columns(d: u64, extra: u64, workgroup_bytes: u64) -> Option<u
     let tc = (budget / per).min(256);
     (tc > 0).then_some(tc as u32)
 }
+
+/// Columns (or rows) one sweep dispatch visits per invocation for rows of `d` floats: llvmpipe
+/// stops any invocation's loops after 65,535 iterations in all (its loop limiter; a real GPU has
+/// no such limit), and a visit costs up to 2·d + 8 iterations (the dot product, the gradient's
+/// axpy, the tile loads), so the sweeps split their columns into ranges of this many.
+pub(crate) fn columns_per_dispatch(d: u64) -> u64 {
+    (60_000 / (2 * d + 8)).max(1)
+}

@@ -41,6 +41,8 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
     let row_w = (ctx.alloc)(format!("{name}/row_w"), b * 4)?;
     let stats = (ctx.alloc)(format!("{name}/stats"), b * 16)?;
     let de = (ctx.alloc)(format!("{name}/de"), b * d * 4)?;
+    let carry = (ctx.alloc)(format!("{name}/carry"), b * 16)?;
+    let counts = (ctx.alloc)(format!("{name}/counts"), b * 8)?;
     let input = t.input("embeddings").to_string();
 
     let mut inputs = RowInputs::default();
@@ -66,8 +68,8 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         ]
     };
     let int = |i: usize| Bind::Whole(Source::Internal(i));
-    let spec = |what: &str, binds: Vec<Bind>| PassSpec {
-        label: format!("{label} {what}"),
+    let spec = |what: &str, binds: Vec<Bind>, params: [u32; 3]| PassSpec {
+        label: format!("{label} {what} columns {}..", params[0]),
         source: embedding::kernel(METRIC, &[what], &consts()),
         entry: match what {
             "forward" => "forward",
@@ -76,9 +78,15 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         binds,
         work: ROWS,
         reads: Vec::new(),
-        params: [0; 3],
+        params,
     };
-    let forward = vec![
+    // Column ranges short enough for llvmpipe's loop limiter (see metric.wgsl).
+    let range = embedding::columns_per_dispatch(d);
+    let ranges: Vec<(u64, u64)> = (0..b)
+        .step_by(range as usize)
+        .map(|f| (f, range.min(b - f)))
+        .collect();
+    let mut forward = vec![
         embedding::prep(&label, &input, b, d, true, e, 0),
         embedding::rowinfo(
             &label,
@@ -99,7 +107,10 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
                 },
             ],
         ),
-        spec(
+    ];
+    for (k, &(first, count)) in ranges.iter().enumerate() {
+        let flags = (k == 0) as u32 | (((k + 1 == ranges.len()) as u32) << 1);
+        forward.push(spec(
             "forward",
             vec![
                 Bind::Chunk,
@@ -108,13 +119,19 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
                 int(row_w),
                 int(stats),
                 int(ctx.partials),
+                int(carry),
+                int(counts),
             ],
-        ),
-        spec(
+            [first as u32, count as u32, flags],
+        ));
+    }
+    for &(first, count) in &ranges {
+        forward.push(spec(
             "backward",
             vec![Bind::Chunk, int(e), int(keys), int(stats), int(de)],
-        ),
-    ];
+            [first as u32, count as u32, 0],
+        ));
+    }
     let accumulate = (ctx.written)(&input);
     let backward = vec![embedding::apply(
         &label,

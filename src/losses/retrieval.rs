@@ -270,18 +270,40 @@ pub(crate) fn passes(
                 params,
             )
         };
+    // Column ranges short enough for llvmpipe's loop limiter (see retrieval.wgsl).
+    let range = embedding::columns_per_dispatch(d);
+    let ranges = |n: u64| {
+        (0..n)
+            .step_by(range as usize)
+            .map(move |f| (f, range.min(n - f)))
+    };
     for grad in [false, true] {
-        forward.push(sweep(grad, int(k), bias, ids, [0, 0, 0], "batch"));
+        for (first, count) in ranges(nk) {
+            forward.push(sweep(
+                grad,
+                int(k),
+                bias,
+                ids,
+                [first as u32, count as u32, (first as u32) << 1],
+                &format!("batch columns {first}.."),
+            ));
+        }
         if let Some(bk) = &bank {
-            for (i, &(buffer, first, rows)) in bk.parts.iter().enumerate() {
-                forward.push(sweep(
-                    grad,
-                    int(buffer),
-                    bk.bias,
-                    bk.ids,
-                    [first as u32, rows as u32, 1],
-                    &format!("bank part {i}"),
-                ));
+            for (i, &(buffer, part_first, rows)) in bk.parts.iter().enumerate() {
+                for (first, count) in ranges(rows) {
+                    forward.push(sweep(
+                        grad,
+                        int(buffer),
+                        bk.bias,
+                        bk.ids,
+                        [
+                            (part_first + first) as u32,
+                            count as u32,
+                            ((first as u32) << 1) | 1,
+                        ],
+                        &format!("bank part {i} rows {first}.."),
+                    ));
+                }
             }
         }
         if !grad {
@@ -304,25 +326,26 @@ pub(crate) fn passes(
             ));
         }
     }
-    forward.push(spec(
-        format!("{label} grad_cols"),
-        &["grad_cols"],
-        "grad_cols",
-        true,
-        vec![
-            Bind::Chunk,
-            int(q),
-            int(k),
-            int(bias),
-            int(ids),
-            int(stats),
-            int(row_w),
-            int(dk),
-        ],
-        ROWS,
-        [0; 3],
-    ));
-
+    for (first, count) in ranges(nq) {
+        forward.push(spec(
+            format!("{label} grad_cols rows {first}.."),
+            &["grad_cols"],
+            "grad_cols",
+            true,
+            vec![
+                Bind::Chunk,
+                int(q),
+                int(k),
+                int(bias),
+                int(ids),
+                int(stats),
+                int(row_w),
+                int(dk),
+            ],
+            ROWS,
+            [first as u32, count as u32, 0],
+        ));
+    }
     // After the combine: gradients of the inputs, then the bank.
     let coef = super::coef_index(t.slot);
     let q_part = "return row_w[r] * (dq[r * D + c] - k[((r + POS_SHIFT) % NK) * D + c]) * INV_T;";
