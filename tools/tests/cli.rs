@@ -690,7 +690,7 @@ fn eval_of_retrieval_terms_over_steps_agrees_with_the_reference() {
     // steps and is used from the third.
     let (n, d) = (300, 16);
     let mut rng = Rng(12);
-    let mut emb = |rng: &mut Rng| {
+    let emb = |rng: &mut Rng| {
         f32s(
             &[n, d],
             (0..n * d)
@@ -707,7 +707,7 @@ fn eval_of_retrieval_terms_over_steps_agrees_with_the_reference() {
         ("emb", emb(&mut rng)),
         (
             "item_id",
-            i64s(&[n], (0..n).map(|_| (rng.next() % 200) as i64).collect()),
+            i64s(&[n], (0..n).map(|_| (rng.next() % 200) as i64)),
         ),
         (
             "log_q",
@@ -718,7 +718,7 @@ fn eval_of_retrieval_terms_over_steps_agrees_with_the_reference() {
         ),
         (
             "label",
-            i64s(&[n], (0..n).map(|_| (rng.next() % 12) as i64).collect()),
+            i64s(&[n], (0..n).map(|_| (rng.next() % 12) as i64)),
         ),
         (
             "click",
