@@ -387,3 +387,53 @@ fn a_failed_step_changes_no_state_and_errors_name_the_fault() {
     .unwrap();
     assert!(e.to_string().contains("item_ids"), "{e}");
 }
+
+#[test]
+fn a_full_bank_of_a_million_rows_at_d64_spans_two_bindings() {
+    // M = 1,048,576 rows of d = 64: 256 MiB of embeddings, more than one 128 MiB binding. The
+    // bank is marked full (its rows are zero, as in a fresh plan) and the reference is given the
+    // same bank; 8 loss rows keep the step short on a CPU adapter.
+    let m = 1usize << 20;
+    let config = LossConfig::from_toml_str(&format!(
+        "[[losses]]\nloss_type = 'cross_batch_softmax'\nuser = 'u0'\nitem = 'v0'\nlog_q = 'lq0'\n\
+         similarity = 'cosine'\ntemperature = 0.5\nbank_size = {m}\n"
+    ))
+    .unwrap();
+    let inputs = batch(9, 1, 8, 64);
+    let mut reference = Reference::new(&config).unwrap();
+    let mut state = reference.state().clone();
+    state.banks[0] = Some(lossfuse::reference::BankState {
+        slots: vec![
+            Some(lossfuse::reference::BankRow {
+                embedding: vec![0.0; 64],
+                log_q: 0.0,
+                id: None,
+            });
+            m
+        ],
+        head: 0,
+        fill: m,
+    });
+    reference.set_state(state);
+    let want = reference.step(&inputs.0).unwrap();
+    for engine in engines() {
+        let label = engine.adapter().label();
+        let mut plan = engine.plan(&config, &Shapes::of_host(&inputs.0)).unwrap();
+        let bank_bytes = m as u64 * (64 * 4 + 12);
+        let allocated = plan.allocated_bytes();
+        assert!(
+            allocated >= bank_bytes && allocated < bank_bytes + (1 << 20),
+            "{label}: {allocated} bytes for a bank of {bank_bytes}"
+        );
+        plan.fill_banks();
+        let owned = OwnedBatch::from_host(&inputs.0).unwrap();
+        let names: Vec<String> = plan.grad_names().cloned().collect();
+        let out = plan.step(&owned.batch()).unwrap();
+        let report = out.report_blocking().unwrap();
+        let grads = names
+            .iter()
+            .map(|n| (n.clone(), out.read_grad(n).unwrap()))
+            .collect();
+        assert_matches(&label, &GpuStep { report, grads }, &want, EMB_TOL);
+    }
+}
