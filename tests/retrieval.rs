@@ -365,6 +365,16 @@ fn a_failed_step_changes_no_state_and_errors_name_the_fault() {
         t.contains("u0") && t.contains("B = 16") && t.contains("[16, 4]"),
         "{t}"
     );
+    let wide = batch(10, 1, 600, 64);
+    let many = LossConfig::from_toml_str(
+        "[[losses]]\nloss_type = 'softmax_cross_entropy_with_negative_mining'\nuser = 'u0'\nitem = 'v0'\nnum_negative_samples = 500\n",
+    )
+    .unwrap();
+    let e = engine.plan(&many, &Shapes::of_host(&wide.0)).err().unwrap();
+    assert!(
+        matches!(e, Error::Unsupported(_)) && e.to_string().contains("num_negative_samples = 500"),
+        "{e}"
+    );
     let mut other = batch(8, 1, 16, 4);
     other.0.get_mut("v0").unwrap().shape = vec![8, 8];
     let in_batch = LossConfig::from_toml_str(

@@ -32,6 +32,17 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         unreachable!("mining terms only")
     };
     let k_neg = k_neg as u64;
+    // One invocation scores all K + 1 items of its row; llvmpipe stops an invocation's loops after
+    // 65,535 iterations in all, so a larger K would be cut short there, silently. Refused until
+    // the negatives are split over dispatches like the sweeps' columns.
+    let limit = embedding::columns_per_dispatch(d);
+    if k_neg + 1 > limit {
+        return Err(crate::error::Error::Unsupported(format!(
+            "term '{name}': num_negative_samples = {k_neg} at d = {d} needs more loop iterations \
+             per row than one dispatch may take on every adapter (at most {} negatives at this d)",
+            limit - 1
+        )));
+    }
     check_binding(t, "the normalised embeddings", b * d * 4, ctx.max_binding)?;
     check_binding(
         t,
