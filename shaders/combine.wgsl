@@ -101,12 +101,6 @@ fn set_state_f32(i: u32, x: f32) {
     state[i] = bitcast<u32>(x);
 }
 
-// Mirrors src/rng.rs exactly (32-bit integer arithmetic only).
-fn pcg_hash(x: u32) -> u32 {
-    let s = x * 747796405u + 2891336453u;
-    let word = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-    return (word >> 22u) ^ word;
-}
 
 fn rlw_uniform(seed: u32, step: u32, k: u32, j: u32) -> f32 {
     let h = pcg_hash(pcg_hash(pcg_hash(seed) ^ step) ^ (2u * k + j));

@@ -53,6 +53,27 @@ fn sigmoid(x: f32) -> f32 {
     return select(e * s, s, x >= 0.0);
 }
 
+// Adds e^z to the running (max, Σ e^{z − max}) of an online log-sum-exp (Milakov & Gimelshein
+// 2018); start from (NEG_BIG, 0).
+fn lse_push(acc: vec2<f32>, z: f32) -> vec2<f32> {
+    if (z > acc.x) {
+        return vec2<f32>(z, acc.y * exp(acc.x - z) + 1.0);
+    }
+    return vec2<f32>(acc.x, acc.y + exp(z - acc.x));
+}
+
+// The log-sum-exp of a running pair.
+fn lse_value(acc: vec2<f32>) -> f32 {
+    return acc.x + log(acc.y);
+}
+
+// PCG-RXS-M-XS hash; mirrors src/rng.rs exactly (32-bit integer arithmetic only).
+fn pcg_hash(x: u32) -> u32 {
+    let s = x * 747796405u + 2891336453u;
+    let word = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
 var<workgroup> reduce_buf: array<vec4<f32>, WG>;
 
 // Sum over the workgroup by a fixed tree with barriers: deterministic, and correct whatever the

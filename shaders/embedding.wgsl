@@ -8,17 +8,6 @@ fn norm_denominator(norm2: f32) -> f32 {
     return max(sqrt(norm2), 1e-12);
 }
 
-// Online log-sum-exp state (running max, sum of exp(x − max)) with `x` added.
-fn lse_push(state: vec2<f32>, x: f32) -> vec2<f32> {
-    if (x > state.x) {
-        return vec2<f32>(x, state.y * exp(state.x - x) + 1.0);
-    }
-    return vec2<f32>(state.x, state.y + exp(x - state.x));
-}
-
-fn lse_value(state: vec2<f32>) -> f32 {
-    return state.x + log(state.y);
-}
 
 //// kernel prep
 // Row r of `input` ([N, D]) → row OUT_OFF + r of `rows`, normalised when COSINE.

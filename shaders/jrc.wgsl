@@ -20,10 +20,3 @@ fn jrc_ce_grad(row: vec4<f32>) -> vec2<f32> {
     return row.w * (vec2<f32>(exp(row.x - lse), exp(row.y - lse)) - onehot);
 }
 
-// Adds e^z to the running (max, Σ e^{z − max}) of an online log-sum-exp.
-fn lse_push(acc: vec2<f32>, z: f32) -> vec2<f32> {
-    if (z > acc.x) {
-        return vec2<f32>(z, acc.y * exp(acc.x - z) + 1.0);
-    }
-    return vec2<f32>(acc.x, acc.y + exp(z - acc.x));
-}

@@ -5,12 +5,6 @@
 // Rust prepends common.wgsl, embedding.wgsl's shared part and the constants: D, B, K, GAMMA,
 // MARGIN, T_SV (coefficient_of_support_vector), SEEDED and SEED.
 
-fn pcg_hash(x: u32) -> u32 {
-    let state = x * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
 // The k-th shift (k = 1..K) at `step`: k without a seed, else `rng::mining_shift`.
 fn shift_of(k: u32, step: u32) -> u32 {
     if (!SEEDED) {

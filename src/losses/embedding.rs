@@ -6,8 +6,9 @@
 //! (`shaders/embedding.wgsl`).
 
 use crate::batch::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernel::{Bind, PassSpec, Source, Work, COMMON, EMBEDDING, WG};
+use crate::schedule::Resolved;
 use std::fmt::Write;
 
 /// What the plan gives an embedding family to build its passes with.
@@ -39,6 +40,18 @@ pub(crate) struct TermPasses {
     pub grads: Vec<String>,
     /// The memory bank of a `cross_batch_softmax` term.
     pub bank: Option<super::retrieval::Bank>,
+}
+
+/// Refuses a buffer of `bytes` that one storage binding (`max` bytes) cannot cover.
+pub(crate) fn check_binding(term: &Resolved, what: &str, bytes: u64, max: u64) -> Result<()> {
+    if bytes > max {
+        return Err(Error::Unsupported(format!(
+            "term '{}': {what} needs {bytes} bytes in one storage binding, the adapter allows \
+             {max}; use a smaller batch",
+            term.term.name
+        )));
+    }
+    Ok(())
 }
 
 /// One invocation per row, 256 rows per workgroup.

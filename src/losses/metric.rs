@@ -8,8 +8,9 @@
 //! derivative of a row's loss in S_ij (S is symmetric, so each S_ij reaches two rows' losses);
 //! `apply` scales by the term's coefficient through the normalisation.
 
-use super::embedding::{self, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS};
-use super::retrieval::check_binding;
+use super::embedding::{
+    self, check_binding, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS,
+};
 use crate::config::TermKind;
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, PassSpec, Source, METRIC};

@@ -8,8 +8,9 @@
 //! dû_i; `items` gathers dv̂_j from the rows that scored item j; `apply` scales both by the term's
 //! coefficient through the normalisation.
 
-use super::embedding::{self, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS};
-use super::retrieval::check_binding;
+use super::embedding::{
+    self, check_binding, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS,
+};
 use crate::config::TermKind;
 use crate::error::Result;
 use crate::kernel::{Bind, PassSpec, Source, MINING};

@@ -15,7 +15,9 @@
 //! the embeddings in parts that each fit one storage binding, log_q and ids whole; its head and
 //! fill count are two words of the plan's state, so all of it is saved with the state.
 
-use super::embedding::{self, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS};
+use super::embedding::{
+    self, check_binding, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS,
+};
 use crate::config::{ContrastiveVariant, RetrievalParams, Similarity, TermKind};
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, PassSpec, Source, Work, RETRIEVAL};
@@ -48,17 +50,6 @@ fn rows_per_binding(bytes_per_row: u64, max_binding: u64) -> u64 {
     } else {
         rows
     }
-}
-
-pub(crate) fn check_binding(term: &Resolved, what: &str, bytes: u64, max: u64) -> Result<()> {
-    if bytes > max {
-        return Err(Error::Unsupported(format!(
-            "term '{}': {what} needs {bytes} bytes in one storage binding, the adapter allows \
-             {max}; use a smaller batch",
-            term.term.name
-        )));
-    }
-    Ok(())
 }
 
 /// The passes of an `in_batch_softmax`, `cross_batch_softmax` or `contrastive_loss` term.
