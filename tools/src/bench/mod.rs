@@ -553,7 +553,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             ))
         } else {
             let what = format!("{} on the f64 CPU reference", shape.name);
-            bar.update(&what, Phase::Reference, 0, 0);
+            bar.update(shape.name, Phase::Reference, 0, 0);
             let r = reference_run(&case)?;
             bar.finish_unit(&what);
             r

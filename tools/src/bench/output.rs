@@ -113,6 +113,11 @@ pub fn utc_now() -> (String, String) {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    utc(secs)
+}
+
+/// (date, time) in UTC of `secs` seconds after 1970-01-01T00:00:00Z.
+fn utc(secs: u64) -> (String, String) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, proleptic Gregorian).
     let z = days as i64 + 719_468;
@@ -391,5 +396,41 @@ pub fn print_summaries(rows: &[BenchRow]) {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates_from_unix_seconds() {
+        assert_eq!(utc(0).1, "1970-01-01T00:00:00Z");
+        // A leap day and the turn of a century that is a leap year.
+        assert_eq!(utc(951_782_400).1, "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_795_478_399).1, "2026-11-23T23:59:59Z");
+        assert_eq!(utc(1_795_478_400).0, "2026-11-24");
+    }
+
+    #[test]
+    fn csv_cells_with_commas_or_quotes_are_quoted() {
+        assert_eq!(cell("Vulkan"), "Vulkan");
+        assert_eq!(
+            cell("llvmpipe (LLVM 15.0.6, 256 bits)"),
+            "\"llvmpipe (LLVM 15.0.6, 256 bits)\""
+        );
+        assert_eq!(cell("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn short_labels_keep_the_name_and_the_backend() {
+        assert_eq!(
+            super::super::short_label("llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)"),
+            "llvmpipe (Vulkan)"
+        );
+        assert_eq!(
+            super::super::short_label("NVIDIA H100 (Vulkan)"),
+            "NVIDIA H100 (Vulkan)"
+        );
     }
 }

@@ -28,7 +28,7 @@ impl Phase {
             Phase::Warmup => "warm-up",
             Phase::Timed => "timed",
             Phase::GpuTiming => "GPU timing",
-            Phase::Reference => "CPU reference",
+            Phase::Reference => "on the f64 CPU reference",
         }
     }
 }

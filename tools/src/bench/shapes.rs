@@ -656,3 +656,31 @@ pub fn step_all(plans: &mut [Plan], batch: &Batch) -> CliResult<f64> {
     }
     Ok(total)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_has_a_unique_name_and_a_flop_model() {
+        for (i, s) in SHAPES.iter().enumerate() {
+            assert!(SHAPES[..i].iter().all(|t| t.name != s.name), "{}", s.name);
+        }
+        // Small shapes of each kind of model: per row, softmax, retrieval.
+        let c = Case::new("classification_64k", seed_of("classification_64k")).unwrap();
+        assert_eq!((c.work, c.flops), (1 << 16, 15 << 16));
+        let f = Case::new("fused3_1m", 1).unwrap();
+        assert_eq!(f.flops, (15 + 41 + 13) << 20);
+        let r = Case::new("cbns_1024_m16k", 1).unwrap();
+        assert_eq!(r.work, 1024 * (1024 + 16384));
+        assert_eq!(r.flops, flops::retrieval(1024, 16384, 64));
+        assert!(Case::new("nope", 1).is_err());
+    }
+
+    #[test]
+    fn session_work_counts_visits_and_ordered_label_pairs() {
+        // Session 0: labels 0, 1, 1 (2 pairs, 9 visits); session 1: 3, 0 (1 pair, 4 visits).
+        let (visits, pairs) = session_work(&[0, 0, 0, 1, 1], &[0.0, 1.0, 1.0, 3.0, 0.0]);
+        assert_eq!((visits, pairs), (13, 3));
+    }
+}
