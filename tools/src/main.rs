@@ -5,11 +5,15 @@
 //!   losses, weights and gradients of a batch, as a safetensors file.
 //! - `lossfuse compare A B [--rtol 1e-4]`: two `eval` outputs agree (exit 1 when not).
 //! - `lossfuse bench [--shape NAME ...] [--adapter NAME] [--steps N] [--json FILE]`.
+//! - `lossfuse check [--adapter NAME ...] [--seed S] [--case SUBSTRING ...] [--markdown FILE]
+//!   [--json FILE]`: the conformance suite on every adapter against the f64 reference (exit 1 on
+//!   any failure); `lossfuse check --compare A.json B.json ...` puts reports side by side.
 //!
 //! Errors print `error: <message>` and exit with code 2.
 
 mod adapters;
 mod bench;
+mod check;
 mod compare;
 mod error;
 mod eval;
@@ -18,7 +22,7 @@ mod io;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// The lossfuse GPU loss engine: adapters, eval, compare, bench.
+/// The lossfuse GPU loss engine: adapters, eval, compare, bench, check.
 #[derive(Parser, Debug)]
 #[command(name = "lossfuse", version, about)]
 struct Cli {
@@ -36,6 +40,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Time named shapes on one adapter.
     Bench(bench::BenchArgs),
+    /// Conformance suite: every term and strategy on every adapter against the f64 reference
+    /// (exit code 1 when any case fails); `--compare` puts reports side by side.
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +52,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare::run(args),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => code,
