@@ -208,6 +208,48 @@ fn compare_puts_reports_side_by_side() {
 }
 
 #[test]
+fn a_case_an_adapter_cannot_run_is_reported_unsupported_not_failed() {
+    let found = adapters();
+    let dir = scratch("check_unsupported");
+    let json = dir.join("check.json");
+    // C = 65,536 floats per softmax row cannot fit 64 KiB bindings; the per-row case still runs.
+    let o = run(&[
+        "check",
+        "--max-binding-bytes",
+        "65536",
+        "--case",
+        "softmax_cross_entropy/wide_row",
+        "--case",
+        "classification/binary",
+        "--json",
+        p(&json),
+        "--markdown",
+        p(&dir.join("check.md")),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("unsupported (not run)"), "{text}");
+    assert!(
+        text.contains("2 of 2 cases pass where they ran; 1 were not run"),
+        "{text}"
+    );
+    let v = read_json(&json);
+    assert_eq!(v["unsupported"], 1);
+    for case in v["cases"].as_array().unwrap() {
+        let want = if case["name"] == "softmax_cross_entropy/wide_row" {
+            "unsupported"
+        } else {
+            "pass"
+        };
+        let results = case["results"].as_array().unwrap();
+        assert_eq!(results.len(), found.len());
+        for r in results {
+            assert_eq!(r["status"], want, "{r}");
+        }
+    }
+}
+
+#[test]
 fn bad_arguments_exit_2_saying_what_is_known() {
     let found = adapters();
     let o = run(&["check", "--adapter", "no such adapter"]);

@@ -21,8 +21,27 @@ pub struct StepResult {
 /// Appended to a step's error when the failed step changed the plan's state.
 pub const STATE_CHANGED: &str = " (and the failed step changed the plan's state)";
 
-/// Every step's results, or the error that stopped the run.
-pub type RunResult = Result<Vec<StepResult>, String>;
+/// Why a run has no results.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunError {
+    /// The adapter cannot run this config (`lossfuse::Error::Unsupported` at plan time, e.g. a
+    /// row larger than its storage bindings): not a conformance failure, but reported.
+    Unsupported(String),
+    /// Anything else: a wrong refusal, a GPU error, a failed read-back.
+    Failed(String),
+}
+
+impl RunError {
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            RunError::Unsupported(m) | RunError::Failed(m) => m,
+        }
+    }
+}
+
+/// Every step's results, or why there are none.
+pub type RunResult = Result<Vec<StepResult>, RunError>;
 
 fn learned(config: &LossConfig, name: &str) -> bool {
     config
@@ -84,14 +103,15 @@ fn from_reference(config: &LossConfig, out: &ReferenceOutput) -> StepResult {
 
 /// The f64 reference over the case's steps.
 pub fn run_reference(case: &Case) -> RunResult {
-    let config = LossConfig::from_toml_str(&case.config).map_err(|e| e.to_string())?;
-    let mut reference = Reference::new(&config).map_err(|e| e.to_string())?;
+    let failed = |e: lossfuse::Error| RunError::Failed(e.to_string());
+    let config = LossConfig::from_toml_str(&case.config).map_err(failed)?;
+    let mut reference = Reference::new(&config).map_err(failed)?;
     (0..case.steps)
         .map(|_| {
             reference
                 .step(&case.inputs)
                 .map(|out| from_reference(&config, &out))
-                .map_err(|e| e.to_string())
+                .map_err(failed)
         })
         .collect()
 }
@@ -99,41 +119,44 @@ pub fn run_reference(case: &Case) -> RunResult {
 /// The case on `engine`: outputs poisoned with NaN before every step, so an unwritten output
 /// shows up as a non-finite value rather than as last step's numbers.
 pub fn run_gpu(engine: &Engine, case: &Case) -> RunResult {
-    let label = engine.adapter().label();
-    let config = LossConfig::from_toml_str(&case.config).map_err(|e| e.to_string())?;
-    let mut plan = engine
-        .plan(&config, &Shapes::of_host(&case.inputs))
-        .map_err(|e| format!("plan on {label}: {e}"))?;
-    let owned = OwnedBatch::from_host(&case.inputs).map_err(|e| e.to_string())?;
+    // Messages leave out the adapter: the report's cell names it.
+    let failed = RunError::Failed;
+    let config = LossConfig::from_toml_str(&case.config).map_err(|e| failed(e.to_string()))?;
+    let mut plan = match engine.plan(&config, &Shapes::of_host(&case.inputs)) {
+        Ok(plan) => plan,
+        Err(lossfuse::Error::Unsupported(m)) => return Err(RunError::Unsupported(m)),
+        Err(e) => return Err(failed(format!("plan: {e}"))),
+    };
+    let owned = OwnedBatch::from_host(&case.inputs).map_err(|e| failed(e.to_string()))?;
     let batch = owned.batch();
     let names: Vec<String> = plan.grad_names().cloned().collect();
     let mut steps = Vec::with_capacity(case.steps);
     for s in 0..case.steps {
         plan.poison_outputs();
-        let before = plan.save_state().map_err(|e| e.to_string())?;
+        let before = plan.save_state().map_err(|e| failed(e.to_string()))?;
         let out = match plan.step(&batch) {
             Ok(out) => out,
             Err(e) => {
                 // A failed step must leave the state (bank, histograms, learned weights) as it was.
                 let unchanged = plan.save_state().is_ok_and(|after| after == before);
                 let note = if unchanged { "" } else { STATE_CHANGED };
-                return Err(format!("step {s} on {label}: {e}{note}"));
+                return Err(failed(format!("step {s}: {e}{note}")));
             }
         };
         let submissions = out.counters().submissions;
         if submissions != 1 {
-            return Err(format!(
-                "step {s} on {label}: {submissions} queue submissions, expected one"
-            ));
+            return Err(failed(format!(
+                "step {s}: {submissions} queue submissions, expected one"
+            )));
         }
         let report = out
             .report_blocking()
-            .map_err(|e| format!("step {s} on {label}: {e}"))?;
+            .map_err(|e| failed(format!("step {s}: {e}")))?;
         let mut grads = BTreeMap::new();
         for n in &names {
             let g = out
                 .read_grad(n)
-                .map_err(|e| format!("step {s} on {label}: reading grad/{n}: {e}"))?;
+                .map_err(|e| failed(format!("step {s}: reading grad/{n}: {e}")))?;
             grads.insert(n.clone(), g.into_iter().map(f64::from).collect());
         }
         steps.push(StepResult {

@@ -13,7 +13,7 @@ pub mod report;
 use crate::error::{CliError, CliResult};
 use cases::{Case, Expect, Tolerance};
 use lossfuse::{Engine, EngineOptions};
-use measure::{distance, RunResult};
+use measure::{distance, RunError, RunResult};
 use report::{AdapterEntry, CaseReport, Cell, CheckReport, Status};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +42,10 @@ pub struct CheckArgs {
     /// case then fails where its error exceeds the scaled tolerance).
     #[arg(long, default_value_t = 1.0)]
     pub tolerance_scale: f64,
+    /// Cap every storage binding at this many bytes (a multiple of 256), below the adapter's own
+    /// limit, so that the paths that split large tensors over several bindings are checked too.
+    #[arg(long, value_name = "BYTES")]
+    pub max_binding_bytes: Option<u64>,
     /// List the cases and exit.
     #[arg(long)]
     pub list: bool,
@@ -85,7 +89,10 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let engines = select_engines(&args.adapters)?;
+    let options = EngineOptions {
+        max_binding_bytes: args.max_binding_bytes,
+    };
+    let engines = select_engines(&args.adapters, options)?;
     let report = check(&cases, &engines, args.seed, |line| {
         if !args.quiet {
             eprintln!("{line}");
@@ -114,8 +121,8 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
 
 /// Every adapter, or those whose label contains one of `filters`; a filter matching none is an
 /// error naming the adapters found.
-pub fn select_engines(filters: &[String]) -> CliResult<Vec<Engine>> {
-    let all = Engine::all(EngineOptions::default())?;
+pub fn select_engines(filters: &[String], options: EngineOptions) -> CliResult<Vec<Engine>> {
+    let all = Engine::all(options)?;
     if filters.is_empty() {
         return Ok(all);
     }
@@ -169,6 +176,7 @@ pub fn check(
                 .map(|c| match c.status {
                     Status::Pass => "pass",
                     Status::Fail => "FAIL",
+                    Status::Unsupported => "n/a",
                 })
                 .collect::<Vec<_>>()
                 .join(" "),
@@ -177,6 +185,7 @@ pub fn check(
         reports.push(r);
     }
     let passed = reports.iter().filter(|c| c.passed()).count();
+    let unsupported = reports.iter().filter(|c| c.unsupported()).count();
     CheckReport {
         tool: "lossfuse check".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -186,6 +195,7 @@ pub fn check(
         adapters,
         failed: reports.len() - passed,
         passed,
+        unsupported,
         cases: reports,
     }
 }
@@ -201,14 +211,15 @@ fn check_case(case: &Case, engines: &[Engine]) -> CaseReport {
     let results: Vec<Cell> = match &case.expect {
         Expect::Match => {
             if let Err(e) = &reference.0 {
-                reference_error = Some(e.clone());
+                reference_error = Some(e.message().to_string());
             }
             gpu.iter()
                 .map(|(label, (run, secs))| match (run, &reference.0) {
                     (Ok(steps), Ok(want)) => {
                         measured(label, distance(steps, want, &case.tol), &case.tol, *secs)
                     }
-                    (Err(e), _) => failed(label, e.clone(), *secs),
+                    (Err(RunError::Unsupported(m)), _) => unsupported(label, m.clone(), *secs),
+                    (Err(RunError::Failed(m)), _) => failed(label, m.clone(), *secs),
                     (Ok(_), Err(_)) => failed(label, "no reference to compare with".into(), *secs),
                 })
                 .collect()
@@ -219,25 +230,31 @@ fn check_case(case: &Case, engines: &[Engine]) -> CaseReport {
                 Ok(_) => {
                     reference_error = Some("the reference accepted an input it must refuse".into())
                 }
-                Err(e) if !named(e) => {
-                    reference_error = Some(format!("refused without naming '{tensor}': {e}"))
+                Err(e) if !named(e.message()) => {
+                    reference_error = Some(format!(
+                        "refused without naming '{tensor}': {}",
+                        e.message()
+                    ))
                 }
                 Err(_) => {}
             }
             gpu.iter()
                 .map(|(label, (run, secs))| match run {
-                    Err(e) if named(e) && !e.contains(measure::STATE_CHANGED) => Cell {
-                        adapter: label.clone(),
-                        status: Status::Pass,
-                        loss: None,
-                        grad: None,
-                        elem: None,
-                        worst: None,
-                        message: Some(e.clone()),
-                        seconds: *secs,
-                    },
-                    Err(e) if named(e) => failed(label, e.clone(), *secs),
-                    Err(e) => failed(
+                    Err(RunError::Unsupported(m)) => unsupported(label, m.clone(), *secs),
+                    Err(RunError::Failed(e)) if named(e) && !e.contains(measure::STATE_CHANGED) => {
+                        Cell {
+                            adapter: label.clone(),
+                            status: Status::Pass,
+                            loss: None,
+                            grad: None,
+                            elem: None,
+                            worst: None,
+                            message: Some(e.clone()),
+                            seconds: *secs,
+                        }
+                    }
+                    Err(RunError::Failed(e)) if named(e) => failed(label, e.clone(), *secs),
+                    Err(RunError::Failed(e)) => failed(
                         label,
                         format!("refused without naming '{tensor}': {e}"),
                         *secs,
@@ -265,31 +282,22 @@ fn check_case(case: &Case, engines: &[Engine]) -> CaseReport {
     }
 }
 
-/// Every adapter against the first, at twice the tolerance (each may be `tol` from the reference
-/// on either side). None with fewer than two adapters or for expected refusals.
+/// Every adapter with results against the first such, at twice the tolerance (each may be `tol`
+/// from the reference on either side). None when fewer than two adapters have results (a failed
+/// or unsupported run is reported in its own cell) and for expected refusals.
 fn agreement(case: &Case, gpu: &[(String, (RunResult, f64))]) -> Option<Cell> {
-    if gpu.len() < 2 || case.expect != Expect::Match {
+    if case.expect != Expect::Match {
         return None;
     }
+    let ran: Vec<(&String, &Vec<measure::StepResult>)> = gpu
+        .iter()
+        .filter_map(|(label, (run, _))| run.as_ref().ok().map(|steps| (label, steps)))
+        .collect();
+    let ((first_label, base), others) = ran.split_first()?;
     let twice = case.tol.scaled(2.0);
-    let (first_label, (first, _)) = &gpu[0];
-    let Ok(base) = first else {
-        return Some(failed(
-            "adapters agree",
-            format!("{first_label} has no results"),
-            0.0,
-        ));
-    };
     // The adapter farthest from the first, by its largest measure relative to its tolerance.
     let mut farthest: Option<(f64, &String, measure::Distance)> = None;
-    for (label, (run, _)) in &gpu[1..] {
-        let Ok(steps) = run else {
-            return Some(failed(
-                "adapters agree",
-                format!("{label} has no results"),
-                0.0,
-            ));
-        };
+    for (label, steps) in others {
         let d = distance(steps, base, &twice);
         let ratio = if d.mismatch.is_some() {
             f64::INFINITY
@@ -338,6 +346,13 @@ fn measured(label: &str, d: measure::Distance, tol: &Tolerance, seconds: f64) ->
         worst: (!d.worst.is_empty()).then(|| d.worst.clone()),
         message: d.mismatch.clone(),
         seconds,
+    }
+}
+
+fn unsupported(label: &str, message: String, seconds: f64) -> Cell {
+    Cell {
+        status: Status::Unsupported,
+        ..failed(label, message, seconds)
     }
 }
 

@@ -13,6 +13,8 @@ pub enum Status {
     Pass,
     /// Outside tolerance, an unexpected error, or a missing expected error.
     Fail,
+    /// The adapter cannot run the config (its limits); not a failure, listed with the reason.
+    Unsupported,
 }
 
 /// One case on one adapter (or the agreement between adapters).
@@ -63,14 +65,20 @@ pub struct CaseReport {
 }
 
 impl CaseReport {
-    /// Whether the reference and every cell (and the agreement) passed.
+    /// Whether the reference and every cell (and the agreement) passed; an adapter that cannot
+    /// run the case does not count against it.
     pub fn passed(&self) -> bool {
         self.reference_error.is_none()
             && self
                 .results
                 .iter()
                 .chain(&self.agreement)
-                .all(|c| c.status == Status::Pass)
+                .all(|c| c.status != Status::Fail)
+    }
+
+    /// Whether some adapter could not run the case.
+    pub fn unsupported(&self) -> bool {
+        self.results.iter().any(|c| c.status == Status::Unsupported)
     }
 }
 
@@ -105,6 +113,9 @@ pub struct CheckReport {
     pub passed: usize,
     /// Cases that failed somewhere.
     pub failed: usize,
+    /// Cases that some adapter could not run (counted in `passed` when nothing failed).
+    #[serde(default)]
+    pub unsupported: usize,
 }
 
 /// A number in a table: 0 as `0`, else 2 significant digits in scientific notation.
@@ -120,13 +131,18 @@ fn status_word(c: &Cell) -> &'static str {
     match c.status {
         Status::Pass => "pass",
         Status::Fail => "FAIL",
+        Status::Unsupported => "n/a",
     }
 }
 
 /// The cell as `pass 1.2e-7 3.4e-6 5.0e-6`, or `pass refused` for an expected error.
 pub fn cell_text(c: &Cell) -> String {
-    if c.loss.is_none() && c.grad.is_none() && c.status == Status::Pass {
-        return format!("{:<4} {:<29}", status_word(c), "refused as expected");
+    match c.status {
+        Status::Pass if c.loss.is_none() && c.grad.is_none() => {
+            return format!("{:<4} {:<29}", status_word(c), "refused as expected")
+        }
+        Status::Unsupported => return format!("{:<4} {:<29}", status_word(c), "unsupported"),
+        _ => {}
     }
     format!(
         "{:<4} {:>9} {:>9} {:>9}",
@@ -175,6 +191,44 @@ pub fn failures(report: &CheckReport) -> Vec<String> {
         }
     }
     out
+}
+
+/// Cases an adapter could not run, as `case on adapter: reason` lines.
+pub fn unsupported(report: &CheckReport) -> Vec<String> {
+    report
+        .cases
+        .iter()
+        .flat_map(|case| {
+            case.results
+                .iter()
+                .filter(|c| c.status == Status::Unsupported)
+                .map(move |c| {
+                    format!(
+                        "{} on {}: {}",
+                        case.name,
+                        c.adapter,
+                        c.message.as_deref().unwrap_or("")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// `57 of 57 cases pass on every adapter`, or with the unsupported and failed counts.
+pub fn summary(report: &CheckReport) -> String {
+    let n = report.cases.len();
+    let mut s = if report.unsupported == 0 {
+        format!("{} of {n} cases pass on every adapter", report.passed)
+    } else {
+        format!(
+            "{} of {n} cases pass where they ran; {} were not run on some adapter (unsupported there)",
+            report.passed, report.unsupported
+        )
+    };
+    if report.failed > 0 {
+        s.push_str(&format!("; {} fail", report.failed));
+    }
+    s
 }
 
 /// The terminal table: one row per case, one column group per adapter.
@@ -244,16 +298,14 @@ pub fn table(report: &CheckReport) -> String {
             s.push_str(&format!("  {f}\n"));
         }
     }
-    s.push_str(&format!(
-        "\n{} of {} cases pass on every adapter{}\n",
-        report.passed,
-        report.cases.len(),
-        if report.failed > 0 {
-            format!("; {} fail", report.failed)
-        } else {
-            String::new()
+    let skipped = unsupported(report);
+    if !skipped.is_empty() {
+        s.push_str("\nunsupported (not run):\n");
+        for f in skipped {
+            s.push_str(&format!("  {f}\n"));
         }
-    ));
+    }
+    s.push_str(&format!("\n{}\n", summary(report)));
     s
 }
 
@@ -264,7 +316,7 @@ fn md_escape(text: &str) -> String {
 /// The Markdown report: adapters, the table, tolerances, failures.
 pub fn markdown(report: &CheckReport) -> String {
     let mut s = format!(
-        "# lossfuse check\n\nlossfuse {}, {}{}, seed {}: {} of {} cases pass on every adapter.\n\n",
+        "# lossfuse check\n\nlossfuse {}, {}{}, seed {}: {}.\n\n",
         report.version,
         report.date,
         report
@@ -273,8 +325,7 @@ pub fn markdown(report: &CheckReport) -> String {
             .map(|c| format!(", commit `{c}`"))
             .unwrap_or_default(),
         report.seed,
-        report.passed,
-        report.cases.len()
+        summary(report)
     );
     s.push_str("| | adapter | backend | device type | driver | subgroup sizes |\n|---|---|---|---|---|---|\n");
     for (i, a) in report.adapters.iter().enumerate() {
@@ -324,6 +375,7 @@ pub fn markdown(report: &CheckReport) -> String {
                 (Status::Pass, true) => "pass (refused)",
                 (Status::Pass, false) => "pass",
                 (Status::Fail, _) => "**FAIL**",
+                (Status::Unsupported, _) => "n/a",
             };
             s.push_str(&format!(
                 " {word} | {} | {} | {} |",
@@ -341,6 +393,13 @@ pub fn markdown(report: &CheckReport) -> String {
     if !fails.is_empty() {
         s.push_str("\n## Failures\n\n");
         for f in fails {
+            s.push_str(&format!("- {}\n", md_escape(&f)));
+        }
+    }
+    let skipped = unsupported(report);
+    if !skipped.is_empty() {
+        s.push_str("\n## Unsupported (not run)\n\n");
+        for f in skipped {
             s.push_str(&format!("- {}\n", md_escape(&f)));
         }
     }
