@@ -4,7 +4,10 @@
 //! - `lossfuse eval --config C --input I --output O [--adapter NAME | --reference] [--steps N]`:
 //!   losses, weights and gradients of a batch, as a safetensors file.
 //! - `lossfuse compare A B [--rtol 1e-4]`: two `eval` outputs agree (exit 1 when not).
-//! - `lossfuse bench [--shape NAME ...] [--adapter NAME] [--steps N] [--json FILE]`.
+//! - `lossfuse bench [--shape NAME ...] [--skip NAME ...] [--adapter NAME ...] [--steps N]
+//!   [--warmup N] [--gpu-steps N] [--no-reference] [--csv FILE] [--json FILE] [--plot FILE.svg]`:
+//!   the throughput suite on every adapter (or those named): wall and GPU time per step, bytes,
+//!   FLOPs, fraction of copy bandwidth, speed-up over the f64 CPU reference.
 //! - `lossfuse check [--adapter NAME ...] [--seed S] [--case SUBSTRING ...] [--markdown FILE]
 //!   [--json FILE]`: the conformance suite on every adapter against the f64 reference (exit 1 on
 //!   any failure); `lossfuse check --compare A.json B.json ...` puts reports side by side.
@@ -12,12 +15,13 @@
 //! Errors print `error: <message>` and exit with code 2.
 
 mod adapters;
-mod bench;
-mod check;
 mod compare;
-mod error;
 mod eval;
 mod io;
+
+// The bench suite, the conformance suite and the error type live in the library (src/lib.rs);
+// `crate::error` still names the error type for the modules here.
+use lossfuse_cli::{bench, check, error};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,7 +42,7 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Compare two `eval` outputs (exit code 1 when any key is outside tolerance).
     Compare(compare::CompareArgs),
-    /// Time named shapes on one adapter.
+    /// Time the named shapes on every adapter (or those named) against the CPU reference.
     Bench(bench::BenchArgs),
     /// Conformance suite: every term and strategy on every adapter against the f64 reference
     /// (exit code 1 when any case fails); `--compare` puts reports side by side.

@@ -189,8 +189,14 @@ pub fn check(
     CheckReport {
         tool: "lossfuse check".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        date: report::utc_date(),
-        commit: report::git_commit(),
+        date: crate::provenance::utc_now().0,
+        commit: crate::provenance::git_commit().map(|(hash, dirty)| {
+            if dirty {
+                format!("{hash}-dirty")
+            } else {
+                hash
+            }
+        }),
         seed,
         adapters,
         failed: reports.len() - passed,

@@ -1,0 +1,256 @@
+//! `lossfuse bench` on every adapter found with `--csv`, `--json` and `--plot`: the three files
+//! hold what they promise (columns, one row per adapter, GPU time where the adapter has
+//! timestamps, the CPU reference column, one chart series per adapter). Correctness only: no
+//! assertion is about how fast anything is. A machine without an adapter fails, never skips.
+
+mod common;
+use common::{adapters, bin, scratch};
+use lossfuse_cli::bench::{short_label, CSV_COLUMNS};
+use std::process::Output;
+
+fn run(args: &[&str]) -> Output {
+    // Every adapter: the default, unless the environment narrows it.
+    let out = bin()
+        .env_remove("LOSSFUSE_ADAPTER")
+        .args(args)
+        .output()
+        .expect("the lossfuse binary runs");
+    eprintln!(
+        "$ lossfuse {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Splits CSV text into rows of cells (quoted cells may hold commas and doubled quotes).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let mut cells = Vec::new();
+        let mut cell = String::new();
+        let mut quoted = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, quoted) {
+                ('"', true) if chars.peek() == Some(&'"') => {
+                    cell.push('"');
+                    chars.next();
+                }
+                ('"', _) => quoted = !quoted,
+                (',', false) => cells.push(std::mem::take(&mut cell)),
+                _ => cell.push(c),
+            }
+        }
+        assert!(!quoted, "unterminated quote in CSV line: {line}");
+        cells.push(cell);
+        rows.push(cells);
+    }
+    rows
+}
+
+/// Checks that every element of `svg` is closed in order (a small well-formedness check: tags
+/// only, no DTD or CDATA, which plotters does not write); returns the element names seen.
+fn check_xml(svg: &str) -> Vec<String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen = Vec::new();
+    let mut rest = svg;
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("tag closed") + start;
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
+            continue;
+        }
+        let name = tag
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap()
+            .to_string();
+        seen.push(name.clone());
+        if !tag.ends_with('/') {
+            stack.push(name);
+        }
+    }
+    assert!(stack.is_empty(), "unclosed elements: {stack:?}");
+    seen
+}
+
+#[test]
+fn bench_suite_writes_csv_json_and_chart_for_every_adapter() {
+    let found = adapters();
+    let dir = scratch("bench_suite");
+    let (csv, json, svg) = (
+        dir.join("bench.csv"),
+        dir.join("bench.json"),
+        dir.join("bench.svg"),
+    );
+    let o = run(&[
+        "bench",
+        "--shape",
+        "classification_64k",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--gpu-steps",
+        "1",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("speed-up") && stdout.contains("GFLOP/s"),
+        "{stdout}"
+    );
+
+    // CSV: the documented header, one row per adapter.
+    let table = parse_csv(&std::fs::read_to_string(&csv).unwrap());
+    assert_eq!(table[0], CSV_COLUMNS);
+    assert_eq!(table.len(), 1 + found.len(), "one row per adapter");
+    let col = |row: &[String], name: &str| -> String {
+        let i = CSV_COLUMNS.iter().position(|c| *c == name).unwrap();
+        row[i].clone()
+    };
+    let num = |row: &[String], name: &str| -> f64 {
+        col(row, name)
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} = '{}' is not a number", col(row, name)))
+    };
+    for (row, adapter) in table[1..].iter().zip(&found) {
+        assert_eq!(row.len(), CSV_COLUMNS.len());
+        assert_eq!(col(row, "shape"), "classification_64k");
+        assert_eq!(col(row, "family"), "per_row");
+        assert_eq!(col(row, "adapter"), adapter.label());
+        assert_eq!(col(row, "work_unit"), "rows");
+        assert_eq!(num(row, "work_per_step"), 65536.0);
+        // The FLOP model of classification: 15 per row.
+        assert_eq!(num(row, "flops_per_step"), 15.0 * 65536.0);
+        for c in [
+            "median_s",
+            "min_s",
+            "bytes_per_step",
+            "bytes_per_s",
+            "copy_bytes_per_s",
+            "fraction_of_copy",
+            "flops_per_s",
+            "reference_s",
+            "speedup_vs_reference",
+        ] {
+            let v = num(row, c);
+            assert!(v.is_finite() && v > 0.0, "{c} = {v}");
+        }
+        assert_eq!(num(row, "submissions_per_step"), 1.0);
+        // Same inputs as the reference: the first step's losses agree.
+        assert!(num(row, "reference_rel_diff") < 1e-4);
+        assert_eq!(col(row, "reference_note"), "");
+        if adapter.timestamps {
+            assert!(num(row, "gpu_s") > 0.0);
+        } else {
+            assert_eq!(col(row, "gpu_s"), "");
+            assert_eq!(col(row, "gpu_note"), "no timestamp queries");
+        }
+    }
+
+    // JSON: the adapters with their copy bandwidth, when, and the same rows with passes.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let date = v["date"].as_str().unwrap();
+    assert!(
+        date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-',
+        "{date}"
+    );
+    let listed = v["adapters"].as_array().unwrap();
+    assert_eq!(listed.len(), found.len());
+    for (a, s) in listed.iter().zip(&found) {
+        assert_eq!(a["name"], s.name.as_str());
+        assert_eq!(a["backend"], s.backend.as_str());
+        assert_eq!(a["driver"], s.driver.as_str());
+        assert_eq!(a["device_type"], s.device_type.as_str());
+        assert_eq!(a["subgroup_sizes"][1], s.subgroup_sizes.1);
+        assert!(a["copy_bandwidth_bytes_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), found.len());
+    for (r, s) in rows.iter().zip(&found) {
+        assert_eq!(r["adapter"], s.label().as_str());
+        assert_eq!(r["steps"], 2);
+        if s.timestamps {
+            let passes = r["gpu"]["passes"].as_array().unwrap();
+            assert!(!passes.is_empty());
+            assert!(passes.iter().all(|p| p["seconds"].as_f64().unwrap() >= 0.0));
+        } else {
+            assert!(r["gpu"].is_null());
+        }
+        let speedup = r["reference"]["speedup"].as_f64().unwrap();
+        assert!(speedup.is_finite() && speedup > 0.0);
+    }
+
+    // SVG: well-formed, axes labelled, one series (a line and a legend entry) per adapter.
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.trim_start().starts_with("<svg"), "not an SVG");
+    let elements = check_xml(&text);
+    assert!(elements.iter().any(|e| e == "text"));
+    assert!(text.contains("rows per step") && text.contains("rows per second"));
+    assert!(text.contains("per_row"));
+    for s in &found {
+        let legend = format!("classification · {}", short_label(&s.label()));
+        assert_eq!(text.matches(&legend).count(), 1, "legend '{legend}'");
+    }
+    // Series lines are drawn 2 px wide: one polyline for the data and one in the legend each.
+    assert_eq!(
+        text.matches(r#"stroke-width="2""#).count(),
+        2 * found.len(),
+        "series per adapter"
+    );
+    assert_eq!(
+        elements.iter().filter(|e| *e == "circle").count(),
+        found.len()
+    );
+}
+
+#[test]
+fn bench_rejects_unknown_shapes_and_adapters_before_running() {
+    adapters();
+    let o = run(&["bench", "--shape", "no_such_shape"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("classification_64k"));
+    let o = run(&["bench", "--skip", "no_such_shape"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(&[
+        "bench",
+        "--shape",
+        "classification_64k",
+        "--adapter",
+        "no such adapter",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no adapter matches"));
+    // --list needs no adapter and names every family.
+    let o = run(&["bench", "--list"]);
+    assert_eq!(o.status.code(), Some(0));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    for family in [
+        "softmax_ce",
+        "per_row",
+        "batch_wide",
+        "pairwise",
+        "retrieval",
+    ] {
+        assert!(listed.contains(family), "{family}");
+    }
+}
