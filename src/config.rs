@@ -225,6 +225,33 @@ pub enum ContrastiveVariant {
     NtXent,
 }
 
+/// Every `loss_type` a config may name (LOSSES.md), in the order LOSSES.md lists them.
+pub const LOSS_TYPES: &[&str] = &[
+    "classification",
+    "softmax_cross_entropy",
+    "l2_loss",
+    "sigmoid_l2_loss",
+    "cross_entropy_loss",
+    "binary_focal_loss",
+    "esmm",
+    "ghm_c",
+    "f1_reweighted_loss",
+    "pair_wise_loss",
+    "pairwise_logistic_loss",
+    "pairwise_focal_loss",
+    "pairwise_hinge_loss",
+    "jrc_loss",
+    "in_batch_softmax",
+    "cross_batch_softmax",
+    "contrastive_loss",
+    "softmax_cross_entropy_with_negative_mining",
+    "circle_loss",
+    "multi_similarity_loss",
+];
+
+/// Every `loss_weight_strategy` (LOSSES.md, "Combining terms").
+pub const WEIGHT_STRATEGIES: &[&str] = &["fixed", "uncertainty", "random", "ema_reweight"];
+
 /// The largest `bank_size` of `cross_batch_softmax`.
 pub const MAX_BANK_SIZE: u32 = 1 << 24;
 
@@ -615,7 +642,8 @@ impl LossConfig {
             }
             other => {
                 return Err(Error::Config(format!(
-                    "unknown loss_weight_strategy '{other}'; expected fixed, uncertainty, random or ema_reweight"
+                    "unknown loss_weight_strategy '{other}'; expected one of {}",
+                    WEIGHT_STRATEGIES.join(", ")
                 )))
             }
         };
@@ -1186,9 +1214,7 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
         "ghm_c" => {
             let bins = t.u32_or("bins", 10)?;
             if !(1..=MAX_GHM_BINS).contains(&bins) {
-                return Err(t.err(format!(
-                    "'bins' must be in [1, {MAX_GHM_BINS}], got {bins}"
-                )));
+                return Err(t.err(format!("'bins' must be in [1, {MAX_GHM_BINS}], got {bins}")));
             }
             let momentum = t.f64_or("momentum", 0.0)?;
             if !(0.0..1.0).contains(&momentum) {
@@ -1201,10 +1227,7 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
                         .into(),
                 ));
             }
-            (
-                TermKind::GhmC { bins, momentum },
-                &["bins", "momentum"],
-            )
+            (TermKind::GhmC { bins, momentum }, &["bins", "momentum"])
         }
         "f1_reweighted_loss" => {
             let f1_beta_square = t.f64_or("f1_beta_square", 1.0)?;
@@ -1253,7 +1276,12 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
                     same_label_loss,
                     weighting,
                 },
-                &["alpha", "same_label_loss", "loss_weight_strategy", "uncertainty"],
+                &[
+                    "alpha",
+                    "same_label_loss",
+                    "loss_weight_strategy",
+                    "uncertainty",
+                ],
             )
         }
         "in_batch_softmax"
@@ -1266,12 +1294,8 @@ fn parse_term(index: usize, obj: &Map<String, Value>) -> Result<LossTerm> {
             return Err(Error::term(
                 &name,
                 format!(
-                    "unknown loss_type '{other}'; expected one of classification, softmax_cross_entropy, \
-                     l2_loss, sigmoid_l2_loss, cross_entropy_loss, binary_focal_loss, esmm, ghm_c, \
-                     f1_reweighted_loss, pair_wise_loss, pairwise_logistic_loss, pairwise_focal_loss, \
-                     pairwise_hinge_loss, jrc_loss, in_batch_softmax, cross_batch_softmax, \
-                     contrastive_loss, softmax_cross_entropy_with_negative_mining, circle_loss, \
-                     multi_similarity_loss"
+                    "unknown loss_type '{other}'; expected one of {}",
+                    LOSS_TYPES.join(", ")
                 ),
             ))
         }

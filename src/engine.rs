@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// What `lossfuse adapters` prints and what conformance reports carry about an adapter.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdapterSummary {
     /// Adapter name as the driver reports it.
     pub name: String,

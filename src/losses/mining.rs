@@ -3,10 +3,12 @@
 //! "Retrieval and embedding terms"; reference: `reference/retrieval.rs`.
 //!
 //! `prep` normalises users and items; `rowinfo` gathers each row's weight and whether it counts
-//! (label > 0); `forward` scores each row's K + 1 items (O(B·K·d), nothing quadratic), writes the
-//! partials, d(w·l)/d(score) per row and item (B·(K + 1) floats), the shifts it used, and
-//! dû_i; `items` gathers dv̂_j from the rows that scored item j; `apply` scales both by the term's
-//! coefficient through the normalisation.
+//! (label > 0); `rows` streams each row's K negatives (O(B·K·d), nothing quadratic) into a
+//! running log-sum-exp; `finish` adds the positive and writes the partials; `rows` again (GRAD)
+//! writes d(w·l)/d(score) per row and item (B·(K + 1) floats) and dû_i; `items` gathers dv̂_j
+//! from the rows that scored item j; `apply` scales both by the term's coefficient through the
+//! normalisation. The negatives go in ranges of `columns_per_dispatch(d)` per dispatch, for
+//! llvmpipe's loop limiter (as the sweeps' columns do).
 
 use super::embedding::{
     self, check_binding, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS,
@@ -33,17 +35,6 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         unreachable!("mining terms only")
     };
     let k_neg = k_neg as u64;
-    // One invocation scores all K + 1 items of its row; llvmpipe stops an invocation's loops after
-    // 65,535 iterations in all, so a larger K would be cut short there, silently. Refused until
-    // the negatives are split over dispatches like the sweeps' columns.
-    let limit = embedding::columns_per_dispatch(d);
-    if k_neg + 1 > limit {
-        return Err(crate::error::Error::Unsupported(format!(
-            "term '{name}': num_negative_samples = {k_neg} at d = {d} needs more loop iterations \
-             per row than one dispatch may take on every adapter (at most {} negatives at this d)",
-            limit - 1
-        )));
-    }
     check_binding(t, "the normalised embeddings", b * d * 4, ctx.max_binding)?;
     check_binding(
         t,
@@ -54,6 +45,7 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
     let q = (ctx.alloc)(format!("{name}/q"), b * d * 4)?;
     let k = (ctx.alloc)(format!("{name}/k"), b * d * 4)?;
     let row_w = (ctx.alloc)(format!("{name}/row_w"), b * 8)?;
+    let stats = (ctx.alloc)(format!("{name}/stats"), b * 8)?;
     let g = (ctx.alloc)(format!("{name}/g"), b * (k_neg + 1) * 4)?;
     let shifts = (ctx.alloc)(format!("{name}/shifts"), k_neg * 4)?;
     let dq = (ctx.alloc)(format!("{name}/dq"), b * d * 4)?;
@@ -67,7 +59,7 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         Some(l) => format!("select(0.0, 1.0, {} > 0.0)", inputs.real(l)),
         None => "1.0".into(),
     };
-    let consts = || {
+    let consts = |grad: bool| {
         vec![
             ("D", Const::U32(d as u32)),
             ("B", Const::U32(b as u32)),
@@ -77,19 +69,40 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
             ("T_SV", Const::F32(coefficient_of_support_vector)),
             ("SEEDED", Const::Bool(seed.is_some())),
             ("SEED", Const::U32(seed.unwrap_or(0))),
+            ("GRAD", Const::Bool(grad)),
         ]
     };
     let int = |i: usize| Bind::Whole(Source::Internal(i));
-    let spec = |what: &'static str, binds: Vec<Bind>| PassSpec {
-        label: format!("{label} {what}"),
-        source: embedding::kernel(MINING, &[what], &consts()),
-        entry: what,
-        binds,
-        work: ROWS,
-        reads: Vec::new(),
-        params: [0; 3],
+    let spec =
+        |what: &'static str, grad: bool, binds: Vec<Bind>, params: [u32; 3], at: &str| PassSpec {
+            label: format!("{label} {what}{at}"),
+            source: embedding::kernel(MINING, &[what], &consts(grad)),
+            entry: what,
+            binds,
+            work: ROWS,
+            reads: Vec::new(),
+            params,
+        };
+    // Negatives 1..=K in ranges short enough for llvmpipe's loop limiter (see mining.wgsl).
+    let per = embedding::columns_per_dispatch(d);
+    let ranges: Vec<[u32; 3]> = (1..=k_neg)
+        .step_by(per as usize)
+        .map(|first| [first as u32, per.min(k_neg + 1 - first) as u32, 0])
+        .collect();
+    let rows_binds = || {
+        vec![
+            Bind::Chunk,
+            int(ctx.state),
+            int(q),
+            int(k),
+            int(row_w),
+            int(stats),
+            int(g),
+            int(shifts),
+            int(dq),
+        ]
     };
-    let forward = vec![
+    let mut forward = vec![
         embedding::prep(&label, &user, b, d, true, q, 0),
         embedding::prep(&label, &item, b, d, true, k, 0),
         embedding::rowinfo(
@@ -103,25 +116,51 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
                 offset: None,
             }],
         ),
-        spec(
-            "forward",
-            vec![
-                Bind::Chunk,
-                int(ctx.state),
-                int(q),
-                int(k),
-                int(row_w),
-                int(g),
-                int(shifts),
-                int(dq),
-                int(ctx.partials),
-            ],
-        ),
-        spec(
-            "items",
-            vec![Bind::Chunk, int(q), int(g), int(shifts), int(dk)],
-        ),
     ];
+    for p in &ranges {
+        forward.push(spec(
+            "rows",
+            false,
+            rows_binds(),
+            *p,
+            &format!(" lse negatives {}..", p[0]),
+        ));
+    }
+    forward.push(spec(
+        "finish",
+        false,
+        vec![
+            Bind::Chunk,
+            int(q),
+            int(k),
+            int(row_w),
+            int(stats),
+            int(g),
+            int(dq),
+            int(dk),
+            int(ctx.partials),
+        ],
+        [0; 3],
+        "",
+    ));
+    for p in &ranges {
+        forward.push(spec(
+            "rows",
+            true,
+            rows_binds(),
+            *p,
+            &format!(" grad negatives {}..", p[0]),
+        ));
+    }
+    for p in &ranges {
+        forward.push(spec(
+            "items",
+            false,
+            vec![Bind::Chunk, int(q), int(g), int(shifts), int(dk)],
+            *p,
+            &format!(" negatives {}..", p[0]),
+        ));
+    }
     let coef = super::coef_index(t.slot);
     let mut grads: Vec<String> = Vec::new();
     let mut backward = Vec::new();

@@ -1,8 +1,10 @@
 //! The library half of the `lossfuse` command line: the benchmark suite, shared by `lossfuse
 //! bench` and the criterion benches (`tools/benches/suite.rs`) so that both run the same named
-//! shapes on the same inputs, and the CLI's error type.
+//! shapes on the same inputs; the conformance suite of `lossfuse check`; the CLI's error type.
 
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod check;
 pub mod error;
+pub mod provenance;

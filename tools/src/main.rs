@@ -8,6 +8,9 @@
 //!   [--warmup N] [--gpu-steps N] [--no-reference] [--csv FILE] [--json FILE] [--plot FILE.svg]`:
 //!   the throughput suite on every adapter (or those named): wall and GPU time per step, bytes,
 //!   FLOPs, fraction of copy bandwidth, speed-up over the f64 CPU reference.
+//! - `lossfuse check [--adapter NAME ...] [--seed S] [--case SUBSTRING ...] [--markdown FILE]
+//!   [--json FILE]`: the conformance suite on every adapter against the f64 reference (exit 1 on
+//!   any failure); `lossfuse check --compare A.json B.json ...` puts reports side by side.
 //!
 //! Errors print `error: <message>` and exit with code 2.
 
@@ -16,14 +19,14 @@ mod compare;
 mod eval;
 mod io;
 
-// The bench suite and the error type live in the library (src/lib.rs), shared with the criterion
-// benches; `crate::error` still names the error type for the modules here.
-use lossfuse_cli::{bench, error};
+// The bench suite, the conformance suite and the error type live in the library (src/lib.rs);
+// `crate::error` still names the error type for the modules here.
+use lossfuse_cli::{bench, check, error};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// The lossfuse GPU loss engine: adapters, eval, compare, bench.
+/// The lossfuse GPU loss engine: adapters, eval, compare, bench, check.
 #[derive(Parser, Debug)]
 #[command(name = "lossfuse", version, about)]
 struct Cli {
@@ -41,6 +44,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Time the named shapes on every adapter (or those named) against the CPU reference.
     Bench(bench::BenchArgs),
+    /// Conformance suite: every term and strategy on every adapter against the f64 reference
+    /// (exit code 1 when any case fails); `--compare` puts reports side by side.
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
         Command::Compare(args) => compare::run(args),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => check::run(args),
     };
     match result {
         Ok(code) => code,

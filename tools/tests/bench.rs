@@ -3,38 +3,18 @@
 //! timestamps, the CPU reference column, one chart series per adapter). Correctness only: no
 //! assertion is about how fast anything is. A machine without an adapter fails, never skips.
 
-use lossfuse::{AdapterSummary, Engine};
+mod common;
+use common::{adapters, bin, scratch};
 use lossfuse_cli::bench::{short_label, CSV_COLUMNS};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const INSTALL: &str = "install Mesa's software drivers: apt-get update && apt-get install -y \
-mesa-vulkan-drivers libegl1 libgl1-mesa-dri (Vulkan lavapipe and GL llvmpipe)";
-
-/// Every adapter found; fails when there is none, or when `LOSSFUSE_REQUIRE` (comma-separated
-/// backends) names a missing one.
-fn adapters() -> Vec<AdapterSummary> {
-    let found = Engine::adapters();
-    assert!(!found.is_empty(), "no GPU adapter found; {INSTALL}");
-    if let Ok(required) = std::env::var("LOSSFUSE_REQUIRE") {
-        for backend in required.split(',').filter(|s| !s.is_empty()) {
-            assert!(
-                found.iter().any(|a| a.backend.eq_ignore_ascii_case(backend)),
-                "LOSSFUSE_REQUIRE names backend '{backend}' but no such adapter was found; {INSTALL}"
-            );
-        }
-    }
-    found
-}
+use std::process::Output;
 
 fn run(args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lossfuse"));
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-    }
     // Every adapter: the default, unless the environment narrows it.
-    c.env_remove("LOSSFUSE_ADAPTER");
-    let out = c.args(args).output().expect("the lossfuse binary runs");
+    let out = bin()
+        .env_remove("LOSSFUSE_ADAPTER")
+        .args(args)
+        .output()
+        .expect("the lossfuse binary runs");
     eprintln!(
         "$ lossfuse {}\n{}{}",
         args.join(" "),
@@ -42,15 +22,6 @@ fn run(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("bench")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Splits CSV text into rows of cells (quoted cells may hold commas and doubled quotes).
@@ -117,7 +88,7 @@ fn check_xml(svg: &str) -> Vec<String> {
 #[test]
 fn bench_suite_writes_csv_json_and_chart_for_every_adapter() {
     let found = adapters();
-    let dir = scratch("suite");
+    let dir = scratch("bench_suite");
     let (csv, json, svg) = (
         dir.join("bench.csv"),
         dir.join("bench.json"),

@@ -23,7 +23,7 @@ mod plot;
 mod progress;
 pub mod shapes;
 
-pub use output::{csv_text, utc_now, CSV_COLUMNS};
+pub use output::{csv_text, CSV_COLUMNS};
 pub use progress::{Phase, Progress};
 pub use shapes::{
     baseline, find_shape, seed_of, session_work, step_all, zipf_sessions, Case, Family, Shape,
@@ -506,7 +506,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         return Err(CliError::Usage("no shape left to run".into()));
     }
     let engines = open_adapters(&args.adapters)?;
-    let started = utc_now();
+    let started = crate::provenance::utc_now();
     let mut adapters = Vec::new();
     for engine in &engines {
         const COPY_BYTES: u64 = 256 << 20;

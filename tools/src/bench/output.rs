@@ -4,7 +4,6 @@
 use super::{plot, short_label, AdapterRun, BenchArgs, BenchRow, ReferenceRun};
 use crate::error::{CliError, CliResult};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The CSV header, one row per shape × adapter. Times in seconds, rates per second, bytes in
 /// bytes; an empty cell is a value that does not apply (`gpu_s` without timestamp queries,
@@ -107,56 +106,6 @@ pub fn csv_text(rows: &[BenchRow]) -> String {
     out
 }
 
-/// (date "YYYY-MM-DD", time "YYYY-MM-DDTHH:MM:SSZ") in UTC from the system clock.
-pub fn utc_now() -> (String, String) {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    utc(secs)
-}
-
-/// (date, time) in UTC of `secs` seconds after 1970-01-01T00:00:00Z.
-fn utc(secs: u64) -> (String, String) {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, proleptic Gregorian).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let date = format!("{year:04}-{month:02}-{day:02}");
-    let time = format!(
-        "{date}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    );
-    (date, time)
-}
-
-/// The commit of the working directory's repository and whether the tree has changes, when git
-/// is there to ask.
-fn git_commit() -> Option<(String, bool)> {
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let commit = run(&["rev-parse", "HEAD"])?;
-    let dirty = run(&["status", "--porcelain", "--untracked-files=no"])
-        .map(|s| !s.is_empty())
-        .unwrap_or(false);
-    Some((commit, dirty))
-}
-
 /// The JSON document: when, what, with which settings, on which adapters, and the rows.
 fn json_value(
     args: &BenchArgs,
@@ -164,7 +113,7 @@ fn json_value(
     adapters: &[AdapterRun],
     rows: &[BenchRow],
 ) -> serde_json::Value {
-    let git = git_commit();
+    let git = crate::provenance::git_commit();
     serde_json::json!({
         "date": started.0,
         "started_utc": started.1,
@@ -402,15 +351,6 @@ pub fn print_summaries(rows: &[BenchRow]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates_from_unix_seconds() {
-        assert_eq!(utc(0).1, "1970-01-01T00:00:00Z");
-        // A leap day and the turn of a century that is a leap year.
-        assert_eq!(utc(951_782_400).1, "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_795_478_399).1, "2026-11-23T23:59:59Z");
-        assert_eq!(utc(1_795_478_400).0, "2026-11-24");
-    }
 
     #[test]
     fn csv_cells_with_commas_or_quotes_are_quoted() {

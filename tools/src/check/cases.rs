@@ -1,0 +1,880 @@
+//! The conformance catalogue: every loss type and weighting strategy on seeded inputs, and the
+//! edge cases (extreme logits, one row, all-zero weights, all rows ignored, sessions without
+//! pairs, a bank that wraps, a non-finite input that must be refused).
+//!
+//! Each case is a config, a batch and a step count; the batch is drawn from the run's seed and the
+//! case's name, so `--seed` changes every input and two runs with one seed see the same inputs.
+//! Values are rounded to f32 before either engine sees them, so the reference and the GPU compute
+//! on identical inputs.
+
+use lossfuse::rng::SplitMix64;
+use lossfuse::{HostBatch, HostTensor};
+use serde::{Deserialize, Serialize};
+
+/// How far a GPU result may be from the reference (LOSSES.md: float32 against float64).
+///
+/// A scalar passes when |a − b| ≤ `rel`·max(|a|, |b|) + `abs`; a gradient when
+/// ‖g − g_ref‖ ≤ `grad_norm`·‖g_ref‖ and max_i |g_i − g_ref,i| ≤ `grad_elem`·max_i |g_ref,i|.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tolerance {
+    /// Relative error of every loss value, weight and the total.
+    pub rel: f64,
+    /// Absolute floor of the scalar test, for values that are (nearly) zero.
+    pub abs: f64,
+    /// Relative error of each gradient as a whole (L2 norm of the difference).
+    pub grad_norm: f64,
+    /// Largest element error relative to the gradient's largest element.
+    pub grad_elem: f64,
+}
+
+impl Tolerance {
+    /// Every bound times `factor`.
+    pub fn scaled(&self, factor: f64) -> Self {
+        Tolerance {
+            rel: self.rel * factor,
+            abs: self.abs * factor,
+            grad_norm: self.grad_norm * factor,
+            grad_elem: self.grad_elem * factor,
+        }
+    }
+}
+
+/// Per-row and softmax terms: one f32 evaluation per element.
+pub const ROW_TOL: Tolerance = Tolerance {
+    rel: 1e-4,
+    abs: 1e-6,
+    grad_norm: 1e-4,
+    grad_elem: 1e-4,
+};
+
+/// Pairwise sums in f32 over up to thousands of pairs per row.
+pub const PAIR_TOL: Tolerance = Tolerance {
+    rel: 2e-4,
+    abs: 1e-6,
+    grad_norm: 2e-4,
+    grad_elem: 5e-4,
+};
+
+/// Embedding terms: f32 scores over d-long dot products, and circle's γ = 32 scale.
+pub const EMB_TOL: Tolerance = Tolerance {
+    rel: 2e-4,
+    abs: 1e-5,
+    grad_norm: 5e-4,
+    grad_elem: 5e-4,
+};
+
+/// What a case expects of both engines.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expect {
+    /// Results that match the reference within the tolerance.
+    Match,
+    /// A refused step: both engines return an error naming this tensor (and no results).
+    Refused {
+        /// The tensor the error must name.
+        tensor: String,
+    },
+}
+
+/// One conformance case.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// Unique name: `<loss type or strategy>/<variant>`.
+    pub name: String,
+    /// The family it belongs to (per-row, softmax, batch-wide, pairwise, retrieval, metric,
+    /// weighting, edge).
+    pub family: &'static str,
+    /// What it exercises, in a few words.
+    pub what: String,
+    /// The TOML config.
+    pub config: String,
+    /// The batch, identical for every step.
+    pub inputs: HostBatch,
+    /// Steps run (state — learned weights, GHM histograms, EMA, the bank — carries between them).
+    pub steps: usize,
+    /// Tolerance against the reference.
+    pub tol: Tolerance,
+    /// What the engines must do.
+    pub expect: Expect,
+}
+
+/// Seeded inputs for one case (the library's splitmix64).
+struct Draw(SplitMix64);
+
+impl Draw {
+    /// Draws for case `name` under run seed `seed`: independent across cases.
+    fn new(seed: u64, name: &str) -> Self {
+        // FNV-1a of the name, so adding a case does not move the others' inputs.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        Draw(SplitMix64::new(seed ^ h))
+    }
+    fn unit(&mut self) -> f64 {
+        self.0.unit_f64()
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        self.0.below(n)
+    }
+    fn reals(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| self.range(lo, hi)).collect()
+    }
+    fn binary(&mut self, n: usize, p: f64) -> Vec<f64> {
+        (0..n).map(|_| (self.unit() < p) as i32 as f64).collect()
+    }
+    /// Sample weights: 20% zero, the rest uniform in [0.5, 2).
+    fn weights(&mut self, n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|_| {
+                if self.unit() < 0.2 {
+                    0.0
+                } else {
+                    self.range(0.5, 2.0)
+                }
+            })
+            .collect()
+    }
+    /// Graded labels 0..=3.
+    fn grades(&mut self, n: usize) -> Vec<f64> {
+        (0..n).map(|_| self.below(4) as f64).collect()
+    }
+    /// Interleaved session ids: sizes cycling through 1, 2, 3, 5, 8, 13, 40 (some sessions have
+    /// no pair), shuffled, spread over the i32 range.
+    fn sessions(&mut self, n: usize) -> Vec<i64> {
+        let sizes = [1usize, 2, 3, 5, 8, 13, 40];
+        let mut ids = Vec::with_capacity(n);
+        let mut s = 0usize;
+        while ids.len() < n {
+            let k = sizes[s % sizes.len()].min(n - ids.len());
+            ids.extend(std::iter::repeat_n(s as i64 * 104_729 - 1_000_000, k));
+            s += 1;
+        }
+        for i in (1..n).rev() {
+            let j = self.below(i as u32 + 1) as usize;
+            ids.swap(i, j);
+        }
+        ids
+    }
+    /// Logits whose GHM gradient norm |σ(x) − y| is at least 1e-4 away from a multiple of 1/100
+    /// and of 1/3 and 1/10, so f32 and f64 put every row in the same bin for 1, 3, 10, 30 and
+    /// 100 bins.
+    fn ghm_logits(&mut self, labels: &[f64], scale: f64) -> Vec<f64> {
+        labels
+            .iter()
+            .map(|&y| loop {
+                let x = self.range(-scale, scale);
+                let g = (1.0 / (1.0 + (-x).exp()) - y).abs();
+                let near = |n: f64| ((g * n).round() - g * n).abs() < 1e-4 * n;
+                if !near(300.0) && !near(3.0) {
+                    break x;
+                }
+            })
+            .collect()
+    }
+}
+
+/// A batch builder that rounds reals to f32 (what the GPU sees).
+#[derive(Default)]
+struct Inputs(HostBatch);
+
+impl Inputs {
+    fn real(mut self, name: &str, shape: &[usize], v: Vec<f64>) -> Self {
+        let t = HostTensor::real(shape.to_vec(), v).rounded_to_f32();
+        self.0.insert(name.into(), t);
+        self
+    }
+    fn ids(mut self, name: &str, shape: &[usize], v: Vec<i64>) -> Self {
+        self.0
+            .insert(name.into(), HostTensor::int(shape.to_vec(), v));
+        self
+    }
+}
+
+fn term(body: &str) -> String {
+    format!("[[losses]]\n{body}\n")
+}
+
+/// Binary-label rows: logits `x`, `x2` in ±scale, labels `y` (30% positive), `buy` ⊂ `y`, soft
+/// labels, probabilities, sample weights `w` (20% zero), a second label `finish`.
+fn rows(d: &mut Draw, b: usize, scale: f64) -> Inputs {
+    let x = d.reals(b, -scale, scale);
+    let x2 = d.reals(b, -scale, scale);
+    let y = d.binary(b, 0.3);
+    let buy: Vec<f64> = y
+        .iter()
+        .map(|&c| if c > 0.0 { d.binary(1, 0.4)[0] } else { 0.0 })
+        .collect();
+    let soft = d.reals(b, 0.0, 1.0);
+    let p = d.reals(b, 0.01, 0.99);
+    let w = d.weights(b);
+    let finish = d.binary(b, 0.2);
+    Inputs::default()
+        .real("x", &[b], x)
+        .real("x2", &[b], x2)
+        .real("y", &[b], y)
+        .real("buy", &[b], buy)
+        .real("soft", &[b], soft)
+        .real("p", &[b], p)
+        .real("w", &[b], w)
+        .real("finish", &[b], finish)
+}
+
+/// Softmax rows: logits `z` [b, c] in ±scale, class ids `k` (10% `ignore` when given),
+/// probability targets `t`, sample weights `w`.
+fn softmax_rows(d: &mut Draw, b: usize, c: usize, scale: f64, ignore: Option<i64>) -> Inputs {
+    let z = d.reals(b * c, -scale, scale);
+    let k: Vec<i64> = (0..b)
+        .map(|_| match ignore {
+            Some(i) if d.unit() < 0.1 => i,
+            _ => d.below(c as u32) as i64,
+        })
+        .collect();
+    let mut t = Vec::with_capacity(b * c);
+    for _ in 0..b {
+        let row: Vec<f64> = (0..c).map(|_| d.unit().powi(3)).collect();
+        let s: f64 = row.iter().sum();
+        t.extend(row.iter().map(|v| v / s));
+    }
+    let w = d.weights(b);
+    Inputs::default()
+        .real("z", &[b, c], z)
+        .ids("k", &[b], k)
+        .real("t", &[b, c], t)
+        .real("w", &[b], w)
+}
+
+/// Pairwise rows: logits with exact ties (a quarter from 5 values), graded labels, weights,
+/// interleaved sessions `s`.
+fn pair_rows(d: &mut Draw, b: usize) -> Inputs {
+    let x: Vec<f64> = (0..b)
+        .map(|_| {
+            if d.unit() < 0.25 {
+                d.below(5) as f64 * 0.5 - 1.0
+            } else {
+                d.range(-3.0, 3.0)
+            }
+        })
+        .collect();
+    let y = d.grades(b);
+    let w = d.weights(b);
+    let s = d.sessions(b);
+    Inputs::default()
+        .real("x", &[b], x)
+        .real("y", &[b], y)
+        .real("w", &[b], w)
+        .ids("s", &[b], s)
+}
+
+/// Embedding rows: `u`, `v` [b, dim] in ±1, item ids with duplicates, log_q, graded labels,
+/// sessions and weights.
+fn embedding_rows(d: &mut Draw, b: usize, dim: usize) -> Inputs {
+    let u = d.reals(b * dim, -1.0, 1.0);
+    let v = d.reals(b * dim, -1.0, 1.0);
+    let ids: Vec<i64> = (0..b).map(|_| d.below(b as u32 / 2) as i64 - 3).collect();
+    let lq = d.reals(b, -4.0, -0.5);
+    let y = d.grades(b);
+    let s: Vec<i64> = (0..b).map(|_| d.below(3) as i64).collect();
+    let w = d.weights(b);
+    Inputs::default()
+        .real("u", &[b, dim], u)
+        .real("v", &[b, dim], v)
+        .ids("ids", &[b], ids)
+        .real("lq", &[b], lq)
+        .real("y", &[b], y)
+        .ids("s", &[b], s)
+        .real("w", &[b], w)
+}
+
+/// Three terms on their own tensors for the weighting strategies: `ctr` (classification),
+/// `reg` (sigmoid L2), `cls` (softmax CE, 5 classes).
+fn weighting_rows(d: &mut Draw) -> Inputs {
+    let b = 600;
+    let k: Vec<i64> = (0..b).map(|_| d.below(5) as i64).collect();
+    Inputs::default()
+        .real("x", &[b], d.reals(b, -4.0, 4.0))
+        .real("x2", &[b], d.reals(b, -4.0, 4.0))
+        .real("y", &[b], d.binary(b, 0.3))
+        .real("r", &[b], d.reals(b, 0.0, 1.0))
+        .real("z", &[b, 5], d.reals(b * 5, -3.0, 3.0))
+        .ids("k", &[b], k)
+}
+
+fn weighting_terms(learn: bool) -> String {
+    let l = if learn {
+        "\nlearn_loss_weight = true"
+    } else {
+        ""
+    };
+    format!(
+        "[[losses]]\nname = 'ctr'\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nweight = 1.5{l}\n\
+         [[losses]]\nname = 'reg'\nloss_type = 'sigmoid_l2_loss'\nlogits = 'x2'\nlabels = 'r'\nweight = 0.5{l}\n\
+         [[losses]]\nname = 'cls'\nloss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\nweight = 0.25\n"
+    )
+}
+
+/// Collects cases, drawing each one's inputs from the run seed and its name.
+struct Catalogue {
+    seed: u64,
+    cases: Vec<Case>,
+}
+
+impl Catalogue {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        family: &'static str,
+        name: &str,
+        what: &str,
+        config: String,
+        steps: usize,
+        tol: Tolerance,
+        inputs: impl FnOnce(&mut Draw) -> Inputs,
+    ) {
+        let mut draw = Draw::new(self.seed, name);
+        self.cases.push(Case {
+            name: name.to_string(),
+            family,
+            what: what.to_string(),
+            config,
+            inputs: inputs(&mut draw).0,
+            steps,
+            tol,
+            expect: Expect::Match,
+        });
+    }
+}
+
+/// Every case, with inputs drawn from `seed`.
+pub fn catalogue(seed: u64) -> Vec<Case> {
+    let mut c = Catalogue {
+        seed,
+        cases: Vec::new(),
+    };
+    per_row(&mut c);
+    softmax(&mut c);
+    batch_wide(&mut c);
+    pairwise(&mut c);
+    retrieval(&mut c);
+    weighting(&mut c);
+    edge(&mut c);
+    c.cases
+}
+
+fn per_row(c: &mut Catalogue) {
+    let f = "per-row";
+    let one = |body: &str| term(body);
+    c.add(f, "classification/binary", "sigmoid CE, pos_weight, sample weights",
+        one("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\npos_weight = 3.0\nsample_weights = 'w'"),
+        1, ROW_TOL, |d| rows(d, 1000, 8.0));
+    c.add(
+        f,
+        "classification/soft_labels",
+        "soft labels with label smoothing",
+        one("loss_type = 'classification'\nlogits = 'x'\nlabels = 'soft'\nlabel_smoothing = 0.1"),
+        1,
+        ROW_TOL,
+        |d| rows(d, 1000, 8.0),
+    );
+    c.add(f, "classification/reductions", "four terms on one logit tensor, one per reduction",
+        ["nonzero_mean", "weighted_mean", "mean", "sum"].iter().map(|r| term(&format!(
+            "name = '{r}'\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nsample_weights = 'w'\nreduction = '{r}'"
+        ))).collect(),
+        1, ROW_TOL, |d| rows(d, 777, 5.0));
+    c.add(f, "classification/label_weights", "sample weights as a combination of label columns",
+        one("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nsample_weights = { y = 1.0, finish = 3.0, buy = 5.0 }\nreduction = 'weighted_mean'"),
+        1, ROW_TOL, |d| rows(d, 1000, 4.0));
+    c.add(
+        f,
+        "l2_loss",
+        "squared error on predictions",
+        one("loss_type = 'l2_loss'\npredictions = 'x'\nlabels = 'soft'"),
+        1,
+        ROW_TOL,
+        |d| rows(d, 1000, 4.0),
+    );
+    c.add(
+        f,
+        "sigmoid_l2_loss",
+        "squared error on σ(logits), weighted",
+        one("loss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'soft'\nsample_weights = 'w'"),
+        1,
+        ROW_TOL,
+        |d| rows(d, 1000, 4.0),
+    );
+    c.add(
+        f,
+        "cross_entropy_loss",
+        "binary CE on probabilities",
+        one("loss_type = 'cross_entropy_loss'\nprobabilities = 'p'\nlabels = 'y'"),
+        1,
+        ROW_TOL,
+        |d| rows(d, 1000, 4.0),
+    );
+    c.add(f, "binary_focal_loss/alpha", "γ = 2, α = 0.25",
+        one("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\ngamma = 2.0\nalpha = 0.25"),
+        1, ROW_TOL, |d| rows(d, 1000, 6.0));
+    c.add(f, "binary_focal_loss/smoothing", "γ = 1.5, label smoothing, sample weights",
+        one("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\ngamma = 1.5\nlabel_smoothing = 0.1\nsample_weights = 'w'"),
+        1, ROW_TOL, |d| rows(d, 1000, 6.0));
+    c.add(f, "esmm", "CTR and CTCVR through p_ctr·p_cvr",
+        one("loss_type = 'esmm'\nctr_logits = 'x'\ncvr_logits = 'x2'\nctr_labels = 'y'\nctcvr_labels = 'buy'"),
+        1, ROW_TOL, |d| rows(d, 1000, 5.0));
+    c.add(f, "per-row/fused", "four per-row terms on shared logits in one pass",
+        "[[losses]]\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n\
+         [[losses]]\nloss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nalpha = 0.25\n\
+         [[losses]]\nloss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'y'\nweight = 0.5\n\
+         [[losses]]\nloss_type = 'esmm'\nctr_logits = 'x'\ncvr_logits = 'x2'\nctr_labels = 'y'\nctcvr_labels = 'buy'\nweight = 2.0\n".into(),
+        1, ROW_TOL, |d| rows(d, 1500, 6.0));
+}
+
+fn softmax(c: &mut Catalogue) {
+    let f = "softmax";
+    let sm = |extra: &str| {
+        term(&format!(
+            "loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\n{extra}"
+        ))
+    };
+    c.add(
+        f,
+        "softmax_cross_entropy/plain",
+        "class ids, C = 37",
+        sm(""),
+        1,
+        ROW_TOL,
+        |d| softmax_rows(d, 100, 37, 6.0, None),
+    );
+    c.add(
+        f,
+        "softmax_cross_entropy/smoothing",
+        "label smoothing, temperature, sample weights, C = 1000",
+        sm("label_smoothing = 0.1\ntemperature = 0.5\nsample_weights = 'w'"),
+        1,
+        ROW_TOL,
+        |d| softmax_rows(d, 40, 1000, 6.0, None),
+    );
+    c.add(f, "softmax_cross_entropy/ignore_class_weights", "ignore_index, class weights (one zero), z-loss",
+        sm("ignore_index = -100\nclass_weights = [1.0, 2.0, 0.5, 0.0, 1.5, 3.0, 1.0]\nlabel_smoothing = 0.05\nz_loss = 1e-3"),
+        1, ROW_TOL, |d| softmax_rows(d, 500, 7, 5.0, Some(-100)));
+    c.add(f, "softmax_cross_entropy/probabilities", "probability targets, smoothing, class weights, z-loss",
+        term("loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 't'\nlabel_smoothing = 0.2\nclass_weights = [1.0, 2.0, 0.5, 0.1, 1.5, 3.0, 1.0, 1.0, 1.0, 2.0, 1.0]\nz_loss = 1e-2\nsample_weights = 'w'"),
+        1, ROW_TOL, |d| softmax_rows(d, 300, 11, 4.0, None));
+    c.add(
+        f,
+        "softmax_cross_entropy/wide_row",
+        "C = 65,536: a row wider than a workgroup",
+        sm("label_smoothing = 0.1"),
+        1,
+        ROW_TOL,
+        |d| softmax_rows(d, 3, 65_536, 10.0, None),
+    );
+    c.add(
+        f,
+        "classification/multiclass",
+        "classification with C = 10 is softmax CE",
+        term("loss_type = 'classification'\nlogits = 'z'\nlabels = 'k'\nlabel_smoothing = 0.1"),
+        1,
+        ROW_TOL,
+        |d| softmax_rows(d, 100, 10, 4.0, None),
+    );
+}
+
+fn batch_wide(c: &mut Catalogue) {
+    let f = "batch-wide";
+    let ghm = |d: &mut Draw, b: usize| {
+        let y = d.binary(b, 0.3);
+        let x = d.ghm_logits(&y, 6.0);
+        Inputs::default()
+            .real("x", &[b], x)
+            .real("y", &[b], y)
+            .real("w", &[b], d.weights(b))
+    };
+    c.add(
+        f,
+        "ghm_c/momentum",
+        "10 bins, momentum 0.75, three steps (the histogram evolves)",
+        term("loss_type = 'ghm_c'\nlogits = 'x'\nlabels = 'y'\nbins = 10\nmomentum = 0.75"),
+        3,
+        ROW_TOL,
+        |d| ghm(d, 1000),
+    );
+    c.add(
+        f,
+        "ghm_c/weights",
+        "30 bins, no momentum, sample weights",
+        term("loss_type = 'ghm_c'\nlogits = 'x'\nlabels = 'y'\nbins = 30\nsample_weights = 'w'"),
+        1,
+        ROW_TOL,
+        |d| ghm(d, 1000),
+    );
+    c.add(f, "binary_focal_loss/ohem", "OHEM: the hardest 40% of rows",
+        term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nohem_ratio = 0.4\nsample_weights = 'w'\ngamma = 1.0"),
+        1, ROW_TOL, |d| rows(d, 1000, 6.0));
+    c.add(f, "f1_reweighted_loss", "β² = 2, label smoothing, sample weights, two steps",
+        term("loss_type = 'f1_reweighted_loss'\nlogits = 'x'\nlabels = 'y'\nf1_beta_square = 2.0\nlabel_smoothing = 0.1\nsample_weights = 'w'"),
+        2, ROW_TOL, |d| rows(d, 1000, 6.0));
+    c.add(
+        f,
+        "batch_wide/four_terms",
+        "examples/configs/batch_wide.toml: four terms, one submission",
+        include_str!("../../../examples/configs/batch_wide.toml").into(),
+        2,
+        ROW_TOL,
+        |d| {
+            let b = 2000;
+            let y = d.binary(b, 0.3);
+            let x = d.ghm_logits(&y, 6.0);
+            Inputs::default()
+                .real("logits", &[b], x)
+                .real("labels", &[b], y)
+        },
+    );
+}
+
+fn pairwise(c: &mut Catalogue) {
+    let f = "pairwise";
+    let p = |body: &str| term(&format!("{body}\nlogits = 'x'\nlabels = 'y'"));
+    c.add(f, "pair_wise_loss", "sessions, margin and temperature, sample weights",
+        p("loss_type = 'pair_wise_loss'\nmargin = 0.5\ntemperature = 2.0\nsession = 's'\nsample_weights = 'w'"),
+        1, PAIR_TOL, |d| pair_rows(d, 777));
+    c.add(f, "pairwise_logistic_loss", "sessions, hinge margin, label margin, weighted mean",
+        p("loss_type = 'pairwise_logistic_loss'\nhinge_margin = 0.3\nuse_label_margin = true\ntemperature = 0.5\nsession = 's'\nsample_weights = 'w'\nreduction = 'weighted_mean'"),
+        1, PAIR_TOL, |d| pair_rows(d, 777));
+    c.add(f, "pairwise_focal_loss", "sessions, γ = 1, α = 0.25, hinge margin",
+        p("loss_type = 'pairwise_focal_loss'\ngamma = 1.0\nalpha = 0.25\nhinge_margin = 1.0\nsession = 's'"),
+        1, PAIR_TOL, |d| pair_rows(d, 777));
+    c.add(f, "pairwise_hinge_loss", "sessions, margin 0.7, sum",
+        p("loss_type = 'pairwise_hinge_loss'\nuse_label_margin = false\nmargin = 0.7\ntemperature = 1.5\nsession = 's'\nsample_weights = 'w'\nreduction = 'sum'"),
+        1, PAIR_TOL, |d| pair_rows(d, 777));
+    c.add(
+        f,
+        "pair_wise_loss/no_session_ohem",
+        "all pairs of the batch, OHEM over pairs, two steps",
+        p("loss_type = 'pair_wise_loss'\nohem_ratio = 0.37\nsample_weights = 'w'"),
+        2,
+        PAIR_TOL,
+        |d| pair_rows(d, 300),
+    );
+    let jrc = |d: &mut Draw| {
+        let b = 640;
+        let s = d.sessions(b);
+        Inputs::default()
+            .real("z", &[b, 2], d.reals(2 * b, -3.0, 3.0))
+            .real("y", &[b], d.binary(b, 0.35))
+            .real("w", &[b], d.weights(b))
+            .ids("s", &[b], s)
+    };
+    c.add(f, "jrc_loss/fixed", "α = 0.3, cross-label listwise part, sample weights",
+        term("loss_type = 'jrc_loss'\nlogits = 'z'\nlabels = 'y'\nsession = 's'\nalpha = 0.3\nsame_label_loss = false\nsample_weights = 'w'"),
+        1, PAIR_TOL, jrc);
+    c.add(f, "jrc_loss/uncertainty", "learned u1, u2 with Adam over three steps",
+        term("loss_type = 'jrc_loss'\nlogits = 'z'\nlabels = 'y'\nsession = 's'\nloss_weight_strategy = 'uncertainty'\nuncertainty = { optimizer = 'adam', learning_rate = 0.05 }"),
+        3, PAIR_TOL, jrc);
+}
+
+fn retrieval(c: &mut Catalogue) {
+    let (r, m) = ("retrieval", "metric");
+    // B = 37: not a multiple of anything; d = 8.
+    let e = |d: &mut Draw| embedding_rows(d, 37, 8);
+    c.add(r, "in_batch_softmax/dot", "dot, logQ, accidental hits by id, weights, sum",
+        term("loss_type = 'in_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'\nlog_q = 'lq'\ntemperature = 0.5\nsample_weights = 'w'\nreduction = 'sum'"),
+        1, EMB_TOL, e);
+    c.add(r, "in_batch_softmax/cosine", "cosine (gradient through the normalisation), τ = 0.1",
+        term("loss_type = 'in_batch_softmax'\nuser = 'u'\nitem = 'v'\nsimilarity = 'cosine'\ntemperature = 0.1"),
+        1, EMB_TOL, e);
+    c.add(r, "cross_batch_softmax", "bank of 50 (wraps at the second write), warm-up 1, four steps",
+        term("loss_type = 'cross_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'\nlog_q = 'lq'\nsimilarity = 'cosine'\ntemperature = 0.2\nbank_size = 50\nwarmup_steps = 1\nsample_weights = 'w'\nreduction = 'weighted_mean'"),
+        4, EMB_TOL, e);
+    c.add(r, "contrastive_loss/info_nce", "InfoNCE, dot, τ = 0.7",
+        term("loss_type = 'contrastive_loss'\nview_a = 'u'\nview_b = 'v'\nsimilarity = 'dot'\ntemperature = 0.7"),
+        1, EMB_TOL, e);
+    c.add(r, "contrastive_loss/nt_xent", "NT-Xent (2B rows), weights, mean",
+        term("loss_type = 'contrastive_loss'\nview_a = 'u'\nview_b = 'v'\nvariant = 'nt_xent'\nsample_weights = 'w'\nreduction = 'mean'"),
+        1, EMB_TOL, e);
+    c.add(r, "softmax_cross_entropy_with_negative_mining", "K = 6 negatives, margin, γ, support vectors, labels",
+        term("loss_type = 'softmax_cross_entropy_with_negative_mining'\nuser = 'u'\nitem = 'v'\nlabels = 'y'\nnum_negative_samples = 6\nmargin = 0.1\ngamma = 3.0\ncoefficient_of_support_vector = 1.5\nseed = 11\nsample_weights = 'w'"),
+        2, EMB_TOL, e);
+    c.add(
+        m,
+        "circle_loss",
+        "graded labels, sessions",
+        term("loss_type = 'circle_loss'\nembeddings = 'u'\nlabels = 'y'\nsession = 's'"),
+        1,
+        EMB_TOL,
+        e,
+    );
+    c.add(m, "multi_similarity_loss", "graded labels, weights, weighted mean",
+        term("loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'y'\nsample_weights = 'w'\nreduction = 'weighted_mean'"),
+        1, EMB_TOL, e);
+    c.add(r, "in_batch_softmax/d64_tiles", "B = 300, d = 64: several tiles, workgroups and column ranges",
+        term("loss_type = 'in_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'\nlog_q = 'lq'\nsimilarity = 'cosine'\ntemperature = 0.05"),
+        1, EMB_TOL, |d| embedding_rows(d, 300, 64));
+}
+
+fn weighting(c: &mut Catalogue) {
+    let f = "weighting";
+    c.add(
+        f,
+        "strategy/fixed",
+        "three terms with fixed weights, two steps",
+        format!("loss_weight_strategy = 'fixed'\n{}", weighting_terms(false)),
+        2,
+        ROW_TOL,
+        weighting_rows,
+    );
+    c.add(
+        f,
+        "strategy/uncertainty",
+        "learned weights, no optimiser (s_k and d/ds_k reported)",
+        format!(
+            "loss_weight_strategy = 'uncertainty'\n{}",
+            weighting_terms(true)
+        ),
+        2,
+        ROW_TOL,
+        weighting_rows,
+    );
+    c.add(f, "strategy/uncertainty_sgd", "learned weights, SGD on the GPU over five steps",
+        format!("loss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'sgd'\nlearning_rate = 0.5\n{}", weighting_terms(true)),
+        5, ROW_TOL, weighting_rows);
+    c.add(f, "strategy/uncertainty_adam", "learned weights, Adam on the GPU over five steps",
+        format!("loss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'adam'\nlearning_rate = 0.1\n{}", weighting_terms(true)),
+        5, ROW_TOL, weighting_rows);
+    c.add(
+        f,
+        "strategy/random",
+        "random loss weights (RLW), fresh each step",
+        format!(
+            "loss_weight_strategy = 'random'\n[random]\nseed = 42\n{}",
+            weighting_terms(false)
+        ),
+        4,
+        ROW_TOL,
+        weighting_rows,
+    );
+    c.add(f, "strategy/ema_reweight", "EMA reweighting of an auxiliary term over five steps",
+        format!("loss_weight_strategy = 'ema_reweight'\n[ema_reweight]\nmain = 'ctr'\naux = 'reg'\nalpha = 0.3\nlambda = 2.0\ntheta0 = 0.1\n{}", weighting_terms(false)),
+        5, ROW_TOL, weighting_rows);
+    c.add(
+        f,
+        "flooding/below",
+        "flooding level below the total (no flip)",
+        format!("flooding = 0.05\n{}", weighting_terms(false)),
+        1,
+        ROW_TOL,
+        weighting_rows,
+    );
+    c.add(f, "flooding/above_uncertainty", "flooding above the total (gradient flips) with learned weights",
+        format!("flooding = 50.0\nloss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'sgd'\nlearning_rate = 0.1\n{}", weighting_terms(true)),
+        3, ROW_TOL, weighting_rows);
+}
+
+fn edge(c: &mut Catalogue) {
+    let f = "edge";
+    c.add(
+        f,
+        "edge/extreme_logits",
+        "|x| up to 80 on three per-row terms (saturated sigmoids)",
+        "[[losses]]\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n\
+         [[losses]]\nloss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\n\
+         [[losses]]\nloss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'y'\n"
+            .into(),
+        1,
+        ROW_TOL,
+        |d| {
+            let b = 300;
+            let mut x = d.reals(b, -80.0, 80.0);
+            (x[0], x[1]) = (80.0, -80.0);
+            Inputs::default()
+                .real("x", &[b], x)
+                .real("y", &[b], d.binary(b, 0.5))
+        },
+    );
+    c.add(
+        f,
+        "edge/one_row",
+        "a batch of one row, labels [1, 1]",
+        term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'"),
+        1,
+        ROW_TOL,
+        |_| {
+            Inputs::default()
+                .real("x", &[1], vec![0.3])
+                .real("y", &[1, 1], vec![1.0])
+        },
+    );
+    c.add(
+        f,
+        "edge/all_negative",
+        "every label 0 with α-balanced focal loss",
+        term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nalpha = 0.25"),
+        1,
+        ROW_TOL,
+        |d| {
+            Inputs::default()
+                .real("x", &[257], d.reals(257, -3.0, 3.0))
+                .real("y", &[257], vec![0.0; 257])
+        },
+    );
+    c.add(f, "edge/zero_weights", "every sample weight 0 (weighted mean of nothing is 0)",
+        term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nsample_weights = 'w'\nreduction = 'weighted_mean'"),
+        1, ROW_TOL, |d| Inputs::default()
+            .real("x", &[257], d.reals(257, -3.0, 3.0))
+            .real("y", &[257], d.binary(257, 0.5))
+            .real("w", &[257], vec![0.0; 257]));
+    c.add(
+        f,
+        "edge/softmax_extreme",
+        "softmax logits up to ±80 at τ = 0.25",
+        term("loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\ntemperature = 0.25"),
+        1,
+        ROW_TOL,
+        |d| softmax_rows(d, 64, 50, 80.0, None),
+    );
+    c.add(
+        f,
+        "edge/softmax_all_ignored",
+        "every row ignore_index: loss 0, zero gradient",
+        term(
+            "loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'\nignore_index = -100",
+        ),
+        1,
+        ROW_TOL,
+        |d| softmax_rows(d, 50, 7, 5.0, None).ids("k", &[50], vec![-100; 50]),
+    );
+    c.add(
+        f,
+        "edge/ghm_zero_weights",
+        "GHM-C with every sample weight 0",
+        term("loss_type = 'ghm_c'\nlogits = 'x'\nlabels = 'y'\nsample_weights = 'w'"),
+        1,
+        ROW_TOL,
+        |d| {
+            let y = d.binary(300, 0.3);
+            let x = d.ghm_logits(&y, 4.0);
+            Inputs::default()
+                .real("x", &[300], x)
+                .real("y", &[300], y)
+                .real("w", &[300], vec![0.0; 300])
+        },
+    );
+    c.add(
+        f,
+        "edge/sessions_without_pairs",
+        "every session a single row or a single grade: no pair",
+        term("loss_type = 'pairwise_logistic_loss'\nlogits = 'x'\nlabels = 'y'\nsession = 's'"),
+        1,
+        PAIR_TOL,
+        |d| {
+            let b = 200;
+            // Sessions of 4 rows sharing one grade, and singletons.
+            let s: Vec<i64> = (0..b as i64)
+                .map(|i| if i < 120 { i / 4 } else { i })
+                .collect();
+            let y: Vec<f64> = s.iter().map(|&k| (k % 4) as f64).collect();
+            Inputs::default()
+                .real("x", &[b], d.reals(b, -3.0, 3.0))
+                .real("y", &[b], y)
+                .ids("s", &[b], s)
+        },
+    );
+    c.add(f, "edge/mining_all_negatives", "negative mining with K = B − 1 (every other row)",
+        term("loss_type = 'softmax_cross_entropy_with_negative_mining'\nuser = 'u'\nitem = 'v'\nnum_negative_samples = 36"),
+        1, EMB_TOL, |d| embedding_rows(d, 37, 8));
+    c.add(
+        f,
+        "edge/in_batch_duplicate_items",
+        "every item id the same: accidental hits mask all but the positive",
+        term("loss_type = 'in_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'"),
+        1,
+        EMB_TOL,
+        |d| embedding_rows(d, 16, 4).ids("ids", &[16], vec![7; 16]),
+    );
+    let mut nan = Catalogue {
+        seed: c.seed,
+        cases: Vec::new(),
+    };
+    // Embedding inputs are checked on the host: a NaN would otherwise enter the memory bank.
+    // (Per-row terms propagate NaN, as PyTorch does.)
+    nan.add(
+        f,
+        "edge/nan_refused",
+        "a NaN user embedding: the step is refused naming the tensor",
+        term("loss_type = 'cross_batch_softmax'\nuser = 'u'\nitem = 'v'\nbank_size = 64"),
+        1,
+        EMB_TOL,
+        |d| {
+            let mut e = embedding_rows(d, 16, 4);
+            let mut u = d.reals(64, -1.0, 1.0);
+            u[17] = f64::NAN;
+            e = e.real("u", &[16, 4], u);
+            e
+        },
+    );
+    for mut case in nan.cases {
+        case.expect = Expect::Refused { tensor: "u".into() };
+        c.cases.push(case);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lossfuse::{LossConfig, Strategy};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn names_are_unique_and_configs_parse() {
+        let cases = catalogue(1);
+        let names: BTreeSet<_> = cases.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names.len(), cases.len(), "duplicate case names");
+        for case in &cases {
+            LossConfig::from_toml_str(&case.config)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert!(case.steps >= 1);
+        }
+    }
+
+    #[test]
+    fn every_loss_type_and_strategy_is_covered() {
+        let cases = catalogue(1);
+        let mut types = BTreeSet::new();
+        let mut strategies = BTreeSet::new();
+        let mut flooding = false;
+        for case in &cases {
+            let config = LossConfig::from_toml_str(&case.config).unwrap();
+            let value: toml::Value = toml::from_str(&case.config).unwrap();
+            for t in value["losses"].as_array().unwrap() {
+                types.insert(t["loss_type"].as_str().unwrap().to_string());
+            }
+            strategies.insert(match config.strategy {
+                Strategy::Fixed => "fixed",
+                Strategy::Uncertainty(_) => "uncertainty",
+                Strategy::Random { .. } => "random",
+                Strategy::EmaReweight(_) => "ema_reweight",
+            });
+            flooding |= config.flooding.is_some();
+        }
+        for t in lossfuse::config::LOSS_TYPES {
+            assert!(types.contains(*t), "no case for loss_type {t}");
+        }
+        for s in lossfuse::config::WEIGHT_STRATEGIES {
+            assert!(strategies.contains(s), "no case for strategy {s}");
+        }
+        assert!(flooding, "no case with flooding");
+    }
+
+    #[test]
+    fn the_seed_changes_the_inputs_and_only_the_seed() {
+        let (a, b, a2) = (catalogue(1), catalogue(2), catalogue(1));
+        for ((x, y), x2) in a.iter().zip(&b).zip(&a2) {
+            // Compared as text: NaN (edge/nan_refused) is not equal to itself.
+            let text = |c: &Case| format!("{:?}", c.inputs);
+            assert_eq!(text(x), text(x2), "{}: same seed, same inputs", x.name);
+            if x.name != "edge/one_row" {
+                assert_ne!(x.inputs, y.inputs, "{}: another seed, other inputs", x.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Shared by the CLI's integration tests: the adapters a test must cover, running the binary,
+//! and scratch directories.
+#![allow(dead_code)]
+
+use lossfuse::{AdapterSummary, Engine};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const INSTALL: &str = "install Mesa's software drivers: apt-get update && apt-get install -y \
+mesa-vulkan-drivers libegl1 libgl1-mesa-dri (Vulkan lavapipe and GL llvmpipe)";
+
+/// Every adapter found; fails (never skips) when there is none, or when `LOSSFUSE_REQUIRE`
+/// (comma-separated backends, e.g. "vulkan,gl") names a backend that is missing.
+pub fn adapters() -> Vec<AdapterSummary> {
+    let found = Engine::adapters();
+    assert!(!found.is_empty(), "no GPU adapter found; {INSTALL}");
+    if let Ok(required) = std::env::var("LOSSFUSE_REQUIRE") {
+        for backend in required.split(',').filter(|s| !s.is_empty()) {
+            assert!(
+                found.iter().any(|a| a.backend.eq_ignore_ascii_case(backend)),
+                "LOSSFUSE_REQUIRE names backend '{backend}' but no such adapter was found; {INSTALL}"
+            );
+        }
+    }
+    found
+}
+
+/// The `lossfuse` binary of this build.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lossfuse"));
+    // Mesa's GL driver complains on stderr without it; harmless, but keeps messages readable.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    c
+}
+
+/// Runs `lossfuse args...`, echoing its output for the test log.
+pub fn run(args: &[&str]) -> Output {
+    let out = bin().args(args).output().expect("the lossfuse binary runs");
+    eprintln!(
+        "$ lossfuse {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A fresh directory under the target's scratch space.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
