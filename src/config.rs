@@ -507,6 +507,18 @@ impl LossTerm {
         self.inputs.get(role).map(String::as_str)
     }
 
+    /// Whether this is a `jrc_loss` term that learns its own (u1, u2) (LOSSES.md, JRC with
+    /// `loss_weight_strategy = "uncertainty"`), so that d total / d(u1, u2) is reported.
+    pub fn learns_jrc_weights(&self) -> bool {
+        matches!(
+            self.kind,
+            TermKind::Jrc {
+                weighting: JrcWeighting::Uncertainty(_),
+                ..
+            }
+        )
+    }
+
     /// The reduction in force: the configured one, else the loss type's default
     /// (`weighted_mean` for softmax CE with class weights, as PyTorch; `nonzero_mean` otherwise).
     pub fn effective_reduction(&self) -> Reduction {

@@ -170,15 +170,7 @@ pub fn run_reference(config: &LossConfig, batch: &HostBatch, steps: u32) -> CliR
 
 /// Whether `name` is a `jrc_loss` term that learns its u1, u2.
 fn jrc_learned(config: &LossConfig, name: &str) -> bool {
-    config.term(name).is_some_and(|t| {
-        matches!(
-            t.kind,
-            lossfuse::TermKind::Jrc {
-                weighting: lossfuse::JrcWeighting::Uncertainty(_),
-                ..
-            }
-        )
-    })
+    config.term(name).is_some_and(|t| t.learns_jrc_weights())
 }
 
 fn learned_terms(config: &LossConfig) -> Vec<String> {

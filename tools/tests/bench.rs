@@ -4,25 +4,8 @@
 //! assertion is about how fast anything is. A machine without an adapter fails, never skips.
 
 mod common;
-use common::{adapters, bin, scratch};
+use common::{adapters, run, scratch};
 use lossfuse_cli::bench::{short_label, CSV_COLUMNS};
-use std::process::Output;
-
-fn run(args: &[&str]) -> Output {
-    // Every adapter: the default, unless the environment narrows it.
-    let out = bin()
-        .env_remove("LOSSFUSE_ADAPTER")
-        .args(args)
-        .output()
-        .expect("the lossfuse binary runs");
-    eprintln!(
-        "$ lossfuse {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Splits CSV text into rows of cells (quoted cells may hold commas and doubled quotes).
 fn parse_csv(text: &str) -> Vec<Vec<String>> {

@@ -43,23 +43,14 @@ impl RunError {
 /// Every step's results, or why there are none.
 pub type RunResult = Result<Vec<StepResult>, RunError>;
 
+/// Whether term `name` learns its weight (its d/ds is compared).
 fn learned(config: &LossConfig, name: &str) -> bool {
-    config
-        .losses
-        .iter()
-        .any(|t| t.name == name && t.learn_loss_weight)
+    config.term(name).is_some_and(|t| t.learn_loss_weight)
 }
 
+/// Whether term `name` is a JRC term learning (u1, u2) (its d/du is compared).
 fn jrc_learned(config: &LossConfig, name: &str) -> bool {
-    config.term(name).is_some_and(|t| {
-        matches!(
-            t.kind,
-            lossfuse::TermKind::Jrc {
-                weighting: lossfuse::JrcWeighting::Uncertainty(_),
-                ..
-            }
-        )
-    })
+    config.term(name).is_some_and(|t| t.learns_jrc_weights())
 }
 
 fn from_report(config: &LossConfig, report: &Report) -> BTreeMap<String, f64> {

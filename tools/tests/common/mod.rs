@@ -25,9 +25,11 @@ pub fn adapters() -> Vec<AdapterSummary> {
     found
 }
 
-/// The `lossfuse` binary of this build.
+/// The `lossfuse` binary of this build, with `LOSSFUSE_ADAPTER` cleared so that a command's
+/// default is every adapter (or the default one), whatever the caller's environment says.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lossfuse"));
+    c.env_remove("LOSSFUSE_ADAPTER");
     // Mesa's GL driver complains on stderr without it; harmless, but keeps messages readable.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         c.env("XDG_RUNTIME_DIR", std::env::temp_dir());
