@@ -54,20 +54,8 @@ fn pair_gradient(s: f32, positive: bool, st: vec4<f32>) -> f32 {
     return st.z * exp(x - st.x);
 }
 
-//// kernel forward
-// stats[i] = (lse_neg, lse_pos, factor, valid); per-workgroup partials (Σ w·l, Σ w, #{w ≠ 0},
-// #counted rows).
-@group(0) @binding(0) var<uniform> chunk: Chunk;
-@group(0) @binding(1) var<storage, read> e: array<f32>;
-@group(0) @binding(2) var<storage, read> keys: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> row_w: array<f32>;
-@group(0) @binding(4) var<storage, read_write> stats: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
-// The running sums between the dispatches of one row's columns: (max, Σ) of the negatives and
-// the positives, and their counts.
-@group(0) @binding(6) var<storage, read_write> carry: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read_write> counts: array<vec2<u32>>;
-
+// Column j (tile slot c) of the sweep: from the staged tile, or straight from the buffer where
+// TILED is false. Every kernel below binds `e` and `keys`.
 fn other_elem(j: u32, c: u32, x: u32) -> f32 {
     if (TILED) {
         return tile[c * D + x];
@@ -81,6 +69,20 @@ fn other_key(j: u32, c: u32) -> vec4<u32> {
     }
     return keys[j];
 }
+
+//// kernel forward
+// stats[i] = (lse_neg, lse_pos, factor, valid); per-workgroup partials (Σ w·l, Σ w, #{w ≠ 0},
+// #counted rows).
+@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(1) var<storage, read> e: array<f32>;
+@group(0) @binding(2) var<storage, read> keys: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> row_w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> stats: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
+// The running sums between the dispatches of one row's columns: (max, Σ) of the negatives and
+// the positives, and their counts.
+@group(0) @binding(6) var<storage, read_write> carry: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> counts: array<vec2<u32>>;
 
 @compute @workgroup_size(256)
 fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
@@ -187,20 +189,6 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
 @group(0) @binding(2) var<storage, read> keys: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> stats: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> de: array<f32>;
-
-fn other_elem(j: u32, c: u32, x: u32) -> f32 {
-    if (TILED) {
-        return tile[c * D + x];
-    }
-    return e[j * D + x];
-}
-
-fn other_key(j: u32, c: u32) -> vec4<u32> {
-    if (TILED) {
-        return tile_key[c];
-    }
-    return keys[j];
-}
 
 fn other_stats(j: u32, c: u32) -> vec4<f32> {
     if (TILED) {

@@ -6,5 +6,6 @@
 
 pub mod bench;
 pub mod check;
+pub mod engines;
 pub mod error;
 pub mod provenance;

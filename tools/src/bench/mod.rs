@@ -430,51 +430,6 @@ pub fn short_label(summary_label: &str) -> String {
     }
 }
 
-/// The engines `--adapter` names (each filter must match at least one adapter), or every adapter.
-pub fn open_adapters(filters: &[String]) -> CliResult<Vec<Engine>> {
-    let env = std::env::var("LOSSFUSE_ADAPTER")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let filters: Vec<String> = if filters.is_empty() {
-        env.into_iter().collect()
-    } else {
-        filters.to_vec()
-    };
-    let adapters = Engine::enumerate();
-    if adapters.is_empty() {
-        // Engine::all gives the library's message on how to install an adapter.
-        return Ok(Engine::all(EngineOptions::default())?);
-    }
-    let label = |a: &lossfuse::wgpu::Adapter| {
-        let info = a.get_info();
-        format!("{} ({:?})", info.name, info.backend).to_lowercase()
-    };
-    let mut chosen: Vec<usize> = Vec::new();
-    if filters.is_empty() {
-        chosen = (0..adapters.len()).collect();
-    }
-    for f in &filters {
-        let needle = f.to_lowercase();
-        let matched: Vec<usize> = (0..adapters.len())
-            .filter(|&i| label(&adapters[i]).contains(&needle))
-            .collect();
-        if matched.is_empty() {
-            return Err(CliError::Usage(format!(
-                "no adapter matches '{f}'; found: {}",
-                adapters.iter().map(label).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        // The first match, as `eval --adapter` picks; repeat the flag for more.
-        if !chosen.contains(&matched[0]) {
-            chosen.push(matched[0]);
-        }
-    }
-    chosen
-        .into_iter()
-        .map(|i| Engine::from_adapter(&adapters[i], EngineOptions::default()).map_err(Into::into))
-        .collect()
-}
-
 /// The shape names to run: `--shape` or all, less `--skip`; unknown names are errors.
 pub fn chosen_shapes(args: &BenchArgs) -> CliResult<Vec<&'static Shape>> {
     for n in args.shapes.iter().chain(&args.skip) {
@@ -505,7 +460,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     if shapes.is_empty() {
         return Err(CliError::Usage("no shape left to run".into()));
     }
-    let engines = open_adapters(&args.adapters)?;
+    let engines = crate::engines::open(&args.adapters, EngineOptions::default())?;
     let started = crate::provenance::utc_now();
     let mut adapters = Vec::new();
     for engine in &engines {

@@ -22,8 +22,8 @@ use std::time::Instant;
 /// Arguments of `lossfuse check`.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// Only adapters whose "name (backend)" contains this (case-insensitive; repeatable).
-    /// Default: every adapter found.
+    /// The first adapter whose "name (backend)" contains this (case-insensitive; repeatable).
+    /// Default: LOSSFUSE_ADAPTER when set, else every adapter found.
     #[arg(long = "adapter", value_name = "NAME")]
     pub adapters: Vec<String>,
     /// Seed of the inputs (every case draws its own from this and its name).
@@ -92,7 +92,7 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
     let options = EngineOptions {
         max_binding_bytes: args.max_binding_bytes,
     };
-    let engines = select_engines(&args.adapters, options)?;
+    let engines = crate::engines::open(&args.adapters, options)?;
     let report = check(&cases, &engines, args.seed, |line| {
         if !args.quiet {
             eprintln!("{line}");
@@ -117,34 +117,6 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Every adapter, or those whose label contains one of `filters`; a filter matching none is an
-/// error naming the adapters found.
-pub fn select_engines(filters: &[String], options: EngineOptions) -> CliResult<Vec<Engine>> {
-    let all = Engine::all(options)?;
-    if filters.is_empty() {
-        return Ok(all);
-    }
-    let labels: Vec<String> = all.iter().map(|e| e.adapter().label()).collect();
-    for f in filters {
-        if !labels
-            .iter()
-            .any(|l| l.to_lowercase().contains(&f.to_lowercase()))
-        {
-            return Err(CliError::Usage(format!(
-                "no adapter matches '{f}'; found: {}",
-                labels.join(", ")
-            )));
-        }
-    }
-    Ok(all
-        .into_iter()
-        .filter(|e| {
-            let l = e.adapter().label().to_lowercase();
-            filters.iter().any(|f| l.contains(&f.to_lowercase()))
-        })
-        .collect())
 }
 
 /// Runs every case on the reference and on every engine; `progress` gets one line per case.
