@@ -82,7 +82,8 @@ const ST_THETA: u32 = 2u;
 const ST_TERM_BASE: u32 = 4u;
 const ST_TERM_STRIDE: u32 = 3u;  // s, adam m, adam v
 
-@group(0) @binding(0) var<uniform> settings: Settings;
+// Storage, not uniform: see `Chunk` in common.wgsl (lavapipe's uniform inlining).
+@group(0) @binding(0) var<storage, read> settings: Settings;
 @group(0) @binding(1) var<storage, read> terms: array<TermInfo>;
 @group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> scalars: array<f32>;

@@ -12,6 +12,10 @@ const NEG_BIG: f32 = -3.4e38;
 // `wg_base` places this chunk after the previous chunks of the group. `p0`..`p2` are parameters
 // of the pass itself (the selection's state offset, k and round), so that one pipeline serves
 // every round.
+// Kernels bind it (and combine's settings) as read-only storage, never as a uniform buffer:
+// lavapipe of Mesa 22.3 (Debian 12) inlines uniform-buffer values that decide a branch or a
+// loop bound into the shader and recompiles it at every dispatch without freeing the result
+// (about 1 MB and several ms a step; see docs/ARCHITECTURE.md, "Driver defects").
 struct Chunk {
     row_base: u32,
     rows: u32,

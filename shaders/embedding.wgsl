@@ -11,7 +11,7 @@ fn norm_denominator(norm2: f32) -> f32 {
 
 //// kernel prep
 // Row r of `input` ([N, D]) → row OUT_OFF + r of `rows`, normalised when COSINE.
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
 @group(0) @binding(2) var<storage, read_write> rows: array<f32>;
 
@@ -42,7 +42,7 @@ fn prep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 // grad[r] (+)= coefficient · J(r)ᵀ g(r) for the N rows of one input, where g(r) is the row's
 // gradient with respect to the similarity-ready row (GRAD_EXPR, over the bound `parts`) and J the
 // Jacobian of the normalisation (identity for dot).
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> scalars: array<f32>;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read> input: array<f32>;

@@ -73,7 +73,7 @@ fn other_key(j: u32, c: u32) -> vec4<u32> {
 //// kernel forward
 // stats[i] = (lse_neg, lse_pos, factor, valid); per-workgroup partials (Σ w·l, Σ w, #{w ≠ 0},
 // #counted rows).
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> e: array<f32>;
 @group(0) @binding(2) var<storage, read> keys: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> row_w: array<f32>;
@@ -184,7 +184,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
 //// kernel backward
 // de[i] = Σ_j (G_ij + G_ji) ê_j, G_ij = d l_i / d S_ij (S is symmetric, so S_ij reaches both
 // rows' losses); scaled by the term's coefficient after the combine.
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> e: array<f32>;
 @group(0) @binding(2) var<storage, read> keys: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> stats: array<vec4<f32>>;

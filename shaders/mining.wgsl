@@ -31,7 +31,7 @@ fn negative_logit(sp: f32, sn: f32) -> vec2<f32> {
 // GRAD false: the running log-sum-exp of the negatives' logits in stats[i] (the first range
 // starts it, and writes the shifts used, for the item pass after the step counter moves).
 // GRAD true (after `finish`): g[i][n] = d(w_i·l_i)/d(score n) and dq[i] += g[i][n] · v̂_{n(i)}.
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> k: array<f32>;
@@ -97,7 +97,7 @@ fn rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 // Row i's loss from the positive's logit and the negatives' running sum, its partials, the
 // positive's g[i][0], and the starts of dq[i] and dk[i] (the positive's parts), which the
 // negative ranges then add to.
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> row_w: array<vec2<f32>>;
@@ -146,7 +146,7 @@ fn finish(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
 //// kernel items
 // One range of negatives: dk[j] += g[r][n] · û_r with r = (j + s_n) mod B, every row whose n-th
 // negative is item j (gathered, so no atomics).
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read> shifts: array<u32>;

@@ -4,7 +4,7 @@
 // Needs common.wgsl. The entry point is generated per group (src/losses/statistics.rs) and calls
 // the functions below with the term's offsets.
 
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> aux: array<u32>;
 @group(0) @binding(3) var<storage, read> state: array<u32>;

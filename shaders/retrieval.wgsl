@@ -36,7 +36,7 @@ fn positive_of(i: u32, n: u32) -> u32 {
 // GRAD false: stats[i] = online (max, Σ exp) of row i's logits over this source's columns,
 // started by the batch source and carried through the bank's parts. GRAD true:
 // dq[i] (+)= Σ_j p_ij · col_j over this source's columns, p_ij = exp(s_ij − lse_i).
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<storage, read> q: array<f32>;
 @group(0) @binding(3) var<storage, read> cols: array<f32>;
@@ -171,7 +171,7 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 //// kernel finish
 // l_i = lse_i − s_i,pos(i); stats[i] becomes (lse_i, l_i); per-workgroup partials
 // (Σ w·l, Σ w, #{w ≠ 0}, #rows).
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> col_bias: array<f32>;
@@ -207,7 +207,7 @@ fn finish(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
 //// kernel grad_cols
 // dk[j] = Σ_i w_i · p_ij · q_i over the loss rows, for the batch columns (the bank gets none):
 // one invocation per column streams the rows through workgroup memory.
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> col_bias: array<f32>;
@@ -318,7 +318,7 @@ fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
 // After the step's loss: batch row i goes to slot (head + i) mod M of the bank (only the last M
 // rows when B > M, so that no slot is written twice); this pass writes the slots in its part
 // [p0, p0 + p1).
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> state: array<u32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> col_bias: array<f32>;
@@ -353,7 +353,7 @@ fn bank_write(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 
 //// kernel bank_advance
 // head ← (head + B) mod M, fill ← min(fill + B, M), once every part is written.
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read_write> state: array<u32>;
 
 @compute @workgroup_size(1)

@@ -22,7 +22,7 @@ const SEL_HIST: u32 = 8u;       // 256 counters, zero between rounds
 const VALUE_ROUNDS: u32 = 4u;
 const KEYS_PER_INVOCATION: u32 = 8u;
 
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read_write> aux: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read> keys: array<u32>;
 

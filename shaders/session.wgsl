@@ -13,7 +13,7 @@ struct SessionKey {
     hi: u32,
 }
 
-@group(0) @binding(0) var<uniform> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> chunk: Chunk;
 
 var<workgroup> digit_hist: array<atomic<u32>, 256>;
 var<workgroup> tile_digits: array<u32, 256>;

@@ -190,7 +190,8 @@ pub(crate) fn reduction_code(r: Reduction) -> u32 {
     }
 }
 
-/// The combine passes, all binding settings (uniform), term table, partials, scalars, state, aux:
+/// The combine passes, all binding settings (read-only storage, never a uniform: see
+/// docs/ARCHITECTURE.md, "Driver defects"), term table, partials, scalars, state, aux:
 /// `coefficients` (one invocation, before the forward passes, only when some row group writes its
 /// gradients in its forward pass), `combine` (one workgroup: reduce the partials) and `weigh`
 /// (one invocation: strategy, flooding, coefficients, state).

@@ -111,7 +111,7 @@ pub(crate) enum Source {
 /// One binding of a pass, in binding-index order.
 #[derive(Clone, Debug)]
 pub(crate) enum Bind {
-    /// The per-chunk uniform (`Chunk` in common.wgsl).
+    /// The per-chunk parameters (`Chunk` in common.wgsl), a read-only storage buffer.
     Chunk,
     /// The whole buffer.
     Whole(Source),

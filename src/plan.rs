@@ -32,7 +32,7 @@ use std::sync::Arc;
 struct ChunkDispatch {
     row_base: u64,
     rows: u64,
-    uniform: Option<wgpu::Buffer>,
+    params: Option<wgpu::Buffer>,
     grid: (u32, u32),
 }
 
@@ -156,8 +156,8 @@ impl Plan {
                 Group::Rows { terms, .. } => binary::storage_bindings(terms),
                 Group::Softmax { terms, .. } => softmax::storage_bindings(terms),
                 Group::Sessions { terms, .. } => pairwise::storage_bindings(terms),
-                // One term each; its widest pass binds 9 storage buffers.
-                Group::Embedding { .. } => 9,
+                // One term each; its widest pass binds 9 storage buffers and the chunk.
+                Group::Embedding { .. } => 10,
             })? {
                 groups.push((part, fused));
             }
@@ -337,7 +337,7 @@ impl Plan {
         internal.push(make(
             "settings",
             std::mem::size_of::<Settings>() as u64,
-            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         )?);
         let term_table = internal.len();
         internal.push(make(
@@ -673,7 +673,7 @@ impl Plan {
             }
         }
 
-        // Chunks, partial layout and chunk uniforms.
+        // Chunks, partial layout and chunk parameters.
         let max_binding = engine.max_binding();
         let align = engine.limits.min_storage_buffer_offset_alignment as u64;
         let max_dim = engine.limits.max_compute_workgroups_per_dimension;
@@ -796,21 +796,21 @@ impl Plan {
                         spec.params[1],
                         spec.params[2],
                     ];
-                    let uniform = make(
+                    let params = make(
                         &format!("{} chunk", spec.label),
                         32,
-                        wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     )?;
                     engine
                         .queue
-                        .write_buffer(&uniform, 0, bytemuck::cast_slice(&words));
+                        .write_buffer(&params, 0, bytemuck::cast_slice(&words));
                     if is_forward {
                         wg_base += wgs;
                     }
                     chunks.push(ChunkDispatch {
                         row_base,
                         rows,
-                        uniform: Some(uniform),
+                        params: Some(params),
                         grid: grid(wgs, max_dim)?,
                     });
                 }
@@ -850,7 +850,7 @@ impl Plan {
                 chunks: vec![ChunkDispatch {
                     row_base: 0,
                     rows: 1,
-                    uniform: None,
+                    params: None,
                     grid: (1, 1),
                 }],
                 bind_groups: Vec::new(),
@@ -1379,7 +1379,7 @@ impl Plan {
                             };
                             let resource = match bind {
                                 Bind::Chunk => chunk
-                                    .uniform
+                                    .params
                                     .as_ref()
                                     .expect("chunked pass")
                                     .as_entire_binding(),

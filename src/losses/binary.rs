@@ -180,8 +180,8 @@ fn bound_tensors(terms: &[Resolved]) -> (Inputs, Inputs) {
 pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
     let (inputs, grads) = bound_tensors(terms);
     let keys = terms.iter().filter(|t| is_ohem(t)).count() as u32;
-    // partials, scalars and aux (all three in a fused forward pass), inputs, OHEM keys, gradients
-    3 + inputs.names.len() as u32 + keys + grads.names.len() as u32
+    // chunk, partials, scalars and aux (all in a fused forward pass), inputs, OHEM keys, gradients
+    4 + inputs.names.len() as u32 + keys + grads.names.len() as u32
 }
 
 pub(crate) fn is_ohem(term: &Resolved) -> bool {
@@ -394,7 +394,7 @@ pub(crate) fn passes(
 
     // Forward: per-term vec4(Σ f·l, Σ f, #{f ≠ 0}, 0) per workgroup (and, fused, the gradients).
     let mut f = wgsl.clone();
-    f.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    f.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
     f.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
     f.push_str("@group(0) @binding(2) var<storage, read> aux: array<u32>;\n");
     let mut next = 3;
@@ -469,7 +469,7 @@ pub(crate) fn passes(
     // Backward: one invocation per row.
     let backward = (!fused).then(|| {
         let mut b = wgsl.clone();
-        b.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+        b.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
         b.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
         b.push_str("@group(0) @binding(2) var<storage, read> aux: array<u32>;\n");
         kernel.declare(&mut b, 3, Some("read"), true);

@@ -200,7 +200,7 @@ impl RowInputs {
 
 /// The `rowinfo` pass: for rows r in [0, n), `out[r] = expr` for every output.
 pub(crate) fn rowinfo(label: &str, n: u64, inputs: RowInputs, outputs: &[RowOut]) -> PassSpec {
-    let mut src = format!("{COMMON}\n@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    let mut src = format!("{COMMON}\n@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
     let mut binds = vec![Bind::Chunk];
     for (k, o) in outputs.iter().enumerate() {
         let _ = writeln!(

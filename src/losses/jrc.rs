@@ -59,7 +59,7 @@ pub(crate) fn passes(
     let sweep =
         |name: &str, rows: usize, out: Option<usize>, before: &str, visit: &str, after: &str| {
             let mut src = format!("{COMMON}\n{JRC}\n");
-            src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+            src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
             src.push_str(
                 "@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n",
             );

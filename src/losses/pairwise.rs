@@ -37,15 +37,16 @@ pub(crate) struct PairBuffers {
     pub select_base: u32,
 }
 
-/// Storage buffers the passes of a session group bind, at most: the radix sort's seven, or a
-/// gather's output, bounds, order, logits, labels and sample-weight tensors.
+/// Storage buffers the passes of a session group bind, at most: the chunk and the radix sort's
+/// seven, or the chunk and a gather's output, bounds, order, logits, labels and sample-weight
+/// tensors.
 pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
     terms
         .iter()
-        .map(|t| 5 + t.weights.len() as u32)
+        .map(|t| 6 + t.weights.len() as u32)
         .max()
         .unwrap_or(0)
-        .max(7)
+        .max(8)
 }
 
 /// `fn pair_loss(d, yi, yj) -> vec3<f32>` for the term's loss (see pairwise.wgsl).
@@ -126,7 +127,7 @@ pub(crate) fn passes(
     let header = |aux_access: &str| {
         let mut src = format!("{COMMON}\n{BINARY}\n{PAIRWISE}\n");
         src.push_str(&pair_loss_fn(loss, temperature));
-        src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+        src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
         src.push_str(
             "@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n",
         );

@@ -263,7 +263,7 @@ pub(crate) fn gather(
         .map(|(i, n)| (n.clone(), if i == logits { 4 * logits_width } else { 4 }))
         .collect();
     let mut src = format!("{COMMON}\n");
-    src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
     src.push_str("@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;\n");
     let next = grouping.declare(&mut src, 2);
     for (i, (name, _)) in inputs.iter().enumerate() {
@@ -341,7 +341,7 @@ pub(crate) fn apply_pass(
     } = a;
     let grad = term.input("logits");
     let mut src = format!("{COMMON}\n{functions}\n");
-    src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
     src.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
     let _ = writeln!(
         src,

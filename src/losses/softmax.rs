@@ -71,8 +71,8 @@ pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
         .iter()
         .filter(|t| view(t).p.class_weights.is_some())
         .count() as u32;
-    // scalars + logits + row inputs + class weights + stats + grad
-    1 + 1 + row_inputs(terms).names.len() as u32 + cw + terms.len() as u32 + 1
+    // chunk + scalars + logits + row inputs + class weights + stats + grad
+    2 + 1 + row_inputs(terms).names.len() as u32 + cw + terms.len() as u32 + 1
 }
 
 /// What a softmax group reads: its logits, their class count, its terms and their buffers.
@@ -121,7 +121,7 @@ pub(crate) fn passes(
     let is_probs = |name: &str| views.iter().any(|v| !v.ids && v.t.input("labels") == name);
     let header = |src: &mut String, forward: bool| {
         let _ = writeln!(src, "{COMMON}\n{SOFTMAX}");
-        src.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+        src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
         if forward {
             src.push_str(
                 "@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n",

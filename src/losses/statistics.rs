@@ -70,7 +70,7 @@ pub(crate) fn passes(
     let slot_of = |k: usize| f1_slots.iter().find(|(j, _)| *j == k).unwrap().1;
 
     let mut s = format!("{COMMON}\n{BINARY}\n{GHM}\n");
-    s.push_str("@group(0) @binding(0) var<uniform> chunk: Chunk;\n");
+    s.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
     s.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
     s.push_str("@group(0) @binding(2) var<storage, read_write> aux: array<atomic<u32>>;\n");
     kernel.declare(&mut s, 3, Some("read_write"), false);

@@ -131,3 +131,40 @@ pub fn write_tensors(path: &Path, tensors: &BTreeMap<String, OutTensor>) -> CliR
         .map_err(|e| CliError::file(path, format!("cannot serialise: {e}")))?;
     std::fs::write(path, bytes).map_err(|e| CliError::file(path, e))
 }
+
+/// A host tensor as safetensors sees it: reals as F32 (what the GPU reads), ids as I64.
+struct HostView<'a>(&'a HostTensor);
+
+impl View for HostView<'_> {
+    fn dtype(&self) -> Dtype {
+        match self.0.data {
+            lossfuse::HostData::Real(_) => Dtype::F32,
+            lossfuse::HostData::Int(_) => Dtype::I64,
+        }
+    }
+    fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(match &self.0.data {
+            lossfuse::HostData::Real(v) => {
+                v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()
+            }
+            lossfuse::HostData::Int(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        })
+    }
+    fn data_len(&self) -> usize {
+        match &self.0.data {
+            lossfuse::HostData::Real(v) => v.len() * 4,
+            lossfuse::HostData::Int(v) => v.len() * 8,
+        }
+    }
+}
+
+/// Writes a batch of host tensors to a safetensors file (reals F32, ids I64).
+pub fn write_batch(path: &Path, batch: &HostBatch) -> CliResult<()> {
+    let views = batch.iter().map(|(k, v)| (k.as_str(), HostView(v)));
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| CliError::file(path, format!("cannot serialise: {e}")))?;
+    std::fs::write(path, bytes).map_err(|e| CliError::file(path, e))
+}

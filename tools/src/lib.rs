@@ -8,4 +8,7 @@ pub mod bench;
 pub mod check;
 pub mod engines;
 pub mod error;
+pub mod example_batch;
+pub mod io;
 pub mod provenance;
+pub mod soak;

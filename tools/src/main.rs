@@ -17,11 +17,10 @@
 mod adapters;
 mod compare;
 mod eval;
-mod io;
 
 // The bench suite, the conformance suite and the error type live in the library (src/lib.rs);
 // `crate::error` still names the error type for the modules here.
-use lossfuse_cli::{bench, check, error};
+use lossfuse_cli::{bench, check, error, example_batch, io, soak};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -47,6 +46,34 @@ enum Command {
     /// Conformance suite: every term and strategy on every adapter against the f64 reference
     /// (exit code 1 when any case fails); `--compare` puts reports side by side.
     Check(check::CheckArgs),
+    /// Many steps of one config, reporting memory every K steps; exit code 1 when resident
+    /// memory grows beyond the bound after warm-up.
+    Soak(soak::SoakArgs),
+    /// Write a valid random batch for a config (every role gets the shape and range it means).
+    ExampleBatch(ExampleBatchArgs),
+}
+
+/// Arguments of `lossfuse example-batch`.
+#[derive(clap::Args, Debug)]
+struct ExampleBatchArgs {
+    /// Loss configuration (.toml, or .json by extension).
+    #[arg(long)]
+    config: std::path::PathBuf,
+    /// Where to write the batch (safetensors).
+    #[arg(long)]
+    output: std::path::PathBuf,
+    /// Rows of the batch.
+    #[arg(long, default_value_t = 512)]
+    rows: usize,
+    /// Seed of the values.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn write_example_batch(args: &ExampleBatchArgs) -> error::CliResult<()> {
+    let config = lossfuse::LossConfig::from_path(&args.config)?;
+    let batch = example_batch::example_batch(&config, args.rows, args.seed);
+    io::write_batch(&args.output, &batch)
 }
 
 fn main() -> ExitCode {
@@ -57,6 +84,8 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Bench(args) => bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => check::run(args),
+        Command::Soak(args) => soak::run(args),
+        Command::ExampleBatch(args) => write_example_batch(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
