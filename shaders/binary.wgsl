@@ -1,7 +1,8 @@
 // Per-row binary and regression losses (LOSSES.md, "Per-row terms"). Each returns
 // vec2(loss, dloss/dinput) for one row; the fused row kernel (src/losses/binary.rs) calls them
 // for every term that reads the row, so the inputs are read once for all terms.
-// Needs common.wgsl.
+
+//#import common.wgsl
 
 // Sigmoid CE with a (possibly smoothed) label y: softplus(x) - x*y, written as
 // y*softplus(-x) + (1-y)*softplus(x) so that neither tail cancels.

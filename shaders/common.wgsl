@@ -9,22 +9,19 @@ const NEG_BIG: f32 = -3.4e38;
 // The rows a dispatch covers: tensors are bound from `row_base`, so indices are chunk-relative.
 // `wgs` is the number of workgroups that do work (the grid is 2-D and may have spare ones).
 // Partial sums of the group's k-th term go to partials[wg_base + k * term_stride + workgroup]:
-// `wg_base` places this chunk after the previous chunks of the group. `p0`..`p2` are parameters
-// of the pass itself (the selection's state offset, k and round), so that one pipeline serves
-// every round.
-// Kernels bind it (and combine's settings) as read-only storage, never as a uniform buffer:
-// lavapipe of Mesa 22.3 (Debian 12) inlines uniform-buffer values that decide a branch or a
-// loop bound into the shader and recompiles it at every dispatch without freeing the result
-// (about 1 MB and several ms a step; see docs/ARCHITECTURE.md, "Driver defects").
+// `wg_base` places this chunk after the previous chunks of the group. Mirrored by `Chunk` in
+// src/kernel.rs. A kernel with parameters of its own declares a struct whose first member is
+// `chunk: Chunk` (e.g. `SelectRound` in select.wgsl).
+// Kernels bind it as read-only storage, never as a uniform buffer: lavapipe of Mesa 22.3
+// (Debian 12) inlines uniform-buffer values that decide a branch or a loop bound into the
+// shader and recompiles it at every dispatch without freeing the result (about 1 MB and
+// several ms a step; docs/ARCHITECTURE.md, "Driver defects").
 struct Chunk {
     row_base: u32,
     rows: u32,
     wgs: u32,
     wg_base: u32,
     term_stride: u32,
-    p0: u32,
-    p1: u32,
-    p2: u32,
 }
 
 fn partial_index(chunk: Chunk, k: u32, wg: u32) -> u32 {

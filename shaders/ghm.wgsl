@@ -1,6 +1,8 @@
 // GHM-C (LOSSES.md, "Gradient-density terms"; Li et al. AAAI 2019, mmdetection GHMC): the
 // gradient norm of a row and its bin. The counts are taken in the statistics pass and turned
-// into weights by `ghm_prepare` (prepare.wgsl). Needs common.wgsl.
+// into weights by `ghm_prepare` (prepare.wgsl).
+
+//#import common.wgsl
 
 // g = |σ(x) − y|, detached.
 fn ghm_g(x: f32, y: f32) -> f32 {

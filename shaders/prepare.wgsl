@@ -1,8 +1,10 @@
 // The prepare dispatch of a row group with batch-wide terms (one workgroup, after the statistics
 // pass and any selection): turns the statistics into the per-row factors the loss pass reads from
 // `aux`, folding each term's normaliser in so that its partial sums are already its value.
-// Needs common.wgsl. The entry point is generated per group (src/losses/statistics.rs) and calls
+// The entry point is generated per group (src/losses/statistics.rs) and calls
 // the functions below with the term's offsets.
+
+//#import common.wgsl
 
 @group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read> partials: array<vec4<f32>>;

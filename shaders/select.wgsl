@@ -7,22 +7,26 @@
 // pick the lowest indices among them (LOSSES.md: "ties: keep exactly k, lowest index first").
 // The number of dispatches is fixed by the row count; rounds with nothing left to do return at
 // once. Consumers call `select_kept` (common.wgsl) with the state's PREFIX and INDEX words.
-// Needs common.wgsl. Pass parameters (Chunk): p0 = state offset in `aux`, p2 = round + 256 × the
-// number of index digits; pick: p1 = k, or 0 when k = clamp(round(count·ratio), 1, count) comes
-// from the SEL_COUNT and SEL_RATIO words (pairwise OHEM, whose pair count is only known on the GPU).
+// Each dispatch's parameters are a `SelectRound` (mirrored in src/losses/select.rs).
 
-// The state at aux[p0 ..]; mirrored in src/losses/select.rs.
-const SEL_PREFIX: u32 = 0u;     // key prefix fixed so far; after the value rounds, t itself
-const SEL_REMAINING: u32 = 1u;  // keys still to take among those matching the prefix
-const SEL_INDEX: u32 = 2u;      // index prefix among keys equal to t; finally the last kept index
-const SEL_DONE: u32 = 3u;       // 1 when every key equal to t is kept (no index rounds needed)
-const SEL_COUNT: u32 = 4u;      // candidates counted by round 0 when k depends on it (else 0)
-const SEL_RATIO: u32 = 5u;      // f32 bits of the keep ratio, with SEL_COUNT
-const SEL_HIST: u32 = 8u;       // 256 counters, zero between rounds
-const VALUE_ROUNDS: u32 = 4u;
+//#import select_words.wgsl
+
+struct SelectRound {
+    chunk: Chunk,
+    // First word of the selection's state in `aux`.
+    state: u32,
+    // k, or 0 when k = clamp(round(count·ratio), 1, count) comes from the SEL_COUNT and SEL_RATIO
+    // words (pairwise OHEM, whose pair count is only known on the GPU). The pick reads it.
+    keep: u32,
+    // This round: 0..VALUE_ROUNDS are value rounds, then the index rounds.
+    round: u32,
+    // Index rounds after the value rounds: bytes of the largest index.
+    digits: u32,
+}
+
 const KEYS_PER_INVOCATION: u32 = 8u;
 
-@group(0) @binding(0) var<storage, read> chunk: Chunk;
+@group(0) @binding(0) var<storage, read> params: SelectRound;
 @group(0) @binding(1) var<storage, read_write> aux: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read> keys: array<u32>;
 
@@ -35,9 +39,10 @@ fn select_histogram(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let base = chunk.p0;
-    let round = chunk.p2 & 255u;
-    let digits = chunk.p2 >> 8u;
+    let chunk = params.chunk;
+    let base = params.state;
+    let round = params.round;
+    let digits = params.digits;
     atomicStore(&local_hist[lid], 0u);
     let prefix = atomicLoad(&aux[base + SEL_PREFIX]);
     let index_prefix = atomicLoad(&aux[base + SEL_INDEX]);
@@ -76,9 +81,9 @@ fn select_histogram(
 
 @compute @workgroup_size(256)
 fn select_pick(@builtin(local_invocation_index) lid: u32) {
-    let base = chunk.p0;
-    let round = chunk.p2 & 255u;
-    let digits = chunk.p2 >> 8u;
+    let base = params.state;
+    let round = params.round;
+    let digits = params.digits;
     counts[lid] = atomicLoad(&aux[base + SEL_HIST + lid]);
     atomicStore(&aux[base + SEL_HIST + lid], 0u);
     workgroupBarrier();
@@ -86,8 +91,8 @@ fn select_pick(@builtin(local_invocation_index) lid: u32) {
         return;
     }
     var prefix = 0u;
-    var remaining = chunk.p1;
-    if (round == 0u && chunk.p1 == 0u) {
+    var remaining = params.keep;
+    if (round == 0u && params.keep == 0u) {
         // round(count·ratio) half away from zero, as the reference's f64::round (in f32 here).
         let count = atomicLoad(&aux[base + SEL_COUNT]);
         let ratio = bitcast<f32>(atomicLoad(&aux[base + SEL_RATIO]));

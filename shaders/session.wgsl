@@ -6,14 +6,24 @@
 // counts), `session_scan` (one workgroup: exclusive prefix over (digit, workgroup), digit-major)
 // and `session_scatter` (each key to its prefix plus its rank among the equal digits before it in
 // its workgroup: stable, hence deterministic). No float and no order-dependent atomics.
-// Needs common.wgsl. Pass parameters (Chunk): p0 = radix pass (digit 0..7, low word first).
+// Each dispatch's parameters are a `SessionPass` (mirrored in src/losses/session.rs).
+
+//#import common.wgsl
 
 struct SessionKey {
     lo: u32,
     hi: u32,
 }
 
-@group(0) @binding(0) var<storage, read> chunk: Chunk;
+struct SessionPass {
+    chunk: Chunk,
+    // The radix pass: digit 0..7, low word first.
+    pass_index: u32,
+    // Words per id: 1, or 2 for 64-bit ids.
+    id_words: u32,
+}
+
+@group(0) @binding(0) var<storage, read> params: SessionPass;
 
 var<workgroup> digit_hist: array<atomic<u32>, 256>;
 var<workgroup> tile_digits: array<u32, 256>;
@@ -38,7 +48,7 @@ fn sort_workgroups(rows: u32) -> u32 {
 }
 
 // Every entry point binds the same buffers (so one list of binds serves each pass; the ping-pong
-// pair swaps between passes). p1 = words per id (1, or 2 for 64-bit ids).
+// pair swaps between passes).
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read_write> keys_in: array<SessionKey>;
 @group(0) @binding(3) var<storage, read_write> vals_in: array<u32>;
@@ -65,13 +75,14 @@ fn session_init(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     touch_all();
+    let chunk = params.chunk;
     let wg = linear_workgroup(wid, nwg);
     let r = wg * WG + lid;
     if (wg >= chunk.wgs || r >= chunk.rows) {
         return;
     }
-    var key = SessionKey(ids[r * chunk.p1], 0u);
-    if (chunk.p1 == 2u) {
+    var key = SessionKey(ids[r * params.id_words], 0u);
+    if (params.id_words == 2u) {
         key.hi = ids[r * 2u + 1u];
     }
     keys_out[r] = key;
@@ -86,12 +97,13 @@ fn session_histogram(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     touch_all();
+    let chunk = params.chunk;
     atomicStore(&digit_hist[lid], 0u);
     workgroupBarrier();
     let wg = linear_workgroup(wid, nwg);
     let r = wg * WG + lid;
     if (wg < chunk.wgs && r < chunk.rows) {
-        atomicAdd(&digit_hist[key_digit(keys_in[r], chunk.p0)], 1u);
+        atomicAdd(&digit_hist[key_digit(keys_in[r], params.pass_index)], 1u);
     }
     workgroupBarrier();
     if (wg < chunk.wgs) {
@@ -104,6 +116,7 @@ fn session_histogram(
 @compute @workgroup_size(256)
 fn session_scan(@builtin(local_invocation_index) lid: u32) {
     touch_all();
+    let chunk = params.chunk;
     let n = 256u * sort_workgroups(chunk.rows);
     let per = (n + WG - 1u) / WG;
     let begin = min(lid * per, n);
@@ -140,6 +153,7 @@ fn session_scatter(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     touch_all();
+    let chunk = params.chunk;
     let wg = linear_workgroup(wid, nwg);
     let r = wg * WG + lid;
     let valid = wg < chunk.wgs && r < chunk.rows;
@@ -147,7 +161,7 @@ fn session_scatter(
     var digit = 256u;
     if (valid) {
         key = keys_in[r];
-        digit = key_digit(key, chunk.p0);
+        digit = key_digit(key, params.pass_index);
     }
     tile_digits[lid] = digit;
     workgroupBarrier();
@@ -172,6 +186,7 @@ fn session_bounds(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     touch_all();
+    let chunk = params.chunk;
     let wg = linear_workgroup(wid, nwg);
     let p = wg * WG + lid;
     if (wg >= chunk.wgs || p >= chunk.rows) {

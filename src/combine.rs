@@ -4,7 +4,8 @@
 //! here mirror the shader's.
 
 use crate::config::{LossConfig, Optimizer, Reduction, Strategy};
-use crate::kernel::{Bind, PassSpec, Source, Work, COMBINE, COMMON};
+use crate::kernel::{internal, Params, PassSpec, Shader, Work};
+use crate::wgsl::Specialization;
 
 // The layout constants mirror combine.wgsl; a test checks them against the shader, so some exist
 // only to be checked.
@@ -204,22 +205,21 @@ pub(crate) fn passes(
     aux: usize,
 ) -> [PassSpec; 3] {
     let binds = vec![
-        Bind::Whole(Source::Internal(settings)),
-        Bind::Whole(Source::Internal(terms)),
-        Bind::Whole(Source::Internal(partials)),
-        Bind::Whole(Source::Internal(scalars)),
-        Bind::Whole(Source::Internal(state)),
-        Bind::Whole(Source::Internal(aux)),
+        internal("settings", settings),
+        internal("terms", terms),
+        internal("partials", partials),
+        internal("scalars", scalars),
+        internal("state", state),
+        internal("aux", aux),
     ];
-    let source = format!("{COMMON}\n{COMBINE}");
     ["coefficients", "combine", "weigh"].map(|entry| PassSpec {
         label: entry.into(),
-        source: source.clone(),
+        shader: Shader::File("combine.wgsl", Specialization::new()),
         entry,
         binds: binds.clone(),
         work: Work::Single,
         reads: Vec::new(),
-        params: [0; 3],
+        params: Params::none(),
     })
 }
 
@@ -231,7 +231,8 @@ mod tests {
     #[test]
     fn layout_matches_the_shader() {
         let value = |name: &str| -> usize {
-            let line = COMBINE
+            let line = crate::wgsl::raw_file("combine.wgsl")
+                .unwrap()
                 .lines()
                 .find(|l| l.starts_with(&format!("const {name}: u32 = ")))
                 .unwrap_or_else(|| panic!("{name} not in combine.wgsl"));

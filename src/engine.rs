@@ -83,13 +83,20 @@ pub struct EngineOptions {
     pub max_binding_bytes: Option<u64>,
 }
 
+/// A compute pipeline and the buffer variables its entry point binds.
+#[derive(Clone)]
+pub(crate) struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bindings: Arc<Vec<crate::wgsl::UsedBinding>>,
+}
+
 pub(crate) struct EngineInner {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub summary: AdapterSummary,
     pub options: EngineOptions,
-    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<String, Pipeline>>,
     /// Errors the device reported outside an error scope (instead of wgpu's default panic).
     pub uncaptured: Arc<Mutex<Vec<String>>>,
 }
@@ -104,18 +111,15 @@ impl EngineInner {
         (cap.min(adapter) / align * align).max(align)
     }
 
-    /// A compute pipeline for (source, entry), built once per engine.
-    pub fn pipeline(
-        &self,
-        label: &str,
-        source: &str,
-        entry: &str,
-    ) -> Result<wgpu::ComputePipeline> {
+    /// A compute pipeline for (source, entry), built once per engine, with the buffer variables
+    /// the entry point uses (their names and binding indices, from naga's reflection).
+    pub fn pipeline(&self, label: &str, source: &str, entry: &str) -> Result<Pipeline> {
         let key = format!("{entry}\u{0}{source}");
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        crate::kernel::validate_wgsl(label, source).map_err(Error::Gpu)?;
+        let bindings =
+            Arc::new(crate::wgsl::used_bindings(label, source, entry).map_err(Error::Gpu)?);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self
             .device
@@ -136,6 +140,7 @@ impl EngineInner {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("pipeline '{label}': {e}")));
         }
+        let pipeline = Pipeline { pipeline, bindings };
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
     }

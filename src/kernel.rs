@@ -1,100 +1,88 @@
-//! Shader sources, their validation, and what a pass binds and dispatches.
+//! What a family hands the plan for each kernel launch: the shader (a file under `shaders/`, or
+//! a row group's generated text, composed by [`crate::wgsl`]), its entry point, the buffers
+//! bound to it **by the names of the kernel's variables** (reflection finds their binding
+//! indices, so no list of bindings must agree with the shader by position), how many
+//! workgroups it needs, and its own parameters.
 //!
-//! Kernels are WGSL: the files under `shaders/` hold the loss functions and reductions, and each
-//! family module (`losses/*.rs`) generates the small entry point that binds a group's tensors and
-//! calls them for every term of the group. Term parameters are baked into the generated source as
-//! constants, so a plan's pipelines are specialised once at plan time and cached by the engine.
+//! Every kernel binds its parameters as a read-only storage struct whose first member is the
+//! [`Chunk`] the plan fills in per dispatch; a kernel with parameters of its own declares a
+//! struct that starts with `chunk: Chunk` and mirrors it with a [`crate::gpu_struct!`].
 
 use crate::error::{Error, Result};
+use crate::wgsl::{self, Specialization};
+
+pub use crate::wgsl::{shader_file, validate_wgsl};
 
 /// Invocations per workgroup of every kernel (`WG` in common.wgsl).
 pub(crate) const WG: u32 = 256;
 
-/// `shaders/common.wgsl`: numerics, chunk struct, reductions.
-pub(crate) const COMMON: &str = include_str!("../shaders/common.wgsl");
-/// `shaders/binary.wgsl`: per-row binary and regression losses.
-pub(crate) const BINARY: &str = include_str!("../shaders/binary.wgsl");
-/// `shaders/softmax.wgsl`: online log-sum-exp helpers.
-pub(crate) const SOFTMAX: &str = include_str!("../shaders/softmax.wgsl");
-/// `shaders/combine.wgsl`: the combine pass.
-pub(crate) const COMBINE: &str = include_str!("../shaders/combine.wgsl");
-/// `shaders/ghm.wgsl`: GHM-C gradient norm and bins.
-pub(crate) const GHM: &str = include_str!("../shaders/ghm.wgsl");
-/// `shaders/select.wgsl`: the deterministic top-k selection passes.
-pub(crate) const SELECT: &str = include_str!("../shaders/select.wgsl");
-/// `shaders/prepare.wgsl`: statistics → per-row factors of the batch-wide terms.
-pub(crate) const PREPARE: &str = include_str!("../shaders/prepare.wgsl");
-
-/// `shaders/session.wgsl`: grouping rows by session (radix sort, session ranges).
-pub(crate) const SESSION: &str = include_str!("../shaders/session.wgsl");
-/// `shaders/pairwise.wgsl`: per-pair losses of the pairwise-in-session terms.
-pub(crate) const PAIRWISE: &str = include_str!("../shaders/pairwise.wgsl");
-/// `shaders/jrc.wgsl`: JRC's per-row calibration CE and online log-sum-exp.
-pub(crate) const JRC: &str = include_str!("../shaders/jrc.wgsl");
-
-/// `shaders/embedding.wgsl`: rows of the similarity terms, and their gradient's last pass.
-pub(crate) const EMBEDDING: &str = include_str!("../shaders/embedding.wgsl");
-/// `shaders/retrieval.wgsl`: in-batch, cross-batch and contrastive softmax over columns.
-pub(crate) const RETRIEVAL: &str = include_str!("../shaders/retrieval.wgsl");
-/// `shaders/metric.wgsl`: circle and multi-similarity losses.
-pub(crate) const METRIC: &str = include_str!("../shaders/metric.wgsl");
-/// `shaders/mining.wgsl`: softmax CE with negative mining.
-pub(crate) const MINING: &str = include_str!("../shaders/mining.wgsl");
-
-/// The shader files with the files each needs before it, for validation and assembly.
+/// Every shader file with the files it needs before it. Each file imports what it needs
+/// (`//#import`), so [`shader_file`] is complete on its own and the lists are empty.
 pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("common.wgsl", &[]),
-    ("binary.wgsl", &["common.wgsl"]),
-    ("softmax.wgsl", &["common.wgsl"]),
-    ("combine.wgsl", &["common.wgsl"]),
-    ("ghm.wgsl", &["common.wgsl"]),
-    ("select.wgsl", &["common.wgsl"]),
-    ("prepare.wgsl", &["common.wgsl"]),
-    ("session.wgsl", &["common.wgsl"]),
-    ("pairwise.wgsl", &["common.wgsl", "binary.wgsl"]),
-    ("jrc.wgsl", &["common.wgsl"]),
+    ("binary.wgsl", &[]),
+    ("softmax.wgsl", &[]),
+    ("combine.wgsl", &[]),
+    ("ghm.wgsl", &[]),
+    ("select.wgsl", &[]),
+    ("prepare.wgsl", &[]),
+    ("session.wgsl", &[]),
+    ("sweep.wgsl", &[]),
+    ("pairwise.wgsl", &[]),
+    ("jrc.wgsl", &[]),
+    ("select_words.wgsl", &[]),
+    ("grouping.wgsl", &[]),
+    ("weights.wgsl", &[]),
+    ("embedding.wgsl", &[]),
+    ("retrieval.wgsl", &[]),
+    ("metric.wgsl", &[]),
+    ("mining.wgsl", &[]),
 ];
 
-/// The text of a shader file by name.
-pub fn shader_file(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "common.wgsl" => COMMON,
-        "binary.wgsl" => BINARY,
-        "softmax.wgsl" => SOFTMAX,
-        "combine.wgsl" => COMBINE,
-        "ghm.wgsl" => GHM,
-        "select.wgsl" => SELECT,
-        "prepare.wgsl" => PREPARE,
-        "session.wgsl" => SESSION,
-        "pairwise.wgsl" => PAIRWISE,
-        "jrc.wgsl" => JRC,
-        _ => return None,
-    })
+crate::gpu_struct! {
+    /// The rows a dispatch covers (`Chunk` in common.wgsl). Tensors are bound from `row_base`,
+    /// so kernels index rows relative to the chunk. Partial sums of a group's k-th slot go to
+    /// `partials[wg_base + k * term_stride + workgroup]`.
+    pub(crate) struct Chunk in "common.wgsl" test chunk_layout {
+        /// First row of the chunk in the batch.
+        row_base: u32,
+        /// Rows of the chunk.
+        rows: u32,
+        /// Workgroups that do work (the 2-D grid may have spare ones).
+        wgs: u32,
+        /// This chunk's first workgroup among the group's partials.
+        wg_base: u32,
+        /// Workgroups of the whole group: the stride between its partial slots.
+        term_stride: u32,
+    }
 }
 
-/// Parses and validates WGSL with naga; the error names `label` and the line at fault.
-pub fn validate_wgsl(label: &str, source: &str) -> std::result::Result<(), String> {
-    let module = naga::front::wgsl::parse_str(source)
-        .map_err(|e| e.emit_to_string_with_path(source, label))?;
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .map_err(|e| e.emit_to_string_with_path(source, label))?;
-    Ok(())
-}
+/// Words of [`Chunk`].
+pub(crate) const CHUNK_WORDS: usize = 5;
 
-/// An f32 WGSL literal for a config value (exact round trip of the f32 value).
-pub(crate) fn lit(x: f64) -> String {
-    let v = x as f32;
-    let s = format!("{v:?}");
-    let s = if s.contains('.') || s.contains('e') {
-        s
-    } else {
-        format!("{s}.0")
-    };
-    format!("f32({s})")
+/// A kernel's parameters beyond the chunk, as the words after it: built from a
+/// [`crate::gpu_struct!`] whose first field is the chunk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Params(Vec<u32>);
+
+impl Params {
+    /// No parameters beyond the chunk.
+    pub fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The words of `params` after its leading chunk.
+    pub fn of<T: bytemuck::Pod>(params: &T) -> Self {
+        let words: &[u32] = bytemuck::cast_slice(bytemuck::bytes_of(params));
+        Self(words[CHUNK_WORDS..].to_vec())
+    }
+
+    /// The whole struct: `chunk`, then these words.
+    pub fn with_chunk(&self, chunk: &Chunk) -> Vec<u32> {
+        let mut words: Vec<u32> = bytemuck::cast_slice(bytemuck::bytes_of(chunk)).to_vec();
+        words.extend_from_slice(&self.0);
+        words
+    }
 }
 
 /// Where a bound buffer comes from.
@@ -108,15 +96,35 @@ pub(crate) enum Source {
     Internal(usize),
 }
 
-/// One binding of a pass, in binding-index order.
+/// What is bound to one variable of a kernel.
 #[derive(Clone, Debug)]
 pub(crate) enum Bind {
-    /// The per-chunk parameters (`Chunk` in common.wgsl), a read-only storage buffer.
+    /// The kernel's parameters: its [`Chunk`] and [`Params`], a read-only storage buffer.
     Chunk,
     /// The whole buffer.
     Whole(Source),
     /// The rows of the current chunk: `row_bytes` per row.
     Rows { source: Source, row_bytes: u64 },
+}
+
+/// A buffer bound to the kernel variable `name`.
+#[derive(Clone, Debug)]
+pub(crate) struct Binding {
+    pub name: String,
+    pub bind: Bind,
+}
+
+/// `name` bound to `bind`.
+pub(crate) fn bind(name: impl Into<String>, bind: Bind) -> Binding {
+    Binding {
+        name: name.into(),
+        bind,
+    }
+}
+
+/// `name` bound to the whole internal buffer `index`.
+pub(crate) fn internal(name: impl Into<String>, index: usize) -> Binding {
+    bind(name, Bind::Whole(Source::Internal(index)))
 }
 
 /// How many workgroups a chunk of `rows` rows needs.
@@ -137,18 +145,37 @@ impl Work {
     }
 }
 
+/// The WGSL of a kernel: a shader file or generated text (with `//#import` lines), and how it
+/// is specialised.
+#[derive(Clone, Debug)]
+pub(crate) enum Shader {
+    File(&'static str, Specialization),
+    Text(String, Specialization),
+}
+
+impl Shader {
+    /// The composed source.
+    pub(crate) fn source(&self, label: &str) -> Result<String> {
+        match self {
+            Shader::File(file, spec) => wgsl::compose(file, spec),
+            Shader::Text(text, spec) => wgsl::compose_text(label, text, spec),
+        }
+        .map_err(Error::Gpu)
+    }
+}
+
 /// A kernel launch as a family describes it; the plan turns it into pipelines and bind groups.
 #[derive(Clone, Debug)]
 pub(crate) struct PassSpec {
     pub label: String,
-    pub source: String,
+    pub shader: Shader,
     pub entry: &'static str,
-    pub binds: Vec<Bind>,
+    pub binds: Vec<Binding>,
     pub work: Work,
     /// Batch tensors the pass reads (for the per-step counters).
     pub reads: Vec<String>,
-    /// Parameters of the pass itself, `Chunk::p0..p2` (e.g. a selection's round).
-    pub params: [u32; 3],
+    /// The kernel's parameters after its chunk.
+    pub params: Params,
 }
 
 /// A 2-D grid for `n` workgroups under the per-dimension limit; kernels linearise it and skip
@@ -204,14 +231,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn literals_round_trip() {
-        assert_eq!(lit(1.0), "f32(1.0)");
-        assert_eq!(lit(0.25), "f32(0.25)");
-        assert_eq!(lit(-2.0), "f32(-2.0)");
-        assert_eq!(lit(1e-7), "f32(1e-7)");
-    }
-
-    #[test]
     fn chunks_fit_and_align() {
         // 8193 floats per row, 128 MiB binding, 256-byte alignment.
         let r = chunk_rows(4096, &[8193 * 4, 4], 128 << 20, 256).unwrap();
@@ -227,5 +246,29 @@ mod tests {
         assert_eq!(grid(10, 65535).unwrap(), (10, 1));
         let (x, y) = grid(70_000, 65535).unwrap();
         assert!(x as u64 * y as u64 >= 70_000);
+    }
+
+    #[test]
+    fn params_follow_the_chunk() {
+        let chunk = Chunk {
+            row_base: 1,
+            rows: 2,
+            wgs: 3,
+            wg_base: 4,
+            term_stride: 5,
+        };
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        struct P {
+            chunk: Chunk,
+            a: u32,
+            b: u32,
+        }
+        let p = Params::of(&P {
+            chunk: Chunk::default(),
+            a: 7,
+            b: 8,
+        });
+        assert_eq!(p.with_chunk(&chunk), vec![1, 2, 3, 4, 5, 7, 8]);
     }
 }

@@ -34,6 +34,7 @@ mod combine;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod gpu;
 pub mod kernel;
 mod losses;
 pub mod plan;
@@ -43,6 +44,7 @@ pub mod rng;
 mod schedule;
 mod state;
 pub mod tensor;
+pub mod wgsl;
 
 pub use batch::{Batch, DType, Input, OwnedBatch, Shapes, TensorSpec};
 pub use config::{

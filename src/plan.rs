@@ -15,9 +15,9 @@
 use crate::batch::{Batch, Input, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
 use crate::config::{JrcWeighting, LossConfig, Strategy, TermKind};
-use crate::engine::EngineInner;
+use crate::engine::{EngineInner, Pipeline};
 use crate::error::{Error, Result};
-use crate::kernel::{chunk_rows, grid, Bind, PassSpec, Source, Work};
+use crate::kernel::{chunk_rows, grid, Bind, Chunk, PassSpec, Source, Work};
 use crate::losses::embedding::{self, Ctx};
 use crate::losses::jrc::{self, JrcBuffers};
 use crate::losses::pairwise::{self, PairBuffers};
@@ -39,14 +39,37 @@ struct ChunkDispatch {
 /// A pipeline with its chunks and (cached) bind groups.
 struct Pass {
     spec: PassSpec,
-    pipeline: wgpu::ComputePipeline,
+    /// The composed WGSL.
+    source: String,
+    pipeline: Pipeline,
     chunks: Vec<ChunkDispatch>,
     bind_groups: Vec<wgpu::BindGroup>,
 }
 
 impl Pass {
+    /// Compiles `spec` and checks that it binds every buffer variable its entry point uses.
+    fn new(engine: &EngineInner, spec: PassSpec, chunks: Vec<ChunkDispatch>) -> Result<Self> {
+        let source = spec.shader.source(&spec.label)?;
+        let pipeline = engine.pipeline(&spec.label, &source, spec.entry)?;
+        for used in pipeline.bindings.iter() {
+            if !spec.binds.iter().any(|b| b.name == used.name) {
+                return Err(Error::Gpu(format!(
+                    "internal: pass '{}' binds nothing to its variable '{}'",
+                    spec.label, used.name
+                )));
+            }
+        }
+        Ok(Self {
+            spec,
+            source,
+            pipeline,
+            chunks,
+            bind_groups: Vec::new(),
+        })
+    }
+
     fn record(&self, cpass: &mut wgpu::ComputePass, counters: &mut StepCounters) {
-        cpass.set_pipeline(&self.pipeline);
+        cpass.set_pipeline(&self.pipeline.pipeline);
         for (chunk, bg) in self.chunks.iter().zip(&self.bind_groups) {
             cpass.set_bind_group(0, bg, &[]);
             cpass.dispatch_workgroups(chunk.grid.0, chunk.grid.1, 1);
@@ -687,7 +710,7 @@ impl Plan {
                 .iter()
                 .chain(gp.backward.iter())
                 .flat_map(|p| p.binds.iter())
-                .filter_map(|b| match b {
+                .filter_map(|b| match &b.bind {
                     Bind::Rows { row_bytes, .. } => Some(*row_bytes),
                     _ => None,
                 })
@@ -786,19 +809,17 @@ impl Plan {
                 };
                 for &(row_base, rows) in pass_ranges {
                     let wgs = spec.work.workgroups(rows);
-                    let words: [u32; 8] = [
-                        row_base as u32,
-                        rows as u32,
-                        wgs as u32,
-                        wg_base as u32,
-                        stride as u32,
-                        spec.params[0],
-                        spec.params[1],
-                        spec.params[2],
-                    ];
+                    let chunk = Chunk {
+                        row_base: row_base as u32,
+                        rows: rows as u32,
+                        wgs: wgs as u32,
+                        wg_base: wg_base as u32,
+                        term_stride: stride as u32,
+                    };
+                    let words = spec.params.with_chunk(&chunk);
                     let params = make(
                         &format!("{} chunk", spec.label),
-                        32,
+                        words.len() as u64 * 4,
                         wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     )?;
                     engine
@@ -814,13 +835,7 @@ impl Plan {
                         grid: grid(wgs, max_dim)?,
                     });
                 }
-                let pipeline = engine.pipeline(&spec.label, &spec.source, spec.entry)?;
-                let pass = Pass {
-                    spec,
-                    pipeline,
-                    chunks,
-                    bind_groups: Vec::new(),
-                };
+                let pass = Pass::new(&engine, spec, chunks)?;
                 if is_forward {
                     forwards.push(pass);
                 } else {
@@ -843,18 +858,13 @@ impl Plan {
             combine_specs.insert(0, coefficients);
         }
         for spec in combine_specs {
-            let pipeline = engine.pipeline(&spec.label, &spec.source, spec.entry)?;
-            combine_passes.push(Pass {
-                spec,
-                pipeline,
-                chunks: vec![ChunkDispatch {
-                    row_base: 0,
-                    rows: 1,
-                    params: None,
-                    grid: (1, 1),
-                }],
-                bind_groups: Vec::new(),
-            });
+            let chunk = ChunkDispatch {
+                row_base: 0,
+                rows: 1,
+                params: None,
+                grid: (1, 1),
+            };
+            combine_passes.push(Pass::new(&engine, spec, vec![chunk])?);
         }
         let mut settings_data = Settings::new(config);
         (
@@ -1359,24 +1369,30 @@ impl Plan {
     fn rebuild_bind_groups(&mut self, sources: &BTreeMap<String, wgpu::Buffer>) {
         let device = &self.engine.device;
         for pass in &mut self.passes {
-            let layout = pass.pipeline.get_bind_group_layout(0);
+            let layout = pass.pipeline.pipeline.get_bind_group_layout(0);
+            let resolve = |s: &Source| -> &wgpu::Buffer {
+                match s {
+                    Source::Input(n) => &sources[n],
+                    Source::Grad(n) => &self.grads[n],
+                    Source::Internal(k) => &self.internal[*k],
+                }
+            };
             pass.bind_groups = pass
                 .chunks
                 .iter()
                 .map(|chunk| {
                     let entries: Vec<wgpu::BindGroupEntry> = pass
-                        .spec
-                        .binds
+                        .pipeline
+                        .bindings
                         .iter()
-                        .enumerate()
-                        .map(|(i, bind)| {
-                            let resolve = |s: &Source| -> &wgpu::Buffer {
-                                match s {
-                                    Source::Input(n) => &sources[n],
-                                    Source::Grad(n) => &self.grads[n],
-                                    Source::Internal(k) => &self.internal[*k],
-                                }
-                            };
+                        .map(|used| {
+                            let bind = &pass
+                                .spec
+                                .binds
+                                .iter()
+                                .find(|b| b.name == used.name)
+                                .expect("checked when the pass was built")
+                                .bind;
                             let resource = match bind {
                                 Bind::Chunk => chunk
                                     .params
@@ -1393,7 +1409,7 @@ impl Plan {
                                 }
                             };
                             wgpu::BindGroupEntry {
-                                binding: i as u32,
+                                binding: used.binding,
                                 resource,
                             }
                         })
@@ -1420,7 +1436,7 @@ impl Plan {
     pub fn shader_sources(&self) -> Vec<(String, String)> {
         self.passes
             .iter()
-            .map(|p| (p.spec.label.clone(), p.spec.source.clone()))
+            .map(|p| (p.spec.label.clone(), p.source.clone()))
             .collect()
     }
 
@@ -1451,7 +1467,7 @@ impl Plan {
                 if let Bind::Rows {
                     source: Source::Internal(_),
                     row_bytes,
-                } = b
+                } = &b.bind
                 {
                     bytes += p.chunks.iter().map(|c| c.rows * row_bytes).sum::<u64>();
                 }

@@ -10,7 +10,12 @@
 //! `reference/ghm.rs`, `reference/f1.rs`.
 
 use super::{coef_index, statistics, weight_expr, Inputs, TermAux};
-use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, GHM, WG};
+use crate::kernel::{bind, internal, Bind, Binding, Params, PassSpec, Shader, Source, Work, WG};
+use crate::wgsl::{f32_literal, Specialization};
+
+fn lit(x: f64) -> String {
+    f32_literal(x as f32)
+}
 use crate::schedule::{Form, Resolved};
 use std::fmt::Write;
 
@@ -191,17 +196,25 @@ pub(crate) fn is_ohem(term: &Resolved) -> bool {
 pub(crate) const HEADER_ARGS: &str = "@builtin(local_invocation_index) lid: u32, \
 @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>";
 
-/// Binds every name of `names` by rows (4 bytes each), as inputs or as gradients.
-pub(crate) fn row_binds(names: &[String], grad: bool) -> Vec<Bind> {
+/// Binds every name of `names` by rows (4 bytes each), as inputs (`in<i>`) or as gradients
+/// (`grad<i>`).
+pub(crate) fn row_binds(names: &[String], grad: bool) -> Vec<Binding> {
     names
         .iter()
-        .map(|n| Bind::Rows {
-            source: if grad {
-                Source::Grad(n.clone())
+        .enumerate()
+        .map(|(i, n)| {
+            let (var, source) = if grad {
+                (format!("grad{i}"), Source::Grad(n.clone()))
             } else {
-                Source::Input(n.clone())
-            },
-            row_bytes: 4,
+                (format!("in{i}"), Source::Input(n.clone()))
+            };
+            bind(
+                var,
+                Bind::Rows {
+                    source,
+                    row_bytes: 4,
+                },
+            )
         })
         .collect()
 }
@@ -280,12 +293,15 @@ impl<'a> RowKernel<'a> {
     }
 
     /// The binds matching [`RowKernel::declare`].
-    pub(crate) fn binds(&self, keys: bool, with_grads: bool) -> Vec<Bind> {
+    pub(crate) fn binds(&self, keys: bool, with_grads: bool) -> Vec<Binding> {
         let mut v = row_binds(&self.inputs.names, false);
         if keys {
-            v.extend(self.keys.iter().map(|(_, buffer)| Bind::Rows {
-                source: Source::Internal(*buffer),
-                row_bytes: 4,
+            v.extend(self.keys.iter().enumerate().map(|(j, (_, buffer))| {
+                let rows = Bind::Rows {
+                    source: Source::Internal(*buffer),
+                    row_bytes: 4,
+                };
+                bind(format!("keys{j}"), rows)
             }));
         }
         if with_grads {
@@ -390,7 +406,7 @@ pub(crate) fn passes(
 ) -> RowPasses {
     let kernel = RowKernel::new(terms, terms.iter().map(|t| aux_of(t.slot)).collect());
     let label = kernel.label();
-    let wgsl = format!("{COMMON}\n{BINARY}\n{GHM}\n");
+    let wgsl = "//#import binary.wgsl\n//#import ghm.wgsl\n".to_string();
 
     // Forward: per-term vec4(Σ f·l, Σ f, #{f ≠ 0}, 0) per workgroup (and, fused, the gradients).
     let mut f = wgsl.clone();
@@ -443,12 +459,12 @@ pub(crate) fn passes(
     f.push_str("}\n");
 
     let mut fwd_binds = vec![
-        Bind::Chunk,
-        Bind::Whole(Source::Internal(buffers.partials)),
-        Bind::Whole(Source::Internal(buffers.aux)),
+        bind("chunk", Bind::Chunk),
+        internal("partials", buffers.partials),
+        internal("aux", buffers.aux),
     ];
     if fused {
-        fwd_binds.push(Bind::Whole(Source::Internal(buffers.scalars)));
+        fwd_binds.push(internal("scalars", buffers.scalars));
     }
     fwd_binds.extend(kernel.binds(true, fused));
     let forward = PassSpec {
@@ -456,14 +472,14 @@ pub(crate) fn passes(
             "{label} {}",
             if fused { "forward+gradient" } else { "forward" }
         ),
-        source: f,
+        shader: Shader::Text(f, Specialization::new()),
         entry: "forward",
         binds: fwd_binds,
         work: Work::Rows {
             rows_per_wg: WG * ROWS_PER_INVOCATION,
         },
         reads: kernel.inputs.names.clone(),
-        params: [0; 3],
+        params: Params::none(),
     };
 
     // Backward: one invocation per row.
@@ -485,19 +501,19 @@ pub(crate) fn passes(
         kernel.write_grads(&mut b, "    ", grad_accumulates);
         b.push_str("}\n");
         let mut binds = vec![
-            Bind::Chunk,
-            Bind::Whole(Source::Internal(buffers.scalars)),
-            Bind::Whole(Source::Internal(buffers.aux)),
+            bind("chunk", Bind::Chunk),
+            internal("scalars", buffers.scalars),
+            internal("aux", buffers.aux),
         ];
         binds.extend(kernel.binds(true, true));
         PassSpec {
             label: format!("{label} backward"),
-            source: b,
+            shader: Shader::Text(b, Specialization::new()),
             entry: "backward",
             binds,
             work: Work::Rows { rows_per_wg: WG },
             reads: kernel.inputs.names.clone(),
-            params: [0; 3],
+            params: Params::none(),
         }
     });
 

@@ -8,13 +8,25 @@
 //! derivative of a row's loss in S_ij (S is symmetric, so each S_ij reaches two rows' losses);
 //! `apply` scales by the term's coefficient through the normalisation.
 
-use super::embedding::{
-    self, check_binding, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS,
-};
+use super::embedding::{self, check_binding, id_kind, Apply, Ctx, TermPasses};
 use crate::config::TermKind;
 use crate::error::{Error, Result};
-use crate::kernel::{Bind, PassSpec, Source, METRIC};
+use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Source};
 use crate::schedule::Resolved;
+use crate::wgsl::Specialization;
+
+crate::gpu_struct! {
+    /// One dispatch of a sweep (`MetricRange` in metric.wgsl).
+    pub(crate) struct MetricRange in "metric.wgsl" test metric_range_layout {
+        /// Filled in per dispatch by the plan.
+        chunk: Chunk,
+        /// The rows visited: [first, first + count).
+        first: u32,
+        count: u32,
+        /// Forward: bit 0 the first range, bit 1 the last.
+        flags: u32,
+    }
+}
 
 /// The passes of a `circle_loss` or `multi_similarity_loss` term.
 pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
@@ -46,40 +58,24 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
     let counts = (ctx.alloc)(format!("{name}/counts"), b * 8)?;
     let input = t.input("embeddings").to_string();
 
-    let mut inputs = RowInputs::default();
-    let w = inputs.weight(&t.weights);
-    let labels = t.input("labels");
-    let label_key = inputs.key(labels, (ctx.dtype)(labels));
-    let session_key = match t.term.input("session") {
-        Some(s) => inputs.key(s, (ctx.dtype)(s)),
-        None => "vec2<u32>(0u, 0u)".into(),
-    };
-    let consts = || {
-        vec![
-            ("D", Const::U32(d as u32)),
-            ("TC", Const::U32(tc)),
-            ("TILED", Const::Bool(ctx.tiled)),
-            ("TILE_FLOATS", Const::U32(tc * d as u32)),
-            ("CIRCLE", Const::Bool(circle)),
-            ("MARGIN", Const::F32(params[0])),
-            ("GAMMA", Const::F32(params[1])),
-            ("ALPHA", Const::F32(params[2])),
-            ("BETA", Const::F32(params[3])),
-            ("LAMB", Const::F32(params[4])),
-        ]
-    };
-    let int = |i: usize| Bind::Whole(Source::Internal(i));
-    let spec = |what: &str, binds: Vec<Bind>, params: [u32; 3]| PassSpec {
-        label: format!("{label} {what} columns {}..", params[0]),
-        source: embedding::kernel(METRIC, &[what], &consts()),
-        entry: match what {
-            "forward" => "forward",
-            _ => "backward",
-        },
-        binds,
-        work: ROWS,
-        reads: Vec::new(),
-        params,
+    let spec = Specialization::new()
+        .u32("D", d as u32)
+        .u32("TC", tc)
+        .bool("TILED", ctx.tiled)
+        .u32("TILE_FLOATS", tc * d as u32)
+        .bool("CIRCLE", circle)
+        .f32("MARGIN", params[0])
+        .f32("GAMMA", params[1])
+        .f32("ALPHA", params[2])
+        .f32("BETA", params[3])
+        .f32("LAMB", params[4]);
+    let range_params = |first: u64, count: u64, flags: u32| {
+        Params::of(&MetricRange {
+            chunk: Chunk::default(),
+            first: first as u32,
+            count: count as u32,
+            flags,
+        })
     };
     // Column ranges short enough for llvmpipe's loop limiter (see metric.wgsl).
     let range = embedding::columns_per_dispatch(d);
@@ -89,63 +85,57 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         .collect();
     let mut forward = vec![
         embedding::prep(&label, &input, b, d, true, e, 0),
-        embedding::rowinfo(
-            &label,
-            b,
-            inputs,
-            &[
-                RowOut {
-                    buffer: row_w,
-                    ty: "f32",
-                    expr: w,
-                    offset: None,
-                },
-                RowOut {
-                    buffer: keys,
-                    ty: "vec4<u32>",
-                    expr: format!("vec4<u32>({label_key}, {session_key})"),
-                    offset: None,
-                },
-            ],
-        ),
+        rowinfo(t, &label, &spec, ctx, [row_w, keys], b),
     ];
     for (k, &(first, count)) in ranges.iter().enumerate() {
         let flags = (k == 0) as u32 | (((k + 1 == ranges.len()) as u32) << 1);
-        forward.push(spec(
+        forward.push(embedding::pass(
+            format!("{label} forward columns {first}.."),
+            "metric.wgsl",
             "forward",
+            spec.clone(),
             vec![
-                Bind::Chunk,
-                int(e),
-                int(keys),
-                int(row_w),
-                int(stats),
-                int(ctx.partials),
-                int(carry),
-                int(counts),
+                bind("range", Bind::Chunk),
+                internal("e", e),
+                internal("keys", keys),
+                internal("row_w", row_w),
+                internal("stats", stats),
+                internal("partials", ctx.partials),
+                internal("carry", carry),
+                internal("counts", counts),
             ],
-            [first as u32, count as u32, flags],
+            range_params(first, count, flags),
         ));
     }
     for &(first, count) in &ranges {
-        forward.push(spec(
+        forward.push(embedding::pass(
+            format!("{label} backward columns {first}.."),
+            "metric.wgsl",
             "backward",
-            vec![Bind::Chunk, int(e), int(keys), int(stats), int(de)],
-            [first as u32, count as u32, 0],
+            spec.clone().bool("BACKWARD", true),
+            vec![
+                bind("range", Bind::Chunk),
+                internal("e", e),
+                internal("keys", keys),
+                internal("stats", stats),
+                internal("de", de),
+            ],
+            range_params(first, count, 0),
         ));
     }
     let accumulate = (ctx.written)(&input);
     let backward = vec![embedding::apply(
         &label,
         Apply {
+            file: "metric.wgsl",
             input: &input,
             n: b,
             d,
             cosine: true,
             scalars: ctx.scalars,
             coef: super::coef_index(t.slot),
-            parts: &[(de, "de")],
-            consts: Vec::new(),
-            body: "    return de[r * D + c];".into(),
+            spec: spec.clone(),
+            parts: vec![internal("de", de)],
             accumulate,
         },
     )];
@@ -156,4 +146,35 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
         grads: vec![input],
         bank: None,
     })
+}
+
+/// The `rowinfo` pass: each row's weight and key (label, session) into `[row_w, keys]`.
+fn rowinfo(
+    t: &Resolved,
+    label: &str,
+    spec: &Specialization,
+    ctx: &Ctx,
+    [row_w, keys]: [usize; 2],
+    b: u64,
+) -> PassSpec {
+    let labels = t.input("labels");
+    let mut binds = vec![
+        internal("w_out", row_w),
+        internal("keys_out", keys),
+        bind("labels", Bind::Whole(Source::Input(labels.to_string()))),
+    ];
+    let session = t.term.input("session");
+    if let Some(s) = session {
+        binds.push(bind("session", Bind::Whole(Source::Input(s.to_string()))));
+    }
+    let spec = spec
+        .clone()
+        .u32("N", b as u32)
+        .u32("LABEL_KIND", id_kind((ctx.dtype)(labels)))
+        .bool("HAS_SESSION", session.is_some())
+        .u32(
+            "SESSION_KIND",
+            session.map_or(0, |s| id_kind((ctx.dtype)(s))),
+        );
+    embedding::rowinfo(label, "metric.wgsl", t, spec, binds)
 }

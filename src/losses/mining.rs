@@ -10,13 +10,23 @@
 //! normalisation. The negatives go in ranges of `columns_per_dispatch(d)` per dispatch, for
 //! llvmpipe's loop limiter (as the sweeps' columns do).
 
-use super::embedding::{
-    self, check_binding, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS,
-};
+use super::embedding::{self, check_binding, Apply, Ctx, TermPasses};
 use crate::config::TermKind;
 use crate::error::Result;
-use crate::kernel::{Bind, PassSpec, Source, MINING};
+use crate::kernel::{bind, internal, Bind, Chunk, Params, Source};
 use crate::schedule::Resolved;
+use crate::wgsl::Specialization;
+
+crate::gpu_struct! {
+    /// One dispatch over a range of negatives (`NegativeRange` in mining.wgsl).
+    pub(crate) struct NegativeRange in "mining.wgsl" test negative_range_layout {
+        /// Filled in per dispatch by the plan.
+        chunk: Chunk,
+        /// The range's first negative (1-based) and how many.
+        first: u32,
+        count: u32,
+    }
+}
 
 /// The passes of a `softmax_cross_entropy_with_negative_mining` term.
 pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
@@ -53,132 +63,130 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
     let user = t.input("user").to_string();
     let item = t.input("item").to_string();
 
-    let mut inputs = RowInputs::default();
-    let w = inputs.weight(&t.weights);
-    let counted = match t.term.input("labels") {
-        Some(l) => format!("select(0.0, 1.0, {} > 0.0)", inputs.real(l)),
-        None => "1.0".into(),
-    };
-    let consts = |grad: bool| {
-        vec![
-            ("D", Const::U32(d as u32)),
-            ("B", Const::U32(b as u32)),
-            ("K", Const::U32(k_neg as u32)),
-            ("GAMMA", Const::F32(gamma)),
-            ("MARGIN", Const::F32(margin)),
-            ("T_SV", Const::F32(coefficient_of_support_vector)),
-            ("SEEDED", Const::Bool(seed.is_some())),
-            ("SEED", Const::U32(seed.unwrap_or(0))),
-            ("GRAD", Const::Bool(grad)),
-        ]
-    };
-    let int = |i: usize| Bind::Whole(Source::Internal(i));
-    let spec =
-        |what: &'static str, grad: bool, binds: Vec<Bind>, params: [u32; 3], at: &str| PassSpec {
-            label: format!("{label} {what}{at}"),
-            source: embedding::kernel(MINING, &[what], &consts(grad)),
-            entry: what,
+    let spec = Specialization::new()
+        .u32("D", d as u32)
+        .u32("B", b as u32)
+        .u32("K", k_neg as u32)
+        .f32("GAMMA", gamma)
+        .f32("MARGIN", margin)
+        .f32("T_SV", coefficient_of_support_vector)
+        .bool("SEEDED", seed.is_some())
+        .u32("SEED", seed.unwrap_or(0));
+    let kernel = |what: &'static str, spec: Specialization, binds, params, at: &str| {
+        embedding::pass(
+            format!("{label} {}{at}", what.trim_start_matches("mining_")),
+            "mining.wgsl",
+            what,
+            spec,
             binds,
-            work: ROWS,
-            reads: Vec::new(),
             params,
-        };
+        )
+    };
     // Negatives 1..=K in ranges short enough for llvmpipe's loop limiter (see mining.wgsl).
     let per = embedding::columns_per_dispatch(d);
-    let ranges: Vec<[u32; 3]> = (1..=k_neg)
+    let ranges: Vec<Params> = (1..=k_neg)
         .step_by(per as usize)
-        .map(|first| [first as u32, per.min(k_neg + 1 - first) as u32, 0])
+        .map(|first| {
+            Params::of(&NegativeRange {
+                chunk: Chunk::default(),
+                first: first as u32,
+                count: per.min(k_neg + 1 - first) as u32,
+            })
+        })
         .collect();
+    let first_of = |p: &Params| p.with_chunk(&Chunk::default())[crate::kernel::CHUNK_WORDS];
     let rows_binds = || {
         vec![
-            Bind::Chunk,
-            int(ctx.state),
-            int(q),
-            int(k),
-            int(row_w),
-            int(stats),
-            int(g),
-            int(shifts),
-            int(dq),
+            bind("negatives", Bind::Chunk),
+            internal("state", ctx.state),
+            internal("q", q),
+            internal("k", k),
+            internal("row_w", row_w),
+            internal("stats", stats),
+            internal("g", g),
+            internal("shifts", shifts),
+            internal("dq", dq),
         ]
     };
+    let mut row_binds = vec![internal("w_out", row_w)];
+    let labels = t.term.input("labels");
+    if let Some(l) = labels {
+        row_binds.push(bind("labels", Bind::Whole(Source::Input(l.to_string()))));
+    }
+    let row_spec = spec
+        .clone()
+        .u32("N", b as u32)
+        .bool("HAS_LABELS", labels.is_some());
     let mut forward = vec![
         embedding::prep(&label, &user, b, d, true, q, 0),
         embedding::prep(&label, &item, b, d, true, k, 0),
-        embedding::rowinfo(
-            &label,
-            b,
-            inputs,
-            &[RowOut {
-                buffer: row_w,
-                ty: "vec2<f32>",
-                expr: format!("vec2<f32>({w}, {counted})"),
-                offset: None,
-            }],
-        ),
+        embedding::rowinfo(&label, "mining.wgsl", t, row_spec, row_binds),
     ];
     for p in &ranges {
-        forward.push(spec(
-            "rows",
-            false,
+        let at = format!(" lse negatives {}..", first_of(p));
+        forward.push(kernel(
+            "mining_rows",
+            spec.clone(),
             rows_binds(),
-            *p,
-            &format!(" lse negatives {}..", p[0]),
+            p.clone(),
+            &at,
         ));
     }
-    forward.push(spec(
-        "finish",
-        false,
+    forward.push(kernel(
+        "mining_finish",
+        spec.clone(),
         vec![
-            Bind::Chunk,
-            int(q),
-            int(k),
-            int(row_w),
-            int(stats),
-            int(g),
-            int(dq),
-            int(dk),
-            int(ctx.partials),
+            bind("chunk", Bind::Chunk),
+            internal("q", q),
+            internal("k", k),
+            internal("row_w", row_w),
+            internal("stats", stats),
+            internal("g", g),
+            internal("dq", dq),
+            internal("dk", dk),
+            internal("partials", ctx.partials),
         ],
-        [0; 3],
+        Params::none(),
         "",
     ));
     for p in &ranges {
-        forward.push(spec(
-            "rows",
-            true,
-            rows_binds(),
-            *p,
-            &format!(" grad negatives {}..", p[0]),
-        ));
+        let at = format!(" grad negatives {}..", first_of(p));
+        let grad = spec.clone().bool("GRAD", true);
+        forward.push(kernel("mining_rows", grad, rows_binds(), p.clone(), &at));
     }
     for p in &ranges {
-        forward.push(spec(
-            "items",
-            false,
-            vec![Bind::Chunk, int(q), int(g), int(shifts), int(dk)],
-            *p,
-            &format!(" negatives {}..", p[0]),
+        forward.push(kernel(
+            "mining_items",
+            spec.clone(),
+            vec![
+                bind("negatives", Bind::Chunk),
+                internal("q", q),
+                internal("g", g),
+                internal("shifts", shifts),
+                internal("dk", dk),
+            ],
+            p.clone(),
+            &format!(" negatives {}..", first_of(p)),
         ));
     }
     let coef = super::coef_index(t.slot);
     let mut grads: Vec<String> = Vec::new();
     let mut backward = Vec::new();
-    for (input, part, wgsl) in [(&user, dq, "dq"), (&item, dk, "dk")] {
+    for (input, part, name, users) in [(&user, dq, "dq", true), (&item, dk, "dk", false)] {
         let accumulate = (ctx.written)(input) || grads.contains(input);
         grads.push(input.clone());
         backward.push(embedding::apply(
             &label,
             Apply {
+                file: "mining.wgsl",
                 input,
                 n: b,
                 d,
                 cosine: true,
                 scalars: ctx.scalars,
                 coef,
-                parts: &[(part, wgsl)],
-                consts: Vec::new(),
-                body: format!("    return {wgsl}[r * D + c];"),
+                spec: spec.clone().bool("APPLY_USERS", users),
+                parts: vec![internal(name, part)],
                 accumulate,
             },
         ));

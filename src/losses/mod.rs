@@ -15,7 +15,8 @@ pub(crate) mod session;
 pub(crate) mod softmax;
 pub(crate) mod statistics;
 
-use crate::kernel::lit;
+use crate::kernel::{bind, Bind, Binding, Source};
+use crate::wgsl::f32_literal;
 use std::fmt::Write;
 
 /// Offset of term `slot`'s gradient coefficient in the scalars block (see combine.wgsl).
@@ -75,9 +76,44 @@ pub(crate) fn weight_expr(weights: &[(String, f64)], value: impl Fn(&str) -> Str
         if *c == 1.0 {
             let _ = write!(s, "{}", value(t));
         } else {
-            let _ = write!(s, "{} * {}", lit(*c), value(t));
+            let _ = write!(s, "{} * {}", f32_literal(*c as f32), value(t));
         }
     }
     s.push(')');
     s
+}
+
+/// First binding index of the weight tensors a generated `sample_weight` reads (weights.wgsl).
+const WEIGHT_BINDINGS: usize = 40;
+
+/// The `sample_weight` splice of weights.wgsl for a term's sample weights (tensor, coefficient):
+/// the generated function with the declarations of the tensors it reads (`weight<k>`), and those
+/// tensors bound by rows. `None` without sample weights (the file's default returns 1).
+pub(crate) fn sample_weight_splice(weights: &[(String, f64)]) -> Option<(String, Vec<Binding>)> {
+    if weights.is_empty() {
+        return None;
+    }
+    let mut src = String::new();
+    let mut binds = Vec::new();
+    for (k, (tensor, _)) in weights.iter().enumerate() {
+        let _ = writeln!(
+            src,
+            "@group(0) @binding({}) var<storage, read> weight{k}: array<f32>; // {tensor}",
+            WEIGHT_BINDINGS + k
+        );
+        let rows = Bind::Rows {
+            source: Source::Input(tensor.clone()),
+            row_bytes: 4,
+        };
+        binds.push(bind(format!("weight{k}"), rows));
+    }
+    let expr = weight_expr(weights, |n| {
+        let k = weights.iter().position(|(t, _)| t == n).expect("listed");
+        format!("weight{k}[r]")
+    });
+    let _ = writeln!(
+        src,
+        "fn sample_weight(r: u32) -> f32 {{\n    return {expr};\n}}"
+    );
+    Some((src, binds))
 }

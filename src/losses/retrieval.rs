@@ -15,13 +15,12 @@
 //! the embeddings in parts that each fit one storage binding, log_q and ids whole; its head and
 //! fill count are two words of the plan's state, so all of it is saved with the state.
 
-use super::embedding::{
-    self, check_binding, Apply, Const, Ctx, RowInputs, RowOut, TermPasses, ROWS,
-};
+use super::embedding::{self, check_binding, id_kind, Apply, Ctx, TermPasses};
 use crate::config::{ContrastiveVariant, RetrievalParams, Similarity, TermKind};
 use crate::error::{Error, Result};
-use crate::kernel::{Bind, PassSpec, Source, Work, RETRIEVAL};
+use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Source, Work};
 use crate::schedule::Resolved;
+use crate::wgsl::Specialization;
 
 /// Words of a bank's state: head, fill.
 pub(crate) const BANK_STATE_WORDS: u32 = 2;
@@ -39,6 +38,54 @@ pub(crate) struct Bank {
     pub state_word: u32,
     /// M.
     pub rows: u64,
+}
+
+crate::gpu_struct! {
+    /// One dispatch of a sweep or of the bank write (`ColumnRange` in retrieval.wgsl).
+    pub(crate) struct ColumnRange in "retrieval.wgsl" test column_range_layout {
+        /// Filled in per dispatch by the plan.
+        chunk: Chunk,
+        /// The range's first index in the source's log_q and id arrays (the part's first slot).
+        first: u32,
+        /// Columns in the range (the part's rows).
+        count: u32,
+        /// The range's first column in the source's embeddings.
+        source_first: u32,
+        /// 1 when the source is a part of the bank.
+        bank: u32,
+    }
+}
+
+/// The `rowinfo` pass: each batch row's weight, log_q and item id into `[row_w, bias, ids]`
+/// (NT-Xent: also at row r + B, the other view of example r).
+fn rowinfo(
+    t: &Resolved,
+    label: &str,
+    spec: &Specialization,
+    ctx: &Ctx,
+    [row_w, bias, ids]: [usize; 3],
+    b: u64,
+) -> PassSpec {
+    let mut binds = vec![
+        internal("w_out", row_w),
+        internal("bias_out", bias),
+        internal("ids_out", ids),
+    ];
+    let log_q = t.term.input("log_q");
+    if let Some(n) = log_q {
+        binds.push(bind("log_q", Bind::Whole(Source::Input(n.to_string()))));
+    }
+    let item_ids = t.term.input("item_ids");
+    if let Some(n) = item_ids {
+        binds.push(bind("item_ids", Bind::Whole(Source::Input(n.to_string()))));
+    }
+    let spec = spec
+        .clone()
+        .u32("N", b as u32)
+        .bool("HAS_LOG_Q", log_q.is_some())
+        .bool("HAS_IDS", item_ids.is_some())
+        .u32("ID_KIND", item_ids.map_or(0, |n| id_kind((ctx.dtype)(n))));
+    embedding::rowinfo(label, "retrieval.wgsl", t, spec, binds)
 }
 
 /// Rows of `bytes_per_row` bytes that fit one binding (a multiple of 64 when that many fit, so
@@ -161,37 +208,29 @@ pub(crate) fn passes(
         (Some(bk), Some((_, warmup))) => (bk.rows as u32, warmup, bk.state_word),
         _ => (1, 0, 0),
     };
-    let consts = |grad: bool| {
-        vec![
-            ("D", Const::U32(d as u32)),
-            ("TC", Const::U32(tc)),
-            ("TILED", Const::Bool(ctx.tiled)),
-            ("TILE_FLOATS", Const::U32(tc * d as u32)),
-            ("INV_T", Const::F32(1.0 / temperature)),
-            ("NT_XENT", Const::Bool(nt_xent)),
-            ("HIT_MASK", Const::Bool(hits)),
-            ("BANK_M", Const::U32(bank_m)),
-            ("BANK_STATE", Const::U32(bank_word)),
-            ("WARMUP", Const::U32(warmup)),
-            ("GRAD", Const::Bool(grad)),
-        ]
+    let spec = Specialization::new()
+        .u32("D", d as u32)
+        .u32("TC", tc)
+        .bool("TILED", ctx.tiled)
+        .u32("TILE_FLOATS", tc * d as u32)
+        .f32("INV_T", 1.0 / temperature)
+        .bool("NT_XENT", nt_xent)
+        .bool("HIT_MASK", hits)
+        .u32("BANK_M", bank_m)
+        .u32("BANK_STATE", bank_word)
+        .u32("WARMUP", warmup);
+    let kernel = |label: String, spec: Specialization, entry, binds, params| {
+        embedding::pass(label, "retrieval.wgsl", entry, spec, binds, params)
     };
-    let spec = |label: String,
-                section: &[&str],
-                entry: &'static str,
-                grad: bool,
-                binds: Vec<Bind>,
-                work: Work,
-                params: [u32; 3]| PassSpec {
-        label,
-        source: embedding::kernel(RETRIEVAL, section, &consts(grad)),
-        entry,
-        binds,
-        work,
-        reads: Vec::new(),
-        params,
+    let range_params = |first: u64, count: u64, source_first: u64, bank: bool| {
+        Params::of(&ColumnRange {
+            chunk: Chunk::default(),
+            first: first as u32,
+            count: count as u32,
+            source_first: source_first as u32,
+            bank: bank as u32,
+        })
     };
-    let int = |i: usize| Bind::Whole(Source::Internal(i));
 
     let mut forward = Vec::new();
     if nt_xent {
@@ -201,66 +240,27 @@ pub(crate) fn passes(
         forward.push(embedding::prep(&label, &q_in, b, d, cosine, q, 0));
         forward.push(embedding::prep(&label, &k_in, b, d, cosine, k, 0));
     }
-    let mut inputs = RowInputs::default();
-    let w = inputs.weight(&t.weights);
-    let log_q = match t.term.input("log_q") {
-        Some(n) => inputs.real(n),
-        None => "0.0".into(),
-    };
-    let id = match t.term.input("item_ids") {
-        Some(n) => inputs.key(n, (ctx.dtype)(n)),
-        None => "vec2<u32>(0u, 0u)".into(),
-    };
-    let mut outs = vec![
-        RowOut {
-            buffer: row_w,
-            ty: "f32",
-            expr: w.clone(),
-            offset: None,
-        },
-        RowOut {
-            buffer: bias,
-            ty: "f32",
-            expr: log_q,
-            offset: None,
-        },
-        RowOut {
-            buffer: ids,
-            ty: "vec2<u32>",
-            expr: id,
-            offset: None,
-        },
-    ];
-    if nt_xent {
-        // Rows r and r + B are the two views of example r: both take its weight.
-        outs[0].offset = Some(b);
-        outs[1].offset = Some(b);
-        outs[2].offset = Some(b);
-    }
-    forward.push(embedding::rowinfo(&label, b, inputs, &outs));
+    forward.push(rowinfo(t, &label, &spec, ctx, [row_w, bias, ids], b));
 
-    let sweep =
-        |grad: bool, cols: Bind, col_bias: usize, col_ids: usize, params: [u32; 3], what: &str| {
-            spec(
-                format!("{label} {} {what}", if grad { "grad_rows" } else { "lse" }),
-                &["sweep_rows"],
-                "sweep_rows",
-                grad,
-                vec![
-                    Bind::Chunk,
-                    int(ctx.state),
-                    int(q),
-                    cols,
-                    int(col_bias),
-                    int(col_ids),
-                    int(ids),
-                    int(stats),
-                    int(dq),
-                ],
-                ROWS,
-                params,
-            )
-        };
+    let sweep = |grad: bool, cols: usize, col_bias: usize, col_ids: usize, params, what: &str| {
+        kernel(
+            format!("{label} {} {what}", if grad { "grad_rows" } else { "lse" }),
+            spec.clone().bool("GRAD", grad),
+            "sweep_rows",
+            vec![
+                bind("range", Bind::Chunk),
+                internal("state", ctx.state),
+                internal("q", q),
+                internal("cols", cols),
+                internal("col_bias", col_bias),
+                internal("col_ids", col_ids),
+                internal("row_ids", ids),
+                internal("stats", stats),
+                internal("dq", dq),
+            ],
+            params,
+        )
+    };
     // Column ranges short enough for llvmpipe's loop limiter (see retrieval.wgsl).
     let range = embedding::columns_per_dispatch(d);
     let ranges = |n: u64| {
@@ -272,10 +272,10 @@ pub(crate) fn passes(
         for (first, count) in ranges(nk) {
             forward.push(sweep(
                 grad,
-                int(k),
+                k,
                 bias,
                 ids,
-                [first as u32, count as u32, (first as u32) << 1],
+                range_params(first, count, first, false),
                 &format!("batch columns {first}.."),
             ));
         }
@@ -284,142 +284,136 @@ pub(crate) fn passes(
                 for (first, count) in ranges(rows) {
                     forward.push(sweep(
                         grad,
-                        int(buffer),
+                        buffer,
                         bk.bias,
                         bk.ids,
-                        [
-                            (part_first + first) as u32,
-                            count as u32,
-                            ((first as u32) << 1) | 1,
-                        ],
+                        range_params(part_first + first, count, first, true),
                         &format!("bank part {i} rows {first}.."),
                     ));
                 }
             }
         }
         if !grad {
-            forward.push(spec(
+            forward.push(kernel(
                 format!("{label} finish"),
-                &["finish"],
+                spec.clone(),
                 "finish",
-                false,
                 vec![
-                    Bind::Chunk,
-                    int(q),
-                    int(k),
-                    int(bias),
-                    int(row_w),
-                    int(stats),
-                    int(ctx.partials),
+                    bind("chunk", Bind::Chunk),
+                    internal("q", q),
+                    internal("k", k),
+                    internal("col_bias", bias),
+                    internal("row_w", row_w),
+                    internal("stats", stats),
+                    internal("partials", ctx.partials),
                 ],
-                ROWS,
-                [0; 3],
+                Params::none(),
             ));
         }
     }
     for (first, count) in ranges(nq) {
-        forward.push(spec(
+        forward.push(kernel(
             format!("{label} grad_cols rows {first}.."),
-            &["grad_cols"],
+            spec.clone().bool("GRAD_COLS", true),
             "grad_cols",
-            true,
             vec![
-                Bind::Chunk,
-                int(q),
-                int(k),
-                int(bias),
-                int(ids),
-                int(stats),
-                int(row_w),
-                int(dk),
+                bind("range", Bind::Chunk),
+                internal("q", q),
+                internal("k", k),
+                internal("col_bias", bias),
+                internal("row_ids", ids),
+                internal("stats", stats),
+                internal("row_w", row_w),
+                internal("dk", dk),
             ],
-            ROWS,
-            [first as u32, count as u32, 0],
+            range_params(first, count, 0, false),
         ));
     }
     // After the combine: gradients of the inputs, then the bank.
     let coef = super::coef_index(t.slot);
-    let q_part = "return row_w[r] * (dq[r * D + c] - k[((r + POS_SHIFT) % NK) * D + c]) * INV_T;";
-    let k_part = "let i = (r + NK - POS_SHIFT) % NK;\n    return (dk[r * D + c] - row_w[i] * q[i * D + c]) * INV_T;";
     let mut backward = Vec::new();
     let mut grads: Vec<String> = Vec::new();
-    let mut apply = |input: &str, body: String, parts: &[(usize, &str)], offset: u64| {
+    let mut apply = |input: &str, apply_rows: bool, offset: u64| {
         let accumulate = (ctx.written)(input) || grads.iter().any(|g| g == input);
         grads.push(input.to_string());
+        let parts = if nt_xent {
+            vec![
+                internal("row_w", row_w),
+                internal("dq", dq),
+                internal("dk", dk),
+                internal("q", q),
+            ]
+        } else if apply_rows {
+            vec![
+                internal("row_w", row_w),
+                internal("dq", dq),
+                internal("k", k),
+            ]
+        } else {
+            vec![
+                internal("row_w", row_w),
+                internal("dk", dk),
+                internal("q", q),
+            ]
+        };
         embedding::apply(
             &label,
             Apply {
+                file: "retrieval.wgsl",
                 input,
                 n: b,
                 d,
                 cosine,
                 scalars: ctx.scalars,
                 coef,
+                spec: spec
+                    .clone()
+                    .bool("APPLY_ROWS", apply_rows)
+                    .u32("ROW_OFF", offset as u32)
+                    .u32("POS_SHIFT", if nt_xent { b as u32 } else { 0 })
+                    .u32("NK", nk as u32),
                 parts,
-                consts: vec![
-                    ("ROW_OFF", Const::U32(offset as u32)),
-                    ("POS_SHIFT", Const::U32(if nt_xent { b as u32 } else { 0 })),
-                    ("NK", Const::U32(nk as u32)),
-                    ("INV_T", Const::F32(1.0 / temperature)),
-                ],
-                body,
                 accumulate,
             },
         )
     };
     if nt_xent {
         // Each z row is a loss row and a column (q and k are the same rows): both gradients.
-        let body = "    let z = r + ROW_OFF;\n    \
-                    let g_row = row_w[z] * (dq[z * D + c] - q[((z + POS_SHIFT) % NK) * D + c]);\n    \
-                    let i = (z + NK - POS_SHIFT) % NK;\n    \
-                    return (g_row + dk[z * D + c] - row_w[i] * q[i * D + c]) * INV_T;";
-        let parts = [(row_w, "row_w"), (dq, "dq"), (dk, "dk"), (q, "q")];
-        backward.push(apply(&q_in, body.to_string(), &parts, 0));
-        backward.push(apply(&k_in, body.to_string(), &parts, b));
+        backward.push(apply(&q_in, true, 0));
+        backward.push(apply(&k_in, true, b));
     } else {
-        backward.push(apply(
-            &q_in,
-            format!("    {q_part}"),
-            &[(row_w, "row_w"), (dq, "dq"), (k, "k")],
-            0,
-        ));
-        backward.push(apply(
-            &k_in,
-            format!("    {k_part}"),
-            &[(row_w, "row_w"), (dk, "dk"), (q, "q")],
-            0,
-        ));
+        backward.push(apply(&q_in, true, 0));
+        backward.push(apply(&k_in, false, 0));
     }
     if let Some(bk) = &bank {
         for (i, &(buffer, first, rows)) in bk.parts.iter().enumerate() {
-            backward.push(spec(
+            backward.push(kernel(
                 format!("{label} bank_write part {i}"),
-                &["bank_write"],
+                spec.clone(),
                 "bank_write",
-                false,
                 vec![
-                    Bind::Chunk,
-                    int(ctx.state),
-                    int(k),
-                    int(bias),
-                    int(ids),
-                    int(buffer),
-                    int(bk.bias),
-                    int(bk.ids),
+                    bind("range", Bind::Chunk),
+                    internal("state", ctx.state),
+                    internal("k", k),
+                    internal("col_bias", bias),
+                    internal("row_ids", ids),
+                    internal("bank", buffer),
+                    internal("bank_bias", bk.bias),
+                    internal("bank_ids", bk.ids),
                 ],
-                ROWS,
-                [first as u32, rows as u32, 0],
+                range_params(first, rows, 0, false),
             ));
         }
-        backward.push(spec(
-            format!("{label} bank_advance"),
-            &["bank_advance"],
-            "bank_advance",
-            false,
-            vec![Bind::Chunk, int(ctx.state)],
-            Work::Single,
-            [0; 3],
-        ));
+        backward.push(PassSpec {
+            work: Work::Single,
+            ..kernel(
+                format!("{label} bank_advance"),
+                spec.clone(),
+                "bank_advance",
+                vec![bind("chunk", Bind::Chunk), internal("state_rw", ctx.state)],
+                Params::none(),
+            )
+        });
     }
     Ok(TermPasses {
         forward,

@@ -7,24 +7,51 @@
 //! pick. There are four value rounds (one per byte of the key) and one round per byte of the
 //! largest row index; index rounds only do work when the k-th key is tied beyond k.
 
-use crate::kernel::{Bind, PassSpec, Source, Work, COMMON, SELECT, WG};
+use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Shader, Source, Work, WG};
+use crate::wgsl::Specialization;
 
-/// Words of a selection's state in `aux`: PREFIX, REMAINING, INDEX, DONE, reserved, 256 counters.
-pub(crate) const STATE_WORDS: u32 = 8 + 256;
+/// Words of a selection's state in `aux`: PREFIX, REMAINING, INDEX, DONE, COUNT, RATIO, two
+/// reserved, then 256 counters (select_words.wgsl).
+pub(crate) const STATE_WORDS: u32 = HIST + 256;
 /// Offset of the k-th largest key t in the state (valid once the selection ran).
 pub(crate) const PREFIX: u32 = 0;
 /// Offset of the last kept index among keys equal to t (all of them: `u32::MAX`).
 pub(crate) const INDEX: u32 = 2;
-/// Offset of the number of candidates, counted by round 0 when k depends on it.
-pub(crate) const COUNT: u32 = 4;
-/// Offset of the keep ratio's f32 bits, beside COUNT.
-pub(crate) const RATIO: u32 = 5;
 /// Offset of the 256 histogram counters.
 pub(crate) const HIST: u32 = 8;
 /// Value rounds (one per byte of a u32 key).
 pub(crate) const VALUE_ROUNDS: u32 = 4;
 /// Keys each invocation of the histogram pass counts (`KEYS_PER_INVOCATION` in select.wgsl).
 const KEYS_PER_INVOCATION: u32 = 8;
+
+crate::gpu_struct! {
+    /// One dispatch of a selection round (`SelectRound` in select.wgsl).
+    pub(crate) struct SelectRound in "select.wgsl" test select_round_layout {
+        /// Filled in per dispatch by the plan.
+        chunk: Chunk,
+        /// First word of the selection's state in `aux`.
+        state: u32,
+        /// k kept, or 0: k from the state's COUNT and RATIO words.
+        keep: u32,
+        /// The round (value rounds first, then index rounds).
+        round: u32,
+        /// Index rounds after the value rounds.
+        digits: u32,
+    }
+}
+
+impl SelectRound {
+    /// The parameters of round `round` of a selection with its state at `state`.
+    pub(crate) fn params(state: u32, keep: u32, round: u32, digits: u32) -> Params {
+        Params::of(&SelectRound {
+            chunk: Chunk::default(),
+            state,
+            keep,
+            round,
+            digits,
+        })
+    }
+}
 
 /// Bytes of an index below `rows` (at least one), as `index_digits` in select.wgsl.
 pub(crate) fn index_digits(rows: u64) -> u32 {
@@ -60,21 +87,24 @@ pub(crate) fn passes(
 fn histogram(label: &str, aux: usize, keys: usize, base: u32, rows: u64, round: u32) -> PassSpec {
     PassSpec {
         label: format!("{label} select round {round} histogram"),
-        source: format!("{COMMON}\n{SELECT}"),
+        shader: Shader::File("select.wgsl", Specialization::new()),
         entry: "select_histogram",
         binds: vec![
-            Bind::Chunk,
-            Bind::Whole(Source::Internal(aux)),
-            Bind::Rows {
-                source: Source::Internal(keys),
-                row_bytes: 4,
-            },
+            bind("params", Bind::Chunk),
+            internal("aux", aux),
+            bind(
+                "keys",
+                Bind::Rows {
+                    source: Source::Internal(keys),
+                    row_bytes: 4,
+                },
+            ),
         ],
         work: Work::Rows {
             rows_per_wg: WG * KEYS_PER_INVOCATION,
         },
         reads: Vec::new(),
-        params: [base, rows as u32, round + 256 * index_digits(rows)],
+        params: SelectRound::params(base, rows as u32, round, index_digits(rows)),
     }
 }
 
@@ -91,12 +121,12 @@ pub(crate) fn pick(
 ) -> PassSpec {
     PassSpec {
         label: format!("{label} select round {round} pick"),
-        source: format!("{COMMON}\n{SELECT}"),
+        shader: Shader::File("select.wgsl", Specialization::new()),
         entry: "select_pick",
-        binds: vec![Bind::Chunk, Bind::Whole(Source::Internal(aux))],
+        binds: vec![bind("params", Bind::Chunk), internal("aux", aux)],
         work: Work::Single,
         reads: Vec::new(),
-        params: [base, k, round + 256 * digits],
+        params: SelectRound::params(base, k, round, digits),
     }
 }
 
@@ -118,14 +148,13 @@ mod tests {
         for (name, v) in [
             ("SEL_PREFIX", PREFIX),
             ("SEL_INDEX", INDEX),
-            ("SEL_COUNT", COUNT),
-            ("SEL_RATIO", RATIO),
             ("SEL_HIST", HIST),
             ("KEYS_PER_INVOCATION", KEYS_PER_INVOCATION),
             ("VALUE_ROUNDS", VALUE_ROUNDS),
         ] {
+            let text = crate::wgsl::shader_file("select.wgsl").unwrap();
             assert!(
-                SELECT.contains(&format!("const {name}: u32 = {v}u;")),
+                text.contains(&format!("const {name}: u32 = {v}u;")),
                 "{name} differs from select.wgsl"
             );
         }

@@ -1,27 +1,19 @@
-//! Rows grouped by session on the GPU (`shaders/session.wgsl`), and the sweep over each row's
-//! session that the pairwise terms and JRC are built on.
+//! Rows grouped by session on the GPU (`shaders/session.wgsl`), shared by the pairwise terms and
+//! JRC: a stable LSD radix sort of (session id, row) with 8-bit digits (4 passes for 32-bit ids,
+//! 8 for 64-bit), then every sorted row's session range [start, end). The host never reads the
+//! ids; no buffer grows faster than B. Without a session tensor the whole batch is one session
+//! and nothing is sorted.
 //!
-//! Grouping: a stable LSD radix sort of (session id, row) with 8-bit digits (4 passes for 32-bit
-//! ids, 8 for 64-bit), then every sorted row's session range [start, end). The host never reads
-//! the ids; no buffer grows faster than B. Without a session tensor the whole batch is one
-//! session and nothing is sorted.
-//!
-//! Sweep: one invocation per sorted row p walks the rows of its session. A workgroup's rows cover
-//! a contiguous span of sorted positions (from its first row's start to its last row's end); the
-//! span is streamed through workgroup memory a tile of 256 rows at a time, and each invocation
-//! visits only the rows of its own session in each tile. Work is Σ over sessions of size² (each
-//! pair is visited from both ends, so that every row sums its own gradient without atomics), and
-//! memory is O(B).
-//!
-//! Also shared by both families: the `gather` of a term's rows into sorted order before its
-//! sweeps, and the `apply` pass after the combine that scatters coefficient · gradient back to
-//! the batch rows of the logits gradient.
+//! The kernels built on the grouping (`pairwise.wgsl`, `jrc.wgsl`) find a sorted row's session
+//! and batch row through `grouping.wgsl`, and walk each session with the tile sweep of
+//! `sweep.wgsl`: work is Σ over sessions of size² (each pair is visited from both ends, so every
+//! row sums its own gradient without atomics), memory O(B).
 
-use super::{weight_expr, Inputs};
 use crate::batch::DType;
-use crate::kernel::{Bind, PassSpec, Source, Work, COMMON, SESSION, WG};
-use crate::schedule::Resolved;
-use std::fmt::Write;
+use crate::kernel::{
+    bind, internal, Bind, Binding, Chunk, Params, PassSpec, Shader, Source, Work, WG,
+};
+use crate::wgsl::Specialization;
 
 /// Internal buffers of a session grouping.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +44,18 @@ impl SessionBuffers {
     }
 }
 
+crate::gpu_struct! {
+    /// One dispatch of the grouping (`SessionPass` in session.wgsl).
+    pub(crate) struct SessionPass in "session.wgsl" test session_pass_layout {
+        /// Filled in per dispatch by the plan.
+        chunk: Chunk,
+        /// The radix pass: digit 0..7, low word first.
+        pass_index: u32,
+        /// Words per id: 1, or 2 for 64-bit ids.
+        id_words: u32,
+    }
+}
+
 /// Radix passes for ids of `dtype`: one per byte.
 pub(crate) fn radix_passes(dtype: DType) -> u32 {
     if dtype == DType::I64 {
@@ -63,32 +67,39 @@ pub(crate) fn radix_passes(dtype: DType) -> u32 {
 
 /// The passes grouping `rows` rows by the ids of tensor `session`.
 pub(crate) fn passes(label: &str, session: &str, dtype: DType, b: SessionBuffers) -> Vec<PassSpec> {
-    let source = format!("{COMMON}\n{SESSION}");
     let id_words = (dtype.size() / 4) as u32;
     let binds = |input: usize, output: usize| {
         vec![
-            Bind::Chunk,
-            Bind::Rows {
-                source: Source::Input(session.to_string()),
-                row_bytes: dtype.size(),
-            },
-            Bind::Whole(Source::Internal(b.keys[input])),
-            Bind::Whole(Source::Internal(b.vals[input])),
-            Bind::Whole(Source::Internal(b.keys[output])),
-            Bind::Whole(Source::Internal(b.vals[output])),
-            Bind::Whole(Source::Internal(b.counts)),
-            Bind::Whole(Source::Internal(b.bounds)),
+            bind("params", Bind::Chunk),
+            bind(
+                "ids",
+                Bind::Rows {
+                    source: Source::Input(session.to_string()),
+                    row_bytes: dtype.size(),
+                },
+            ),
+            internal("keys_in", b.keys[input]),
+            internal("vals_in", b.vals[input]),
+            internal("keys_out", b.keys[output]),
+            internal("vals_out", b.vals[output]),
+            internal("counts", b.counts),
+            internal("bounds", b.bounds),
         ]
     };
-    let pass = |name: &str, entry: &'static str, binds: Vec<Bind>, work: Work, p0: u32| PassSpec {
-        label: format!("{label} session {name}"),
-        source: source.clone(),
-        entry,
-        binds,
-        work,
-        reads: Vec::new(),
-        params: [p0, id_words, 0],
-    };
+    let pass =
+        |name: &str, entry: &'static str, binds: Vec<Binding>, work: Work, p: u32| PassSpec {
+            label: format!("{label} session {name}"),
+            shader: Shader::File("session.wgsl", Specialization::new()),
+            entry,
+            binds,
+            work,
+            reads: Vec::new(),
+            params: Params::of(&SessionPass {
+                chunk: Chunk::default(),
+                pass_index: p,
+                id_words,
+            }),
+        };
     let rows_work = Work::Rows { rows_per_wg: WG };
     let mut out = vec![PassSpec {
         reads: vec![session.to_string()],
@@ -122,7 +133,7 @@ pub(crate) fn passes(label: &str, session: &str, dtype: DType, b: SessionBuffers
     out
 }
 
-/// How a sweep kernel finds the rows of a sorted row's session.
+/// How a kernel finds the rows of a sorted row's session (`grouping.wgsl`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Grouping {
     /// Sorted by session: `bounds` and `order` buffers.
@@ -132,170 +143,19 @@ pub(crate) enum Grouping {
 }
 
 impl Grouping {
-    /// WGSL of `fn session_range(p: u32) -> vec2<u32>` and `fn batch_row(p: u32) -> u32` (the
-    /// batch row at sorted position p), reading `bounds` and `order` declared at bindings
-    /// `first` and `first + 1` (none without sessions); returns the next free binding.
-    pub(crate) fn declare(&self, src: &mut String, first: usize) -> usize {
-        match self {
-            Grouping::Sessions { .. } => {
-                let _ = writeln!(
-                    src,
-                    "@group(0) @binding({first}) var<storage, read> bounds: array<vec2<u32>>;\n\
-                     @group(0) @binding({}) var<storage, read> order: array<u32>;\n\
-                     fn session_range(p: u32) -> vec2<u32> {{\n    return bounds[p];\n}}\n\
-                     fn batch_row(p: u32) -> u32 {{\n    return order[p];\n}}",
-                    first + 1
-                );
-                first + 2
-            }
-            Grouping::Batch => {
-                src.push_str(
-                    "fn session_range(p: u32) -> vec2<u32> {\n    return vec2<u32>(0u, chunk.rows);\n}\n\
-                     fn batch_row(p: u32) -> u32 {\n    return p;\n}\n",
-                );
-                first
-            }
-        }
+    /// grouping.wgsl's `GROUPED`.
+    pub(crate) fn specialize(&self, spec: Specialization) -> Specialization {
+        spec.bool("GROUPED", matches!(self, Grouping::Sessions { .. }))
     }
 
-    /// The binds matching [`Grouping::declare`].
-    pub(crate) fn binds(&self) -> Vec<Bind> {
+    /// The buffers grouping.wgsl reads.
+    pub(crate) fn binds(&self) -> Vec<Binding> {
         match self {
-            Grouping::Sessions { bounds, order } => vec![
-                Bind::Whole(Source::Internal(*bounds)),
-                Bind::Whole(Source::Internal(*order)),
-            ],
+            Grouping::Sessions { bounds, order } => {
+                vec![internal("bounds", *bounds), internal("order", *order)]
+            }
             Grouping::Batch => Vec::new(),
         }
-    }
-}
-
-/// The parts of a sweep kernel: `rows` is an `array<vec4<f32>>` of the sorted rows; inside the
-/// loops `me` (this row, at sorted position `p`) and `o` (the visited row, at `j`) are in scope.
-pub(crate) struct Sweep<'a> {
-    /// Entry point name.
-    pub entry: &'a str,
-    /// Statements before the sweep (every invocation; `valid`, `me`, `range` in scope).
-    pub before: &'a str,
-    /// Statements for each visited row `o` of the session (j ≠ p is not guaranteed: j == p is
-    /// visited too).
-    pub visit: &'a str,
-    /// Statements after the sweep (every invocation, valid or not: workgroup reductions go here).
-    pub after: &'a str,
-}
-
-/// WGSL of a sweep entry point; the declarations of `chunk`, `rows`, `session_range` and whatever
-/// `before`/`visit`/`after` use come first. `skip` is a WGSL condition under which the
-/// workgroup does nothing (its span is empty), e.g. an idle selection round.
-pub(crate) fn sweep(src: &mut String, s: &Sweep, skip: &str) {
-    let _ = write!(
-        src,
-        r#"
-var<workgroup> tile: array<vec4<f32>, 256>;
-var<workgroup> span: vec2<u32>;
-
-@compute @workgroup_size({WG})
-fn {entry}(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{
-    let wg = linear_workgroup(wid, nwg);
-    let p = wg * WG + lid;
-    let valid = wg < chunk.wgs && p < chunk.rows;
-    var me = vec4<f32>(0.0);
-    var range = vec2<u32>(0u, 0u);
-    if (valid && !({skip})) {{
-        me = rows[p];
-        range = session_range(p);
-    }}
-    // The workgroup's span of sorted rows: its first row's session start to its last row's end.
-    if (lid == 0u) {{
-        span.x = range.x;
-    }}
-    if (valid && (lid == WG - 1u || p == chunk.rows - 1u)) {{
-        span.y = range.y;
-    }}
-    let s = workgroupUniformLoad(&span);
-{before}
-    for (var t0 = s.x; t0 < s.y; t0 = t0 + WG) {{
-        if (t0 + lid < s.y) {{
-            tile[lid] = rows[t0 + lid];
-        }}
-        workgroupBarrier();
-        let j1 = min(range.y, t0 + WG);
-        for (var j = max(range.x, t0); j < j1; j = j + 1u) {{
-            let o = tile[j - t0];
-{visit}
-        }}
-        workgroupBarrier();
-    }}
-{after}
-}}
-"#,
-        entry = s.entry,
-        before = s.before,
-        visit = s.visit,
-        after = s.after,
-    );
-}
-
-/// A gather pass of one term: `out[p] = vec4(layout(logits, labels, w))` for every sorted
-/// position p. `layout` gets the WGSL arrays of the term's logits (`logits_width` values per row)
-/// and labels, and the WGSL expression of its sample weight, all indexed by `r` (the batch row at
-/// p), and returns the four components. The sweeps then read contiguous rows.
-pub(crate) fn gather(
-    label: &str,
-    term: &Resolved,
-    grouping: Grouping,
-    out: usize,
-    logits_width: u64,
-    layout: impl Fn(&str, &str, String) -> [String; 4],
-) -> PassSpec {
-    let mut names = Inputs::default();
-    let logits = names.index(term.input("logits"));
-    let labels = names.index(term.input("labels"));
-    for (t, _) in &term.weights {
-        names.index(t);
-    }
-    let w = weight_expr(&term.weights, |n| format!("in{}[r]", names.position(n)));
-    let values = layout(&format!("in{logits}"), &format!("in{labels}"), w);
-    let inputs: Vec<(String, u64)> = names
-        .names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), if i == logits { 4 * logits_width } else { 4 }))
-        .collect();
-    let mut src = format!("{COMMON}\n");
-    src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
-    src.push_str("@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;\n");
-    let next = grouping.declare(&mut src, 2);
-    for (i, (name, _)) in inputs.iter().enumerate() {
-        let _ = writeln!(
-            src,
-            "@group(0) @binding({}) var<storage, read> in{i}: array<f32>; // {name}",
-            next + i
-        );
-    }
-    let _ = write!(
-        src,
-        "\n@compute @workgroup_size({WG})\nfn gather(@builtin(local_invocation_index) lid: u32, \
-         @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n    \
-         _ = session_range(0u);\n    let wg = linear_workgroup(wid, nwg);\n    let p = wg * WG + lid;\n    \
-         if (wg >= chunk.wgs || p >= chunk.rows) {{\n        return;\n    }}\n    let r = batch_row(p);\n    \
-         out[p] = vec4<f32>({}, {}, {}, {});\n}}\n",
-        values[0], values[1], values[2], values[3]
-    );
-    let mut binds = vec![Bind::Chunk, Bind::Whole(Source::Internal(out))];
-    binds.extend(grouping.binds());
-    binds.extend(inputs.iter().map(|(name, row_bytes)| Bind::Rows {
-        source: Source::Input(name.clone()),
-        row_bytes: *row_bytes,
-    }));
-    PassSpec {
-        label: format!("{label} gather"),
-        source: src,
-        entry: "gather",
-        binds,
-        work: Work::Rows { rows_per_wg: WG },
-        reads: inputs.iter().map(|(n, _)| n.clone()).collect(),
-        params: [0; 3],
     }
 }
 
@@ -314,87 +174,17 @@ pub(crate) struct TermPasses {
     pub apply: PassSpec,
 }
 
-/// What the pass after the combine writes: for every sorted row p, component c of `expr` goes to
-/// `grad[batch_row(p) * width + c]` of the term's logits. `expr` is WGSL over `p`, `scalars`,
-/// the WGSL `functions` and `values{i}`: the internal buffers `values`, each an array of the
-/// given WGSL element type.
-pub(crate) struct Apply<'a> {
-    pub values: &'a [(usize, &'a str)],
-    pub functions: &'a str,
-    pub expr: &'a str,
-    pub width: u32,
-}
-
-/// The pass after the combine (see [`Apply`]); the gradient is added to when `grad_accumulates`.
-pub(crate) fn apply_pass(
-    label: &str,
-    term: &Resolved,
-    shared: Shared,
-    a: Apply,
-    grad_accumulates: bool,
-) -> PassSpec {
-    let Apply {
-        values,
-        functions,
-        expr,
-        width,
-    } = a;
-    let grad = term.input("logits");
-    let mut src = format!("{COMMON}\n{functions}\n");
-    src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
-    src.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
-    let _ = writeln!(
-        src,
-        "@group(0) @binding(2) var<storage, read_write> grad: array<f32>; // {grad}"
-    );
-    let mut next = 3;
-    for (i, (_, ty)) in values.iter().enumerate() {
-        let _ = writeln!(
-            src,
-            "@group(0) @binding({next}) var<storage, read> values{i}: array<{ty}>;"
-        );
-        next += 1;
+/// The specialisation and bindings every kernel of `term` shares: its grouping, and its
+/// sample weight (weights.wgsl).
+pub(crate) fn term_shader(
+    term: &crate::schedule::Resolved,
+    grouping: Grouping,
+) -> (Specialization, Vec<Binding>) {
+    let mut spec = grouping.specialize(Specialization::new());
+    let mut binds = grouping.binds();
+    if let Some((code, weight_binds)) = super::sample_weight_splice(&term.weights) {
+        spec = spec.splice("sample_weight", code);
+        binds.extend(weight_binds);
     }
-    shared.grouping.declare(&mut src, next);
-    let _ = write!(
-        src,
-        "\n@compute @workgroup_size({WG})\nfn apply(@builtin(local_invocation_index) lid: u32, \
-         @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n    \
-         _ = session_range(0u);\n    let wg = linear_workgroup(wid, nwg);\n    let p = wg * WG + lid;\n    \
-         if (wg >= chunk.wgs || p >= chunk.rows) {{\n        return;\n    }}\n    \
-         let g = {expr};\n    let at = batch_row(p) * {width}u;\n"
-    );
-    for (c, component) in ["x", "y", "z", "w"].iter().take(width as usize).enumerate() {
-        let v = if width == 1 {
-            "g".to_string()
-        } else {
-            format!("g.{component}")
-        };
-        if grad_accumulates {
-            let _ = writeln!(src, "    grad[at + {c}u] = grad[at + {c}u] + {v};");
-        } else {
-            let _ = writeln!(src, "    grad[at + {c}u] = {v};");
-        }
-    }
-    src.push_str("}\n");
-    let mut binds = vec![
-        Bind::Chunk,
-        Bind::Whole(Source::Internal(shared.scalars)),
-        Bind::Whole(Source::Grad(grad.to_string())),
-    ];
-    binds.extend(
-        values
-            .iter()
-            .map(|(b, _)| Bind::Whole(Source::Internal(*b))),
-    );
-    binds.extend(shared.grouping.binds());
-    PassSpec {
-        label: format!("{label} apply"),
-        source: src,
-        entry: "apply",
-        binds,
-        work: Work::Rows { rows_per_wg: WG },
-        reads: Vec::new(),
-        params: [0; 3],
-    }
+    (spec, binds)
 }

@@ -14,7 +14,12 @@
 use super::{coef_index, weight_expr, Inputs};
 use crate::batch::DType;
 use crate::config::SoftmaxParams;
-use crate::kernel::{lit, Bind, PassSpec, Source, Work, COMMON, SOFTMAX, WG};
+use crate::kernel::{bind, internal, Bind, Params, PassSpec, Shader, Source, Work, WG};
+use crate::wgsl::{f32_literal, Specialization};
+
+fn lit(x: f64) -> String {
+    f32_literal(x as f32)
+}
 use crate::schedule::{Form, Resolved};
 use std::fmt::Write;
 
@@ -120,7 +125,7 @@ pub(crate) fn passes(
 
     let is_probs = |name: &str| views.iter().any(|v| !v.ids && v.t.input("labels") == name);
     let header = |src: &mut String, forward: bool| {
-        let _ = writeln!(src, "{COMMON}\n{SOFTMAX}");
+        src.push_str("//#import softmax.wgsl\n");
         src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
         if forward {
             src.push_str(
@@ -378,60 +383,61 @@ pub(crate) fn passes(
 
     // ---- bindings
     let row_bytes = |name: &str| if is_probs(name) { classes * 4 } else { 4 };
-    let mut common = vec![Bind::Rows {
-        source: Source::Input(logits.to_string()),
-        row_bytes: classes * 4,
-    }];
-    for n in &inputs.names {
-        common.push(Bind::Rows {
-            source: Source::Input(n.clone()),
-            row_bytes: row_bytes(n),
-        });
+    let rows = |source: Source, row_bytes: u64| Bind::Rows { source, row_bytes };
+    let mut common = vec![bind(
+        "logits",
+        rows(Source::Input(logits.to_string()), classes * 4),
+    )];
+    for (i, n) in inputs.names.iter().enumerate() {
+        common.push(bind(
+            format!("in{i}"),
+            rows(Source::Input(n.clone()), row_bytes(n)),
+        ));
     }
-    for buf in buffers {
+    for (k, buf) in buffers.iter().enumerate() {
         if let Some(cwb) = buf.class_weights {
-            common.push(Bind::Whole(Source::Internal(cwb)));
+            common.push(internal(format!("cw{k}"), cwb));
         }
     }
-    for buf in buffers {
-        common.push(Bind::Rows {
-            source: Source::Internal(buf.stats),
-            row_bytes: 8,
-        });
+    for (k, buf) in buffers.iter().enumerate() {
+        common.push(bind(
+            format!("stats{k}"),
+            rows(Source::Internal(buf.stats), 8),
+        ));
     }
-    let mut fwd = vec![Bind::Chunk, Bind::Whole(Source::Internal(partials))];
+    let mut fwd = vec![bind("chunk", Bind::Chunk), internal("partials", partials)];
     fwd.extend(common.iter().cloned());
-    let mut bwd = vec![Bind::Chunk, Bind::Whole(Source::Internal(scalars))];
+    let mut bwd = vec![bind("chunk", Bind::Chunk), internal("scalars", scalars)];
     bwd.extend(common);
-    bwd.push(Bind::Rows {
-        source: Source::Grad(logits.to_string()),
-        row_bytes: classes * 4,
-    });
+    bwd.push(bind(
+        "grad",
+        rows(Source::Grad(logits.to_string()), classes * 4),
+    ));
     let mut reads = vec![logits.to_string()];
     reads.extend(inputs.names.iter().cloned());
     let label = format!("softmax[{logits}]");
     SoftmaxPasses {
         forward: PassSpec {
             label: format!("{label} forward"),
-            source: f,
+            shader: Shader::Text(f, Specialization::new()),
             entry: "forward",
             binds: fwd,
             work: Work::Rows {
                 rows_per_wg: WG / r,
             },
             reads: reads.clone(),
-            params: [0; 3],
+            params: Params::none(),
         },
         backward: PassSpec {
             label: format!("{label} backward"),
-            source: b,
+            shader: Shader::Text(b, Specialization::new()),
             entry: "backward",
             binds: bwd,
             work: Work::Rows {
                 rows_per_wg: WG / r,
             },
             reads,
-            params: [0; 3],
+            params: Params::none(),
         },
     }
 }

@@ -15,7 +15,12 @@
 use super::binary::{Buffers, RowKernel, HEADER_ARGS, ROWS_PER_INVOCATION};
 use super::{select, TermAux};
 use crate::combine::reduction_code;
-use crate::kernel::{lit, Bind, PassSpec, Source, Work, BINARY, COMMON, GHM, PREPARE, WG};
+use crate::kernel::{bind, internal, Bind, Params, PassSpec, Shader, Work, WG};
+use crate::wgsl::{f32_literal, Specialization};
+
+fn lit(x: f64) -> String {
+    f32_literal(x as f32)
+}
 use crate::schedule::{Form, Resolved};
 use std::fmt::Write;
 
@@ -69,7 +74,7 @@ pub(crate) fn passes(
     }
     let slot_of = |k: usize| f1_slots.iter().find(|(j, _)| *j == k).unwrap().1;
 
-    let mut s = format!("{COMMON}\n{BINARY}\n{GHM}\n");
+    let mut s = "//#import binary.wgsl\n//#import ghm.wgsl\n".to_string();
     s.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
     s.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
     s.push_str("@group(0) @binding(2) var<storage, read_write> aux: array<atomic<u32>>;\n");
@@ -194,21 +199,21 @@ pub(crate) fn passes(
     }
     s.push_str("}\n");
     let mut binds = vec![
-        Bind::Chunk,
-        Bind::Whole(Source::Internal(buffers.partials)),
-        Bind::Whole(Source::Internal(buffers.aux)),
+        bind("chunk", Bind::Chunk),
+        internal("partials", buffers.partials),
+        internal("aux", buffers.aux),
     ];
     binds.extend(kernel.binds(true, false));
     let mut out = vec![PassSpec {
         label: format!("{label} statistics"),
-        source: s,
+        shader: Shader::Text(s, Specialization::new()),
         entry: "statistics",
         binds,
         work: Work::Rows {
             rows_per_wg: WG * ROWS_PER_INVOCATION,
         },
         reads: kernel.inputs.names.clone(),
-        params: [0; 3],
+        params: Params::none(),
     }];
 
     // Selections of the OHEM terms.
@@ -230,7 +235,7 @@ pub(crate) fn passes(
     }
 
     // Prepare.
-    let mut p = format!("{COMMON}\n{PREPARE}\n");
+    let mut p = "//#import prepare.wgsl\n".to_string();
     let _ = writeln!(
         p,
         "@compute @workgroup_size({WG})\nfn prepare(@builtin(local_invocation_index) lid: u32) {{\n    _ = chunk.rows;\n    _ = partials[0];\n    _ = state[0];"
@@ -283,17 +288,17 @@ pub(crate) fn passes(
     p.push_str("}\n");
     out.push(PassSpec {
         label: format!("{label} prepare"),
-        source: p,
+        shader: Shader::Text(p, Specialization::new()),
         entry: "prepare",
         binds: vec![
-            Bind::Chunk,
-            Bind::Whole(Source::Internal(buffers.partials)),
-            Bind::Whole(Source::Internal(buffers.aux)),
-            Bind::Whole(Source::Internal(buffers.state)),
+            bind("chunk", Bind::Chunk),
+            internal("partials", buffers.partials),
+            internal("aux", buffers.aux),
+            internal("state", buffers.state),
         ],
         work: Work::Single,
         reads: Vec::new(),
-        params: [0; 3],
+        params: Params::none(),
     });
     (out, 2 * f1_slots.len())
 }
