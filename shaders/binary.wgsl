@@ -4,6 +4,10 @@
 
 //#import common.wgsl
 
+// Rows each invocation of a row group's forward and statistics passes sums before the workgroup
+// reduction (`ROWS_PER_INVOCATION` in src/losses/binary.rs).
+const ROWS_PER_INVOCATION: u32 = 8u;
+
 // Sigmoid CE with a (possibly smoothed) label y: softplus(x) - x*y, written as
 // y*softplus(-x) + (1-y)*softplus(x) so that neither tail cancels.
 fn sigmoid_ce(x: f32, y: f32) -> vec2<f32> {

@@ -1,8 +1,9 @@
 // The prepare dispatch of a row group with batch-wide terms (one workgroup, after the statistics
 // pass and any selection): turns the statistics into the per-row factors the loss pass reads from
 // `aux`, folding each term's normaliser in so that its partial sums are already its value.
-// The entry point is generated per group (src/losses/statistics.rs) and calls
-// the functions below with the term's offsets.
+// The terms are generated per group (src/losses/statistics.rs) and spliced in:
+//   fn prepare_sums(lid: u32)   the F1 terms' statistics, summed over the workgroups (barriers)
+//   fn prepare_terms()          each term's factors, from the functions below (one invocation)
 
 //#import common.wgsl
 
@@ -95,4 +96,19 @@ fn ohem_prepare(positive: u32, scale: u32, k: u32) {
     }
     set_aux_f32(scale, s);
     aux[positive] = 0u;
+}
+
+//#splice terms
+fn prepare_sums(lid: u32) {}
+
+fn prepare_terms() {}
+//#end
+
+@compute @workgroup_size(256)
+fn prepare(@builtin(local_invocation_index) lid: u32) {
+    prepare_sums(lid);
+    if (lid != 0u) {
+        return;
+    }
+    prepare_terms();
 }

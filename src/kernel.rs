@@ -28,6 +28,8 @@ pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("prepare.wgsl", &[]),
     ("session.wgsl", &[]),
     ("sweep.wgsl", &[]),
+    ("rows.wgsl", &[]),
+    ("statistics.wgsl", &[]),
     ("pairwise.wgsl", &[]),
     ("jrc.wgsl", &[]),
     ("select_words.wgsl", &[]),
@@ -145,22 +147,18 @@ impl Work {
     }
 }
 
-/// The WGSL of a kernel: a shader file or generated text (with `//#import` lines), and how it
-/// is specialised.
+/// The WGSL of a kernel: a shader file and how it is specialised (constants, `//#if` branches,
+/// and for a fused row group its generated term list).
 #[derive(Clone, Debug)]
 pub(crate) enum Shader {
     File(&'static str, Specialization),
-    Text(String, Specialization),
 }
 
 impl Shader {
-    /// The composed source.
+    /// The composed source; errors name the pass.
     pub(crate) fn source(&self, label: &str) -> Result<String> {
-        match self {
-            Shader::File(file, spec) => wgsl::compose(file, spec),
-            Shader::Text(text, spec) => wgsl::compose_text(label, text, spec),
-        }
-        .map_err(Error::Gpu)
+        let Shader::File(file, spec) = self;
+        wgsl::compose(file, spec).map_err(|e| Error::Gpu(format!("pass '{label}': {e}")))
     }
 }
 

@@ -52,6 +52,8 @@ shader_files!(
     "grouping.wgsl",
     "weights.wgsl",
     "sweep.wgsl",
+    "rows.wgsl",
+    "statistics.wgsl",
 );
 
 /// The text of a shader file as it is on disk (directives and all).

@@ -107,8 +107,9 @@ pub(crate) fn call(term: &Resolved, v: &dyn Fn(&str) -> String) -> String {
     }
 }
 
-/// Reads of `aux` as f32 (batch-wide factors), for kernels binding it read-only.
-const AUX_F32: &str = "fn aux_f32(i: u32) -> f32 {\n    return bitcast<f32>(aux[i]);\n}\n";
+/// The first binding index of a row kernel's generated tensor bindings (rows.wgsl,
+/// statistics.wgsl).
+pub(crate) const FIRST_BINDING: usize = 10;
 
 /// The row's factor dL/dl_i·(1/coefficient) of term `k` (`f{k}`) and, for F1, the gradient every
 /// row gets through tp (`e{k}`); `w{k}` and `lg{k}` are in scope, and `key{k}` for OHEM.
@@ -192,9 +193,6 @@ pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
 pub(crate) fn is_ohem(term: &Resolved) -> bool {
     matches!(term.form, Form::Focal { ohem: Some(_), .. })
 }
-
-pub(crate) const HEADER_ARGS: &str = "@builtin(local_invocation_index) lid: u32, \
-@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>";
 
 /// Binds every name of `names` by rows (4 bytes each), as inputs (`in<i>`) or as gradients
 /// (`grad<i>`).
@@ -379,6 +377,32 @@ impl<'a> RowKernel<'a> {
         }
     }
 
+    /// rows.wgsl's `terms` splice: the tensors' bindings, `forward_row` (with the gradients when
+    /// `fused`) and `backward_row`.
+    fn splice(&self, fused: bool, grad_accumulates: &dyn Fn(&str) -> bool) -> String {
+        let mut src = String::new();
+        self.declare(&mut src, FIRST_BINDING, Some("read"), true);
+        let indent = "    ";
+        src.push_str("\nfn forward_row(r: u32) {\n");
+        self.load(&mut src, indent);
+        self.term_values(&mut src, indent);
+        for k in 0..self.terms.len() {
+            let _ = writeln!(
+                src,
+                "{indent}acc[{k}] = acc[{k}] + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
+            );
+        }
+        if fused {
+            self.write_grads(&mut src, indent, grad_accumulates);
+        }
+        src.push_str("}\n\nfn backward_row(r: u32) {\n");
+        self.load(&mut src, indent);
+        self.term_values(&mut src, indent);
+        self.write_grads(&mut src, indent, grad_accumulates);
+        src.push_str("}\n");
+        src
+    }
+
     fn label(&self) -> String {
         format!(
             "rows[{}]",
@@ -406,117 +430,41 @@ pub(crate) fn passes(
 ) -> RowPasses {
     let kernel = RowKernel::new(terms, terms.iter().map(|t| aux_of(t.slot)).collect());
     let label = kernel.label();
-    let wgsl = "//#import binary.wgsl\n//#import ghm.wgsl\n".to_string();
-
-    // Forward: per-term vec4(Σ f·l, Σ f, #{f ≠ 0}, 0) per workgroup (and, fused, the gradients).
-    let mut f = wgsl.clone();
-    f.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
-    f.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
-    f.push_str("@group(0) @binding(2) var<storage, read> aux: array<u32>;\n");
-    let mut next = 3;
-    if fused {
-        f.push_str("@group(0) @binding(3) var<storage, read> scalars: array<f32>;\n");
-        next = 4;
-    }
-    kernel.declare(&mut f, next, Some("read"), fused);
-    f.push_str(AUX_F32);
-    let _ = writeln!(
-        f,
-        "const ROWS_PER_INVOCATION: u32 = {ROWS_PER_INVOCATION}u;"
-    );
-    let _ = writeln!(
-        f,
-        "\n@compute @workgroup_size({WG})\nfn forward({HEADER_ARGS}) {{"
-    );
-    f.push_str("    _ = aux[0];\n    let wg = linear_workgroup(wid, nwg);\n");
-    for k in 0..terms.len() {
-        let _ = writeln!(f, "    var acc{k} = vec4<f32>(0.0);");
-    }
-    // Each invocation sums several rows before the barrier-bound workgroup reduction; the rows of
-    // one step of the loop stay contiguous across the workgroup, for coalesced loads.
-    f.push_str("    for (var j = 0u; j < ROWS_PER_INVOCATION; j = j + 1u) {\n");
-    f.push_str("        let r = (wg * ROWS_PER_INVOCATION + j) * WG + lid;\n");
-    f.push_str("        if (wg < chunk.wgs && r < chunk.rows) {\n");
-    let indent = "            ";
-    kernel.load(&mut f, indent);
-    kernel.term_values(&mut f, indent);
-    for k in 0..terms.len() {
-        let _ = writeln!(
-            f,
-            "{indent}acc{k} = acc{k} + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
-        );
-    }
-    if fused {
-        kernel.write_grads(&mut f, indent, grad_accumulates);
-    }
-    f.push_str("        }\n    }\n");
-    for k in 0..terms.len() {
-        let _ = writeln!(
-            f,
-            "    let sum{k} = workgroup_sum(lid, acc{k});\n    if (lid == 0u && wg < chunk.wgs) {{ partials[partial_index(chunk, {k}u, wg)] = sum{k}; }}"
-        );
-    }
-    f.push_str("}\n");
-
-    let mut fwd_binds = vec![
+    let spec = Specialization::new()
+        .u32("TERMS", terms.len() as u32)
+        .splice("terms", kernel.splice(fused, grad_accumulates));
+    let mut binds = vec![
         bind("chunk", Bind::Chunk),
         internal("partials", buffers.partials),
         internal("aux", buffers.aux),
+        internal("scalars", buffers.scalars),
     ];
-    if fused {
-        fwd_binds.push(internal("scalars", buffers.scalars));
-    }
-    fwd_binds.extend(kernel.binds(true, fused));
+    binds.extend(kernel.binds(true, true));
+    // Forward: per-term vec4(Σ f·l, Σ f, #{f ≠ 0}, 0) per workgroup (and, fused, the gradients).
     let forward = PassSpec {
         label: format!(
             "{label} {}",
             if fused { "forward+gradient" } else { "forward" }
         ),
-        shader: Shader::Text(f, Specialization::new()),
+        shader: Shader::File("rows.wgsl", spec.clone()),
         entry: "forward",
-        binds: fwd_binds,
+        binds: binds.clone(),
         work: Work::Rows {
             rows_per_wg: WG * ROWS_PER_INVOCATION,
         },
         reads: kernel.inputs.names.clone(),
         params: Params::none(),
     };
-
     // Backward: one invocation per row.
-    let backward = (!fused).then(|| {
-        let mut b = wgsl.clone();
-        b.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
-        b.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
-        b.push_str("@group(0) @binding(2) var<storage, read> aux: array<u32>;\n");
-        kernel.declare(&mut b, 3, Some("read"), true);
-        b.push_str(AUX_F32);
-        let _ = writeln!(
-            b,
-            "\n@compute @workgroup_size({WG})\nfn backward({HEADER_ARGS}) {{"
-        );
-        b.push_str("    _ = aux[0];\n    let wg = linear_workgroup(wid, nwg);\n    let r = wg * WG + lid;\n");
-        b.push_str("    if (wg >= chunk.wgs || r >= chunk.rows) {\n        return;\n    }\n");
-        kernel.load(&mut b, "    ");
-        kernel.term_values(&mut b, "    ");
-        kernel.write_grads(&mut b, "    ", grad_accumulates);
-        b.push_str("}\n");
-        let mut binds = vec![
-            bind("chunk", Bind::Chunk),
-            internal("scalars", buffers.scalars),
-            internal("aux", buffers.aux),
-        ];
-        binds.extend(kernel.binds(true, true));
-        PassSpec {
-            label: format!("{label} backward"),
-            shader: Shader::Text(b, Specialization::new()),
-            entry: "backward",
-            binds,
-            work: Work::Rows { rows_per_wg: WG },
-            reads: kernel.inputs.names.clone(),
-            params: Params::none(),
-        }
+    let backward = (!fused).then(|| PassSpec {
+        label: format!("{label} backward"),
+        shader: Shader::File("rows.wgsl", spec),
+        entry: "backward",
+        binds,
+        work: Work::Rows { rows_per_wg: WG },
+        reads: kernel.inputs.names.clone(),
+        params: Params::none(),
     });
-
     let (pre, stat_slots) = statistics::passes(&kernel, rows, buffers, &label);
     RowPasses {
         pre,

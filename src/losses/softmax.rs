@@ -11,6 +11,7 @@
 //!
 //! Reference: `reference/softmax.rs`.
 
+use super::binary::FIRST_BINDING;
 use super::{coef_index, weight_expr, Inputs};
 use crate::batch::DType;
 use crate::config::SoftmaxParams;
@@ -105,39 +106,10 @@ pub(crate) fn passes(
     let inputs = row_inputs(terms);
     let views: Vec<TermView> = terms.iter().map(view).collect();
     let r = row_threads(classes);
-    let c_lit = format!("{classes}u");
-    let first_input = 3;
-    let mut next = first_input + inputs.names.len();
-    let mut cw_binding = Vec::new();
-    let mut stats_binding = Vec::new();
-    for (k, buf) in buffers.iter().enumerate() {
-        cw_binding.push(buf.class_weights.map(|_| {
-            next += 1;
-            next - 1
-        }));
-        let _ = k;
-    }
-    for _ in buffers {
-        stats_binding.push(next);
-        next += 1;
-    }
-    let grad_binding = next;
-
+    let has_cw: Vec<bool> = buffers.iter().map(|b| b.class_weights.is_some()).collect();
     let is_probs = |name: &str| views.iter().any(|v| !v.ids && v.t.input("labels") == name);
-    let header = |src: &mut String, forward: bool| {
-        src.push_str("//#import softmax.wgsl\n");
-        src.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
-        if forward {
-            src.push_str(
-                "@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n",
-            );
-        } else {
-            src.push_str("@group(0) @binding(1) var<storage, read> scalars: array<f32>;\n");
-        }
-        let _ = writeln!(
-            src,
-            "@group(0) @binding(2) var<storage, read> logits: array<f32>; // {logits}"
-        );
+    let declarations = |src: &mut String| {
+        let mut binding = FIRST_BINDING;
         for (i, n) in inputs.names.iter().enumerate() {
             let ty = match dtype(n) {
                 DType::F32 => "f32",
@@ -147,38 +119,29 @@ pub(crate) fn passes(
             };
             let _ = writeln!(
                 src,
-                "@group(0) @binding({}) var<storage, read> in{i}: array<{ty}>; // {n}",
-                first_input + i
+                "@group(0) @binding({binding}) var<storage, read> in{i}: array<{ty}>; // {n}"
             );
+            binding += 1;
         }
-        for (k, b) in cw_binding.iter().enumerate() {
-            if let Some(b) = b {
+        for (k, has) in has_cw.iter().enumerate() {
+            if *has {
                 let _ = writeln!(
                     src,
-                    "@group(0) @binding({b}) var<storage, read> cw{k}: array<f32>;"
+                    "@group(0) @binding({binding}) var<storage, read> cw{k}: array<f32>;"
                 );
+                binding += 1;
             }
         }
-        let access = if forward { "read_write" } else { "read" };
-        for (k, b) in stats_binding.iter().enumerate() {
+        for k in 0..buffers.len() {
             let _ = writeln!(
                 src,
-                "@group(0) @binding({b}) var<storage, {access}> stats{k}: array<vec2<f32>>;"
+                "@group(0) @binding({binding}) var<storage, read_write> stats{k}: array<vec2<f32>>;"
             );
+            binding += 1;
         }
-        if !forward {
-            let _ = writeln!(
-                src,
-                "@group(0) @binding({grad_binding}) var<storage, read_write> grad: array<f32>; // {logits}"
-            );
-        }
-        let _ = writeln!(
-            src,
-            "const C: u32 = {c_lit};\nconst R: u32 = {r}u;\nconst RPW: u32 = WG / R;"
-        );
     };
     let cw = |k: usize, idx: &str| -> String {
-        if cw_binding[k].is_some() {
+        if has_cw[k] {
             format!("cw{k}[{idx}]")
         } else {
             "1.0".into()
@@ -221,66 +184,62 @@ pub(crate) fn passes(
             format!("({t} * {} + {})", lit(1.0 - eps), lit(eps / classes as f64))
         }
     };
-    let head_args =
-        "@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, \
-                     @builtin(num_workgroups) nwg: vec3<u32>";
 
     // ---- forward
     let mut f = String::new();
-    header(&mut f, true);
-    let _ = writeln!(
-        f,
-        "\n@compute @workgroup_size({WG})\nfn forward({head_args}) {{"
-    );
-    f.push_str(
-        "    let wg = linear_workgroup(wid, nwg);\n    let row = wg * RPW + lid / R;\n    let lane = lid % R;\n    let row_active = wg < chunk.wgs && row < chunk.rows;\n",
-    );
+    declarations(&mut f);
     for k in 0..views.len() {
         let _ = writeln!(
             f,
-            "    var lse{k} = vec2<f32>(NEG_BIG, 0.0);\n    var lin{k} = vec4<f32>(0.0);"
+            "var<private> acc_lse{k}: vec2<f32>;\nvar<private> acc_lin{k}: vec4<f32>;"
         );
     }
-    f.push_str("    if (row_active) {\n        let base = row * C;\n        for (var c = lane; c < C; c = c + R) {\n            let xv = logits[base + c];\n");
+    f.push_str("\nfn forward_begin() {\n");
+    for k in 0..views.len() {
+        let _ = writeln!(
+            f,
+            "    acc_lse{k} = vec2<f32>(NEG_BIG, 0.0);\n    acc_lin{k} = vec4<f32>(0.0);"
+        );
+    }
+    f.push_str("}\n\nfn forward_visit(c: u32, base: u32, xv: f32) {\n");
     for (k, v) in views.iter().enumerate() {
         let _ = writeln!(
             f,
-            "            {{\n                let z = xv * {};\n                lse{k} = lse_push(lse{k}, z);",
+            "            {{\n                let z = xv * {};\n                acc_lse{k} = lse_push(acc_lse{k}, z);",
             lit(1.0 / v.p.temperature)
         );
         if v.ids {
             if v.p.label_smoothing != 0.0 {
                 let _ = writeln!(
                     f,
-                    "                lin{k}.x = lin{k}.x + {} * z;",
+                    "                acc_lin{k}.x = acc_lin{k}.x + {} * z;",
                     cw(k, "c")
                 );
             }
         } else {
             let _ = writeln!(
                 f,
-                "                let ct = {} * {};\n                lin{k}.y = lin{k}.y + ct * z;\n                lin{k}.z = lin{k}.z + ct;",
+                "                let ct = {} * {};\n                acc_lin{k}.y = acc_lin{k}.y + ct * z;\n                acc_lin{k}.z = acc_lin{k}.z + ct;",
                 cw(k, "c"),
                 smoothed_target(k, probs_at(k, "base + c"))
             );
         }
         f.push_str("            }\n");
     }
-    f.push_str("        }\n    }\n");
+    f.push_str("}\n\nfn forward_reduce(lid: u32) {\n");
     for (k, v) in views.iter().enumerate() {
-        let _ = writeln!(f, "    lse{k} = segment_lse(lid, R, lse{k});");
+        let _ = writeln!(f, "    acc_lse{k} = segment_lse(lid, R, acc_lse{k});");
         if !v.ids || v.p.label_smoothing != 0.0 {
-            let _ = writeln!(f, "    lin{k} = segment_sum(lid, R, lin{k});");
+            let _ = writeln!(f, "    acc_lin{k} = segment_sum(lid, R, acc_lin{k});");
         }
-        let _ = writeln!(f, "    var part{k} = vec4<f32>(0.0);");
     }
-    f.push_str("    if (row_active && lane == 0u) {\n        let base = row * C;\n");
+    f.push_str("}\n\nfn forward_row(row: u32, base: u32) {\n");
     for (k, v) in views.iter().enumerate() {
         let eps = v.p.label_smoothing;
         let zl = v.p.z_loss;
         let _ = writeln!(
             f,
-            "        {{ // {}\n            let lse = lse{k}.x + log(lse{k}.y);\n            let w{k} = {};",
+            "        {{ // {}\n            let lse = acc_lse{k}.x + log(acc_lse{k}.y);\n            let w{k} = {};",
             v.t.term.name,
             weight_expr(&v.t.weights, row_value)
         );
@@ -288,7 +247,7 @@ pub(crate) fn passes(
             f.push_str(&id_row(k, "            "));
             let _ = writeln!(
                 f,
-                "            let zy = logits[base + yc{k}] * {};\n            let l = {} * cy{k} * (lse - zy) + {} * (lse * {} - lin{k}.x) + {} * lse * lse;\n            part{k} = vec4<f32>(weff{k} * l, cy{k} * weff{k}, select(0.0, 1.0, weff{k} != 0.0), select(0.0, 1.0, bad{k}));\n            stats{k}[row] = vec2<f32>(lse, 0.0);",
+                "            let zy = logits[base + yc{k}] * {};\n            let l = {} * cy{k} * (lse - zy) + {} * (lse * {} - acc_lin{k}.x) + {} * lse * lse;\n            part[{k}] = vec4<f32>(weff{k} * l, cy{k} * weff{k}, select(0.0, 1.0, weff{k} != 0.0), select(0.0, 1.0, bad{k}));\n            stats{k}[row] = vec2<f32>(lse, 0.0);",
                 lit(1.0 / v.p.temperature),
                 lit(1.0 - eps),
                 lit(eps / classes as f64),
@@ -298,34 +257,27 @@ pub(crate) fn passes(
         } else {
             let _ = writeln!(
                 f,
-                "            let l = lse * lin{k}.z - lin{k}.y + {} * lse * lse;\n            part{k} = vec4<f32>(w{k} * l, w{k}, select(0.0, 1.0, w{k} != 0.0), 0.0);\n            stats{k}[row] = vec2<f32>(lse, lin{k}.z);",
+                "            let l = lse * acc_lin{k}.z - acc_lin{k}.y + {} * lse * lse;\n            part[{k}] = vec4<f32>(w{k} * l, w{k}, select(0.0, 1.0, w{k} != 0.0), 0.0);\n            stats{k}[row] = vec2<f32>(lse, acc_lin{k}.z);",
                 lit(zl)
             );
         }
         f.push_str("        }\n");
     }
-    f.push_str("    }\n");
-    for k in 0..views.len() {
-        let _ = writeln!(
-            f,
-            "    part{k} = workgroup_sum(lid, part{k});\n    if (lid == 0u && wg < chunk.wgs) {{ partials[partial_index(chunk, {k}u, wg)] = part{k}; }}"
-        );
-    }
     f.push_str("}\n");
 
-    // ---- backward
+    // ---- backward: the row's label, weight, lse and coefficient once (`backward_setup`), then
+    // each element.
     let mut b = String::new();
-    header(&mut b, false);
-    let _ = writeln!(
-        b,
-        "\n@compute @workgroup_size({WG})\nfn backward({head_args}) {{"
-    );
-    // Row-mapped like the forward pass: the row's label, weight, lse and coefficient are loaded
-    // once, then its R invocations stride over the classes (consecutive lanes, consecutive
-    // elements).
-    b.push_str(
-        "    let wg = linear_workgroup(wid, nwg);\n    let row = wg * RPW + lid / R;\n    let lane = lid % R;\n    if (wg >= chunk.wgs || row >= chunk.rows) {\n        return;\n    }\n    let base = row * C;\n",
-    );
+    for (k, v) in views.iter().enumerate() {
+        let _ = writeln!(
+            b,
+            "var<private> b_st{k}: vec2<f32>;\nvar<private> b_lse{k}: f32;\nvar<private> b_coef{k}: f32;"
+        );
+        if v.ids {
+            let _ = writeln!(b, "var<private> b_yc{k}: u32;\nvar<private> b_cy{k}: f32;");
+        }
+    }
+    b.push_str("\nfn backward_setup(row: u32) {\n");
     for (k, v) in views.iter().enumerate() {
         let inv_t = lit(1.0 / v.p.temperature);
         let _ = writeln!(
@@ -336,28 +288,36 @@ pub(crate) fn passes(
         );
         if v.ids {
             b.push_str(&id_row(k, "    "));
+            let _ = writeln!(b, "    b_yc{k} = yc{k};\n    b_cy{k} = cy{k};");
         } else {
             let _ = writeln!(b, "    let weff{k} = w{k};");
         }
         let _ = writeln!(
             b,
-            "    let coef{k} = scalars[{}] * weff{k} * {inv_t};",
+            "    let coef{k} = scalars[{}] * weff{k} * {inv_t};\n    b_st{k} = st{k};\n    b_lse{k} = lse{k};\n    b_coef{k} = coef{k};",
             coef_index(v.t.slot)
         );
     }
-    b.push_str("    for (var c = lane; c < C; c = c + R) {\n        let e = base + c;\n        let xv = logits[e];\n        var g = 0.0;\n");
+    b.push_str("}\n\nfn backward_element(c: u32, e: u32, xv: f32) -> f32 {\n    var g = 0.0;\n");
     for (k, v) in views.iter().enumerate() {
         let eps = v.p.label_smoothing;
         let zl = v.p.z_loss;
         let inv_t = lit(1.0 / v.p.temperature);
         let _ = writeln!(
             b,
-            "        {{\n            let p = exp(xv * {inv_t} - lse{k});"
+            "    {{\n        let st{k} = b_st{k};\n        let lse{k} = b_lse{k};\n        let coef{k} = b_coef{k};"
         );
         if v.ids {
             let _ = writeln!(
                 b,
-                "            let gk = {} * cy{k} * (p - select(0.0, 1.0, c == yc{k})) + {} * (p * {} - {}) + {} * lse{k} * p;",
+                "        let yc{k} = b_yc{k};\n        let cy{k} = b_cy{k};"
+            );
+        }
+        let _ = writeln!(b, "        let p = exp(xv * {inv_t} - lse{k});");
+        if v.ids {
+            let _ = writeln!(
+                b,
+                "        let gk = {} * cy{k} * (p - select(0.0, 1.0, c == yc{k})) + {} * (p * {} - {}) + {} * lse{k} * p;",
                 lit(1.0 - eps),
                 lit(eps / classes as f64),
                 sum_c(k),
@@ -367,19 +327,15 @@ pub(crate) fn passes(
         } else {
             let _ = writeln!(
                 b,
-                "            let gk = p * st{k}.y - {} * {} + {} * lse{k} * p;",
+                "        let gk = p * st{k}.y - {} * {} + {} * lse{k} * p;",
                 cw(k, "c"),
                 smoothed_target(k, probs_at(k, "e")),
                 lit(2.0 * zl)
             );
         }
-        let _ = writeln!(b, "            g = g + coef{k} * gk;\n        }}");
+        let _ = writeln!(b, "        g = g + coef{k} * gk;\n    }}");
     }
-    if grad_accumulates {
-        b.push_str("        grad[e] = grad[e] + g;\n    }\n}\n");
-    } else {
-        b.push_str("        grad[e] = g;\n    }\n}\n");
-    }
+    b.push_str("    return g;\n}\n");
 
     // ---- bindings
     let row_bytes = |name: &str| if is_probs(name) { classes * 4 } else { 4 };
@@ -416,28 +372,25 @@ pub(crate) fn passes(
     let mut reads = vec![logits.to_string()];
     reads.extend(inputs.names.iter().cloned());
     let label = format!("softmax[{logits}]");
+    let spec = Specialization::new()
+        .u32("C", classes as u32)
+        .u32("R", r)
+        .u32("TERMS", terms.len() as u32)
+        .bool("ACCUMULATE", grad_accumulates)
+        .splice("terms", format!("{f}\n{b}"));
+    let pass = |name: &str, entry: &'static str, binds| PassSpec {
+        label: format!("{label} {name}"),
+        shader: Shader::File("softmax.wgsl", spec.clone()),
+        entry,
+        binds,
+        work: Work::Rows {
+            rows_per_wg: WG / r,
+        },
+        reads: reads.clone(),
+        params: Params::none(),
+    };
     SoftmaxPasses {
-        forward: PassSpec {
-            label: format!("{label} forward"),
-            shader: Shader::Text(f, Specialization::new()),
-            entry: "forward",
-            binds: fwd,
-            work: Work::Rows {
-                rows_per_wg: WG / r,
-            },
-            reads: reads.clone(),
-            params: Params::none(),
-        },
-        backward: PassSpec {
-            label: format!("{label} backward"),
-            shader: Shader::Text(b, Specialization::new()),
-            entry: "backward",
-            binds: bwd,
-            work: Work::Rows {
-                rows_per_wg: WG / r,
-            },
-            reads,
-            params: Params::none(),
-        },
+        forward: pass("forward", "forward", fwd),
+        backward: pass("backward", "backward", bwd),
     }
 }

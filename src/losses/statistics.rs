@@ -12,7 +12,7 @@
 //! its tensors twice (statistics, then loss and gradient), three times when the gradient scale
 //! depends on this step's values (flooding, EMA reweighting).
 
-use super::binary::{Buffers, RowKernel, HEADER_ARGS, ROWS_PER_INVOCATION};
+use super::binary::{Buffers, RowKernel, FIRST_BINDING, ROWS_PER_INVOCATION};
 use super::{select, TermAux};
 use crate::combine::reduction_code;
 use crate::kernel::{bind, internal, Bind, Params, PassSpec, Shader, Work, WG};
@@ -63,7 +63,6 @@ pub(crate) fn passes(
     let terms: Vec<Resolved> = chosen.iter().map(|&k| group.terms[k].clone()).collect();
     let aux: Vec<TermAux> = chosen.iter().map(|&k| group.aux[k]).collect();
     let kernel = RowKernel::new(&terms, aux);
-    let value = |n: &str| kernel.value(n);
     let first_slot = group.terms.len();
     // F1 terms take two statistics slots each, in order.
     let mut f1_slots = Vec::new();
@@ -74,139 +73,16 @@ pub(crate) fn passes(
     }
     let slot_of = |k: usize| f1_slots.iter().find(|(j, _)| *j == k).unwrap().1;
 
-    let mut s = "//#import binary.wgsl\n//#import ghm.wgsl\n".to_string();
-    s.push_str("@group(0) @binding(0) var<storage, read> chunk: Chunk;\n");
-    s.push_str("@group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;\n");
-    s.push_str("@group(0) @binding(2) var<storage, read_write> aux: array<atomic<u32>>;\n");
-    kernel.declare(&mut s, 3, Some("read_write"), false);
-    for (k, t) in terms.iter().enumerate() {
-        match &t.form {
-            Form::Ghm { bins, .. } => {
-                let _ = writeln!(s, "var<workgroup> ghm_hist{k}: array<atomic<u32>, {bins}>;");
-            }
-            Form::Focal { .. } => {
-                let _ = writeln!(s, "var<workgroup> positive{k}: atomic<u32>;");
-            }
-            _ => {}
-        }
-    }
-    let _ = writeln!(
-        s,
-        "const ROWS_PER_INVOCATION: u32 = {ROWS_PER_INVOCATION}u;\n\n@compute @workgroup_size({WG})\nfn statistics({HEADER_ARGS}) {{"
-    );
-    // Every binding is used by every group's statistics pass, so the bind group layout matches.
-    s.push_str("    _ = partials[0];\n    _ = atomicLoad(&aux[0]);\n    let wg = linear_workgroup(wid, nwg);\n");
-    for (k, t) in terms.iter().enumerate() {
-        match &t.form {
-            Form::Ghm { bins, .. } => {
-                let _ = writeln!(
-                    s,
-                    "    for (var i = lid; i < {bins}u; i = i + WG) {{ atomicStore(&ghm_hist{k}[i], 0u); }}"
-                );
-            }
-            Form::Focal { .. } => {
-                let _ = writeln!(
-                    s,
-                    "    if (lid == 0u) {{ atomicStore(&positive{k}, 0u); }}\n    var count{k} = 0u;"
-                );
-            }
-            Form::F1 { .. } => {
-                let _ = writeln!(
-                    s,
-                    "    var sa{k} = vec4<f32>(0.0);\n    var sb{k} = vec4<f32>(0.0);"
-                );
-            }
-            _ => unreachable!("only batch-wide terms have statistics"),
-        }
-    }
-    s.push_str("    workgroupBarrier();\n");
-    s.push_str("    for (var j = 0u; j < ROWS_PER_INVOCATION; j = j + 1u) {\n");
-    s.push_str("        let r = (wg * ROWS_PER_INVOCATION + j) * WG + lid;\n");
-    s.push_str("        if (wg < chunk.wgs && r < chunk.rows) {\n");
-    let indent = "            ";
-    kernel.load(&mut s, indent);
-    kernel.weights(&mut s, indent);
-    let mut key_index = 0;
-    for (k, t) in terms.iter().enumerate() {
-        let x = || value(t.input("logits"));
-        let y = || value(t.input("labels"));
-        match &t.form {
-            Form::Ghm { bins, .. } => {
-                let _ = writeln!(
-                    s,
-                    "{indent}if (w{k} > 0.0) {{ atomicAdd(&ghm_hist{k}[ghm_bin(ghm_g({}, {}), {bins}u)], 1u); }}",
-                    x(),
-                    y()
-                );
-            }
-            Form::Focal { .. } => {
-                let _ = writeln!(
-                    s,
-                    "{indent}let v{k}_ = w{k} * {}.x;\n{indent}keys{key_index}[r] = order_key(v{k}_);\n{indent}count{k} = count{k} + select(0u, 1u, v{k}_ > 0.0);",
-                    super::binary::call(t, &value)
-                );
-                key_index += 1;
-            }
-            Form::F1 { .. } => {
-                let _ = writeln!(
-                    s,
-                    "{indent}let ce{k} = w{k} * {}.x;\n\
-                     {indent}let pos{k} = {} == 1.0;\n\
-                     {indent}let nz{k} = select(0.0, 1.0, w{k} != 0.0);\n\
-                     {indent}sa{k} = sa{k} + vec4<f32>(sigmoid({}), select(0.0, 1.0, pos{k}), select(0.0, ce{k}, pos{k}), select(ce{k}, 0.0, pos{k}));\n\
-                     {indent}sb{k} = sb{k} + vec4<f32>(select(0.0, w{k}, pos{k}), select(w{k}, 0.0, pos{k}), select(0.0, nz{k}, pos{k}), select(nz{k}, 0.0, pos{k}));",
-                    super::binary::call(t, &value),
-                    y(),
-                    x()
-                );
-            }
-            _ => unreachable!(),
-        }
-    }
-    s.push_str("        }\n    }\n");
-    for (k, t) in terms.iter().enumerate() {
-        if let Form::Focal { .. } = t.form {
-            let _ = writeln!(s, "    atomicAdd(&positive{k}, count{k});");
-        }
-    }
-    s.push_str("    workgroupBarrier();\n");
-    for (k, t) in terms.iter().enumerate() {
-        let base = kernel.aux[k].base;
-        match &t.form {
-            Form::Ghm { bins, .. } => {
-                let _ = writeln!(
-                    s,
-                    "    for (var i = lid; i < {bins}u; i = i + WG) {{\n        let c = atomicLoad(&ghm_hist{k}[i]);\n        if (c != 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{base}u + i], c); }}\n    }}"
-                );
-            }
-            Form::Focal { .. } => {
-                let _ = writeln!(
-                    s,
-                    "    if (lid == 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{}u], atomicLoad(&positive{k})); }}",
-                    ohem_words(base).1
-                );
-            }
-            Form::F1 { .. } => {
-                let slot = slot_of(k);
-                let _ = writeln!(
-                    s,
-                    "    let ta{k} = workgroup_sum(lid, sa{k});\n    let tb{k} = workgroup_sum(lid, sb{k});\n    if (lid == 0u && wg < chunk.wgs) {{\n        partials[partial_index(chunk, {slot}u, wg)] = ta{k};\n        partials[partial_index(chunk, {}u, wg)] = tb{k};\n    }}",
-                    slot + 1
-                );
-            }
-            _ => unreachable!(),
-        }
-    }
-    s.push_str("}\n");
     let mut binds = vec![
         bind("chunk", Bind::Chunk),
         internal("partials", buffers.partials),
         internal("aux", buffers.aux),
     ];
     binds.extend(kernel.binds(true, false));
+    let spec = Specialization::new().splice("terms", stats_splice(&kernel, &slot_of));
     let mut out = vec![PassSpec {
         label: format!("{label} statistics"),
-        shader: Shader::Text(s, Specialization::new()),
+        shader: Shader::File("statistics.wgsl", spec),
         entry: "statistics",
         binds,
         work: Work::Rows {
@@ -235,20 +111,152 @@ pub(crate) fn passes(
     }
 
     // Prepare.
-    let mut p = "//#import prepare.wgsl\n".to_string();
-    let _ = writeln!(
-        p,
-        "@compute @workgroup_size({WG})\nfn prepare(@builtin(local_invocation_index) lid: u32) {{\n    _ = chunk.rows;\n    _ = partials[0];\n    _ = state[0];"
-    );
-    for &(k, slot) in &f1_slots {
+    let spec = Specialization::new().splice("terms", prepare_splice(&kernel, &f1_slots, rows));
+    out.push(PassSpec {
+        label: format!("{label} prepare"),
+        shader: Shader::File("prepare.wgsl", spec),
+        entry: "prepare",
+        binds: vec![
+            bind("chunk", Bind::Chunk),
+            internal("partials", buffers.partials),
+            internal("aux", buffers.aux),
+            internal("state", buffers.state),
+        ],
+        work: Work::Single,
+        reads: Vec::new(),
+        params: Params::none(),
+    });
+    (out, 2 * f1_slots.len())
+}
+
+/// statistics.wgsl's `terms` splice: bindings, the terms' counters and sums, `stats_begin`,
+/// `stats_row` and `stats_end`. `slot_of(k)` is F1 term k's first partial slot.
+fn stats_splice(kernel: &RowKernel, slot_of: &dyn Fn(usize) -> usize) -> String {
+    let terms = kernel.terms;
+    let value = |n: &str| kernel.value(n);
+    let mut s = String::new();
+    kernel.declare(&mut s, FIRST_BINDING, Some("read_write"), false);
+    for (k, t) in terms.iter().enumerate() {
+        let _ = match &t.form {
+            Form::Ghm { bins, .. } => {
+                writeln!(s, "var<workgroup> ghm_hist{k}: array<atomic<u32>, {bins}>;")
+            }
+            Form::Focal { .. } => writeln!(
+                s,
+                "var<workgroup> positive{k}: atomic<u32>;\nvar<private> count{k}: u32;"
+            ),
+            Form::F1 { .. } => writeln!(
+                s,
+                "var<private> sa{k}: vec4<f32>;\nvar<private> sb{k}: vec4<f32>;"
+            ),
+            _ => unreachable!("only batch-wide terms have statistics"),
+        };
+    }
+    s.push_str("\nfn stats_begin(lid: u32) {\n");
+    for (k, t) in terms.iter().enumerate() {
+        let _ = match &t.form {
+            Form::Ghm { bins, .. } => writeln!(
+                s,
+                "    for (var i = lid; i < {bins}u; i = i + WG) {{ atomicStore(&ghm_hist{k}[i], 0u); }}"
+            ),
+            Form::Focal { .. } => {
+                writeln!(s, "    if (lid == 0u) {{ atomicStore(&positive{k}, 0u); }}")
+            }
+            _ => Ok(()),
+        };
+    }
+    s.push_str("}\n\nfn stats_row(r: u32) {\n");
+    let indent = "    ";
+    kernel.load(&mut s, indent);
+    kernel.weights(&mut s, indent);
+    let mut key_index = 0;
+    for (k, t) in terms.iter().enumerate() {
+        let x = || value(t.input("logits"));
+        let y = || value(t.input("labels"));
+        let _ = match &t.form {
+            Form::Ghm { bins, .. } => writeln!(
+                s,
+                "{indent}if (w{k} > 0.0) {{ atomicAdd(&ghm_hist{k}[ghm_bin(ghm_g({}, {}), {bins}u)], 1u); }}",
+                x(),
+                y()
+            ),
+            Form::Focal { .. } => {
+                key_index += 1;
+                writeln!(
+                    s,
+                    "{indent}let v{k}_ = w{k} * {}.x;\n{indent}keys{}[r] = order_key(v{k}_);\n{indent}count{k} = count{k} + select(0u, 1u, v{k}_ > 0.0);",
+                    super::binary::call(t, &value),
+                    key_index - 1
+                )
+            }
+            Form::F1 { .. } => writeln!(
+                s,
+                "{indent}let ce{k} = w{k} * {}.x;\n\
+                 {indent}let pos{k} = {} == 1.0;\n\
+                 {indent}let nz{k} = select(0.0, 1.0, w{k} != 0.0);\n\
+                 {indent}sa{k} = sa{k} + vec4<f32>(sigmoid({}), select(0.0, 1.0, pos{k}), select(0.0, ce{k}, pos{k}), select(ce{k}, 0.0, pos{k}));\n\
+                 {indent}sb{k} = sb{k} + vec4<f32>(select(0.0, w{k}, pos{k}), select(w{k}, 0.0, pos{k}), select(0.0, nz{k}, pos{k}), select(nz{k}, 0.0, pos{k}));",
+                super::binary::call(t, &value),
+                y(),
+                x()
+            ),
+            _ => unreachable!(),
+        };
+    }
+    s.push_str("}\n\nfn stats_end(lid: u32, wg: u32) {\n");
+    for (k, t) in terms.iter().enumerate() {
+        if let Form::Focal { .. } = t.form {
+            let _ = writeln!(s, "    atomicAdd(&positive{k}, count{k});");
+        }
+    }
+    s.push_str("    workgroupBarrier();\n");
+    for (k, t) in terms.iter().enumerate() {
+        let base = kernel.aux[k].base;
+        let _ = match &t.form {
+            Form::Ghm { bins, .. } => writeln!(
+                s,
+                "    for (var i = lid; i < {bins}u; i = i + WG) {{\n        let c = atomicLoad(&ghm_hist{k}[i]);\n        if (c != 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{base}u + i], c); }}\n    }}"
+            ),
+            Form::Focal { .. } => writeln!(
+                s,
+                "    if (lid == 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{}u], atomicLoad(&positive{k})); }}",
+                ohem_words(base).1
+            ),
+            Form::F1 { .. } => {
+                let slot = slot_of(k);
+                writeln!(
+                    s,
+                    "    let ta{k} = workgroup_sum(lid, sa{k});\n    let tb{k} = workgroup_sum(lid, sb{k});\n    if (lid == 0u && wg < chunk.wgs) {{\n        partials[partial_index(chunk, {slot}u, wg)] = ta{k};\n        partials[partial_index(chunk, {}u, wg)] = tb{k};\n    }}",
+                    slot + 1
+                )
+            }
+            _ => unreachable!(),
+        };
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// prepare.wgsl's `terms` splice: `prepare_sums` (the F1 terms' statistics over every
+/// workgroup, at their `f1_slots`) and `prepare_terms` (each term's factors).
+fn prepare_splice(kernel: &RowKernel, f1_slots: &[(usize, usize)], rows: u64) -> String {
+    let mut p = String::new();
+    for &(k, _) in f1_slots {
         let _ = writeln!(
             p,
-            "    let fa{k} = slot_sum(lid, {slot}u);\n    let fb{k} = slot_sum(lid, {}u);",
+            "var<private> fa{k}: vec4<f32>;\nvar<private> fb{k}: vec4<f32>;"
+        );
+    }
+    p.push_str("\nfn prepare_sums(lid: u32) {\n");
+    for &(k, slot) in f1_slots {
+        let _ = writeln!(
+            p,
+            "    fa{k} = slot_sum(lid, {slot}u);\n    fb{k} = slot_sum(lid, {}u);",
             slot + 1
         );
     }
-    p.push_str("    if (lid != 0u) {\n        return;\n    }\n");
-    for (k, t) in terms.iter().enumerate() {
+    p.push_str("}\n\nfn prepare_terms() {\n");
+    for (k, t) in kernel.terms.iter().enumerate() {
         let a = kernel.aux[k];
         let _ = match &t.form {
             Form::Ghm { bins, momentum } => {
@@ -286,19 +294,5 @@ pub(crate) fn passes(
         };
     }
     p.push_str("}\n");
-    out.push(PassSpec {
-        label: format!("{label} prepare"),
-        shader: Shader::Text(p, Specialization::new()),
-        entry: "prepare",
-        binds: vec![
-            bind("chunk", Bind::Chunk),
-            internal("partials", buffers.partials),
-            internal("aux", buffers.aux),
-            internal("state", buffers.state),
-        ],
-        work: Work::Single,
-        reads: Vec::new(),
-        params: Params::none(),
-    });
-    (out, 2 * f1_slots.len())
+    p
 }
