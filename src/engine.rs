@@ -1,10 +1,7 @@
 //! The engine: one device (owned, or borrowed from the trainer), its limits, and the pipeline
 //! cache shared by every plan built on it.
 
-use crate::batch::Shapes;
-use crate::config::LossConfig;
 use crate::error::{Error, Result};
-use crate::plan::Plan;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -331,11 +328,6 @@ impl Engine {
     /// What this adapter is and its key limits.
     pub fn adapter(&self) -> &AdapterSummary {
         &self.inner.summary
-    }
-
-    /// Builds a plan: every buffer, pipeline and bind group the config needs for these shapes.
-    pub fn plan(&self, config: &LossConfig, shapes: &Shapes) -> Result<Plan> {
-        Plan::new(self.inner.clone(), config, shapes)
     }
 
     /// Measures the adapter's buffer-to-buffer copy bandwidth in bytes per second

@@ -3,7 +3,7 @@
 //! One batch of named tensors per training step goes in; every configured loss term, the weighted
 //! total and the gradient of the total for every differentiable input come out, from one queue
 //! submission. Every term has an f64 CPU reference ([`reference`](mod@reference)) that the GPU is tested against.
-//! Formulas: `shared/LOSSES.md`; architecture: `shared/DESIGN.md`.
+//! Formulas: `docs/LOSSES.md`; architecture: `docs/ARCHITECTURE.md`.
 //!
 //! ```no_run
 //! use lossfuse::{Batch, DType, Engine, LossConfig, Shapes};
@@ -36,7 +36,9 @@ pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod kernel;
+mod layout;
 mod losses;
+mod parse;
 pub mod plan;
 pub mod reference;
 pub mod report;
@@ -47,13 +49,34 @@ pub mod tensor;
 pub mod wgsl;
 
 pub use batch::{Batch, DType, Input, OwnedBatch, Shapes, TensorSpec};
-pub use config::{
-    ContrastiveVariant, JrcWeighting, LossConfig, LossTerm, PairLoss, Reduction, RetrievalParams,
-    Similarity, Strategy, TermKind,
-};
+pub use config::{LossConfig, LossTerm, Reduction, Strategy, TermKind, TermParams};
 pub use engine::{AdapterSummary, Engine, EngineOptions};
 pub use error::{Error, Result};
+pub use losses::family::{Role, RoleKind};
+pub use losses::jrc::JrcWeighting;
+pub use losses::pairwise::PairLoss;
+pub use losses::retrieval::{ContrastiveVariant, RetrievalParams, Similarity};
+pub use losses::softmax::params::SoftmaxParams;
+pub use parse::loss_types;
 pub use plan::Plan;
 pub use report::{JrcReport, Report, StepCounters, StepOutput, TermReport};
 pub use tensor::{HostBatch, HostData, HostTensor};
 pub use wgpu;
+
+/// Each loss type's parameters, for configs built in code with [`TermKind::new`]: EasyRec's keys
+/// and defaults (`Default`), checked by [`LossConfig::validate`]. Formulas: `docs/LOSSES.md`.
+pub mod params {
+    pub use crate::losses::family::NoParams;
+    pub use crate::losses::jrc::params::JrcParams;
+    pub use crate::losses::metric::params::{CircleParams, MultiSimilarityParams};
+    pub use crate::losses::mining::params::MiningParams;
+    pub use crate::losses::pairwise::params::{
+        PairWiseParams, PairwiseFocalParams, PairwiseHingeParams, PairwiseLogisticParams,
+    };
+    pub use crate::losses::retrieval::params::{
+        ContrastiveParams, CrossBatchParams, InBatchParams, MAX_BANK_SIZE,
+    };
+    pub use crate::losses::rows::params::{ClassificationParams, FocalParams};
+    pub use crate::losses::softmax::params::SoftmaxParams;
+    pub use crate::losses::statistics::params::{F1Params, GhmParams, MAX_GHM_BINS};
+}

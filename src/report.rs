@@ -2,11 +2,12 @@
 //! value and effective weight, learned-weight gradients) read back only when asked, blocking or
 //! as a future.
 
+use crate::batch::Shapes;
 use crate::combine::{self, S_INVALID, S_RAW_TOTAL, S_SIGN, S_TOTAL};
 use crate::config::LossConfig;
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
-use crate::plan::Plan;
+use crate::losses::jrc::params::JrcParams;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -124,7 +125,7 @@ impl Report {
                     weight: at(combine::T_WEIGHT),
                     log_var_grad: at(combine::T_LOG_VAR_GRAD),
                     log_var: at(combine::T_LOG_VAR),
-                    jrc: matches!(t.kind, crate::config::TermKind::Jrc { .. }).then(|| JrcReport {
+                    jrc: t.kind.params::<JrcParams>().is_some().then(|| JrcReport {
                         ce: at(combine::T_CE),
                         ge: at(combine::T_GE),
                         u: [at(combine::T_U1), at(combine::T_U2)],
@@ -142,15 +143,43 @@ impl Report {
     }
 }
 
-/// The result of [`Plan::step`]. Borrows the plan: the next step overwrites these outputs.
+/// What a step's output reads of its plan: the gradients and the scalars' read-back buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct Outputs<'p> {
+    pub engine: &'p EngineInner,
+    pub config: &'p LossConfig,
+    pub shapes: &'p Shapes,
+    pub grads: &'p BTreeMap<String, wgpu::Buffer>,
+    pub readback: &'p wgpu::Buffer,
+}
+
+/// The gradient buffer of `tensor` among `grads`, or an error listing those there are.
+pub(crate) fn grad_of<'a>(
+    grads: &'a BTreeMap<String, wgpu::Buffer>,
+    tensor: &str,
+) -> Result<&'a wgpu::Buffer> {
+    grads.get(tensor).ok_or_else(|| {
+        Error::tensor(
+            tensor,
+            None,
+            format!(
+                "no gradient: not a differentiable input of this plan (those are: {})",
+                grads.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })
+}
+
+/// The result of [`crate::Plan::step`]. Borrows the plan: the next step overwrites these
+/// outputs.
 pub struct StepOutput<'p> {
-    plan: &'p Plan,
+    outputs: Outputs<'p>,
     counters: StepCounters,
 }
 
 impl<'p> StepOutput<'p> {
-    pub(crate) fn new(plan: &'p Plan, counters: StepCounters) -> Self {
-        Self { plan, counters }
+    pub(crate) fn new(outputs: Outputs<'p>, counters: StepCounters) -> Self {
+        Self { outputs, counters }
     }
 
     /// This step's counters.
@@ -160,14 +189,19 @@ impl<'p> StepOutput<'p> {
 
     /// d total / d tensor, on the GPU, f32, the tensor's shape.
     pub fn grad(&self, tensor: &str) -> Result<&'p wgpu::Buffer> {
-        self.plan.grad(tensor)
+        grad_of(self.outputs.grads, tensor)
     }
 
     /// d total / d tensor read back to the host (blocking).
     pub fn read_grad(&self, tensor: &str) -> Result<Vec<f32>> {
-        let b = self.plan.grad(tensor)?;
-        let n = self.plan.shapes().get(tensor).map(|s| s.len()).unwrap_or(0);
-        let bytes = read_buffer(self.plan.engine(), b, 0, (n as u64 * 4).max(4))?;
+        let b = self.grad(tensor)?;
+        let n = self
+            .outputs
+            .shapes
+            .get(tensor)
+            .map(|s| s.len())
+            .unwrap_or(0);
+        let bytes = read_buffer(self.outputs.engine, b, 0, (n as u64 * 4).max(4))?;
         let mut v: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
         v.truncate(n);
         Ok(v)
@@ -181,19 +215,20 @@ impl<'p> StepOutput<'p> {
     /// The scalars as a future. On native backends the future drives the device by polling it
     /// each time it is polled, so it completes under any executor.
     pub fn report(&self) -> impl Future<Output = Result<Report>> + 'p {
-        let plan = self.plan;
-        let buffer = plan.readback();
+        let outputs = self.outputs;
         let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
             Arc::new(Mutex::new(None));
         let sink = done.clone();
-        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
-            *sink.lock().unwrap() = Some(r);
-        });
+        outputs
+            .readback
+            .map_async(wgpu::MapMode::Read, .., move |r| {
+                *sink.lock().unwrap() = Some(r);
+            });
         MapFuture {
-            engine: plan.engine(),
+            engine: outputs.engine,
             done,
         }
-        .then_read(plan)
+        .then_read(outputs)
     }
 }
 
@@ -218,9 +253,9 @@ impl Future for MapFuture<'_> {
 }
 
 impl<'a> MapFuture<'a> {
-    async fn then_read(self, plan: &'a Plan) -> Result<Report> {
+    async fn then_read(self, outputs: Outputs<'a>) -> Result<Report> {
         self.await?;
-        let buffer = plan.readback();
+        let buffer = outputs.readback;
         let words: Vec<f32> = {
             let view = buffer
                 .get_mapped_range(..)
@@ -228,10 +263,10 @@ impl<'a> MapFuture<'a> {
             bytemuck::cast_slice(&view).to_vec()
         };
         buffer.unmap();
-        if let Some(e) = plan.engine().take_uncaptured() {
+        if let Some(e) = outputs.engine.take_uncaptured() {
             return Err(Error::Gpu(e));
         }
-        Report::parse(plan.config(), &words)
+        Report::parse(outputs.config, &words)
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use lossfuse::{LossConfig, TermKind};
+use lossfuse::LossConfig;
 
 fn readme_blocks(lang: &str) -> Vec<String> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
@@ -40,19 +40,19 @@ fn synthetic(config: &LossConfig, seed: u64) -> Inputs {
             inputs.real(name, shape, reals(rng, n, lo, hi))
         };
     for t in &config.losses {
-        for (role, _) in t.kind.roles() {
-            let name = t.input(role).unwrap();
-            inputs = match (&t.kind, *role) {
-                (TermKind::SoftmaxCrossEntropy(_), "logits") => {
+        for role in t.kind.roles() {
+            let Some(name) = t.input(role.name) else {
+                continue;
+            };
+            inputs = match (t.kind.loss_type(), role.name) {
+                ("softmax_cross_entropy", "logits") => {
                     add_real(inputs, name, &[b, 6], -3.0, 3.0, &mut rng)
                 }
-                (TermKind::SoftmaxCrossEntropy(_), "labels") => {
+                ("softmax_cross_entropy", "labels") => {
                     let ids = (0..b).map(|_| rng.below(6) as i64).collect();
                     inputs.ids(name, &[b], ids)
                 }
-                (TermKind::Jrc { .. }, "logits") => {
-                    add_real(inputs, name, &[b, 2], -3.0, 3.0, &mut rng)
-                }
+                ("jrc_loss", "logits") => add_real(inputs, name, &[b, 2], -3.0, 3.0, &mut rng),
                 (_, "session") if !inputs.0.contains_key(name) => {
                     let ids = (0..b).map(|_| rng.below(30) as i64).collect();
                     inputs.ids(name, &[b], ids)
@@ -61,7 +61,7 @@ fn synthetic(config: &LossConfig, seed: u64) -> Inputs {
                     add_real(inputs, name, &[b], -4.0, 4.0, &mut rng)
                 }
                 (_, "probabilities") => add_real(inputs, name, &[b], 0.01, 0.99, &mut rng),
-                (TermKind::L2 | TermKind::SigmoidL2, "labels") => {
+                ("l2_loss" | "sigmoid_l2_loss", "labels") => {
                     add_real(inputs, name, &[b], 0.0, 1.0, &mut rng)
                 }
                 _ if inputs.0.contains_key(name) => inputs,

@@ -8,7 +8,6 @@
 use crate::batch::DType;
 use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Binding, Params, PassSpec, Shader, Source, Work, WG};
-use crate::schedule::Resolved;
 use crate::wgsl::Specialization;
 
 /// What the plan gives an embedding family to build its passes with.
@@ -39,16 +38,30 @@ pub(crate) struct TermPasses {
     pub rows: u64,
     pub grads: Vec<String>,
     /// The memory bank of a `cross_batch_softmax` term.
-    pub bank: Option<super::retrieval::Bank>,
+    pub bank: Option<Bank>,
+}
+
+/// The memory bank of one `cross_batch_softmax` term: its internal buffers, saved with the state.
+#[derive(Clone, Debug)]
+pub(crate) struct Bank {
+    /// Embedding parts: (buffer, first row, rows).
+    pub parts: Vec<(usize, u64, u64)>,
+    /// log_q per row [M].
+    pub bias: usize,
+    /// Ids per row [M] (two words each).
+    pub ids: usize,
+    /// First word of (head, fill) in the state.
+    pub state_word: u32,
+    /// M.
+    pub rows: u64,
 }
 
 /// Refuses a buffer of `bytes` that one storage binding (`max` bytes) cannot cover.
-pub(crate) fn check_binding(term: &Resolved, what: &str, bytes: u64, max: u64) -> Result<()> {
+pub(crate) fn check_binding(term: &str, what: &str, bytes: u64, max: u64) -> Result<()> {
     if bytes > max {
         return Err(Error::Unsupported(format!(
-            "term '{}': {what} needs {bytes} bytes in one storage binding, the adapter allows \
-             {max}; use a smaller batch",
-            term.term.name
+            "term '{term}': {what} needs {bytes} bytes in one storage binding, the adapter allows \
+             {max}; use a smaller batch"
         )));
     }
     Ok(())
@@ -121,17 +134,17 @@ pub(crate) fn prep(
     }
 }
 
-/// A term's `rowinfo` pass in `file`: `spec` with its sample weight spliced in, the chunk and
-/// `binds`; the batch tensors it reads are every input bound.
+/// A term's `rowinfo` pass in `file`: `spec` with its sample weight (`weights`) spliced in, the
+/// chunk and `binds`; the batch tensors it reads are every input bound.
 pub(crate) fn rowinfo(
     label: &str,
     file: &'static str,
-    term: &Resolved,
+    weights: &[(String, f64)],
     spec: Specialization,
     mut binds: Vec<Binding>,
 ) -> PassSpec {
     let mut spec = spec;
-    if let Some((code, weight_binds)) = super::sample_weight_splice(&term.weights) {
+    if let Some((code, weight_binds)) = super::common::sample_weight_splice(weights) {
         spec = spec.splice("sample_weight", code);
         // Whole tensors: the group's chunk covers its loss rows (2B for NT-Xent), not B.
         binds.extend(weight_binds.into_iter().map(|b| match b.bind {

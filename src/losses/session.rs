@@ -172,17 +172,34 @@ pub(crate) struct Shared {
 pub(crate) struct TermPasses {
     pub forward: Vec<PassSpec>,
     pub apply: PassSpec,
+    /// The second partial slot the term took (JRC's listwise part).
+    pub second_slot: Option<u32>,
 }
 
-/// The specialisation and bindings every kernel of `term` shares: its grouping, and its
-/// sample weight (weights.wgsl).
+/// What a session term builds its passes with.
+pub(crate) struct SessionCtx<'a> {
+    /// Creates an internal buffer of the given bytes; returns its index.
+    pub alloc: &'a mut dyn FnMut(String, u64) -> crate::error::Result<usize>,
+    pub shared: Shared,
+    /// The term's partial slot in its group.
+    pub slot: u32,
+    /// The next free slot of the group, for a second part.
+    pub next_slot: &'a mut u32,
+    /// Whether an earlier pass wrote the logits' gradient this step (then this one adds to it).
+    pub accumulate: bool,
+    /// The regions of the shared buffers.
+    pub layout: &'a crate::layout::Layout,
+}
+
+/// The specialisation and bindings every kernel of a term shares: its grouping, and its sample
+/// weight (`weights`, weights.wgsl).
 pub(crate) fn term_shader(
-    term: &crate::schedule::Resolved,
+    weights: &[(String, f64)],
     grouping: Grouping,
 ) -> (Specialization, Vec<Binding>) {
     let mut spec = grouping.specialize(Specialization::new());
     let mut binds = grouping.binds();
-    if let Some((code, weight_binds)) = super::sample_weight_splice(&term.weights) {
+    if let Some((code, weight_binds)) = super::common::sample_weight_splice(weights) {
         spec = spec.splice("sample_weight", code);
         binds.extend(weight_binds);
     }

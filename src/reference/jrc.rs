@@ -1,14 +1,22 @@
 //! `jrc_loss` in f64 (LOSSES.md, "jrc_loss"; EasyRec `JRC_LOSS`, Sheng et al. 2023, joint
 //! ranking-calibration): a calibration part ce (softmax CE over the two columns of each row) and a
 //! ranking part ge (a listwise softmax over the rows of each session). Combining them (fixed α or
-//! learned uncertainty weights) happens in [`super::terms`].
+//! learned uncertainty weights) happens in [`evaluate`].
 //!
 //! Notation: z_{i,0}, z_{i,1} the two logits of row i, y_i ∈ {0, 1}, S the session of a row,
 //! lse(A) = log Σ_{a∈A} e^a. Gradients are returned as 2B values, row-major like the logits.
 
 use super::combine;
+use super::inputs::{
+    bound, finite, id_column, real_column, real_matrix, sample_weights, zero_or_one,
+};
 use super::pairwise::session_groups;
-use crate::config::Reduction;
+use super::terms::TermValue;
+use crate::config::{LossTerm, Reduction};
+use crate::error::Result;
+use crate::losses::jrc::params::JrcParams;
+use crate::losses::jrc::params::JrcWeighting;
+use crate::tensor::HostBatch;
 
 /// The two parts of `jrc_loss` and their gradients with respect to the [B, 2] logits.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,4 +126,58 @@ pub(crate) fn jrc(
         grad_ce,
         grad_ge,
     }
+}
+
+/// `jrc_loss` (LOSSES.md, "jrc_loss"; [`jrc::jrc`]): finite logits `[B, 2]`, labels exactly 0 or
+/// 1 with B rows, integer session ids with B rows, sample weights (for ce only). Combines the
+/// parts as
+/// - `fixed`: L = α·ce + (1 − α)·ge;
+/// - `uncertainty` with the learned (u1, u2): L = e^{−u1}·ce + 0.5·u1 + e^{−u2}·ge + 0.5·u2,
+///   dL/du1 = −e^{−u1}·ce + 0.5, dL/du2 = −e^{−u2}·ge + 0.5 (returned in `jrc_du`).
+pub(crate) fn evaluate(
+    term: &LossTerm,
+    batch: &HostBatch,
+    p: &JrcParams,
+    u: [f64; 2],
+) -> Result<TermValue> {
+    let (alpha, same_label_loss) = (p.alpha, p.same_label_loss);
+    let (name, t) = bound(batch, term, "logits")?;
+    let (z, b) = real_matrix(name, &term.name, t, 2, "logits")?;
+    finite(name, &term.name, z, "logits")?;
+    let rows = (b, name);
+    let (label_name, labels) = bound(batch, term, "labels")?;
+    let y = real_column(label_name, &term.name, labels, Some(rows))?;
+    zero_or_one(label_name, &term.name, y)?;
+    let (session_name, session) = bound(batch, term, "session")?;
+    let session = id_column(session_name, &term.name, session, rows, "session ids")?;
+    let w = sample_weights(batch, term, rows)?;
+    let parts = jrc(
+        z,
+        y,
+        session,
+        &w,
+        term.effective_reduction(),
+        same_label_loss,
+    );
+    let (a_ce, a_ge, value, jrc_du) = match &p.weighting {
+        JrcWeighting::Fixed => {
+            let value = alpha * parts.ce + (1.0 - alpha) * parts.ge;
+            (alpha, 1.0 - alpha, value, [0.0; 2])
+        }
+        JrcWeighting::Uncertainty(_) => {
+            let (e1, e2) = ((-u[0]).exp(), (-u[1]).exp());
+            let value = e1 * parts.ce + 0.5 * u[0] + e2 * parts.ge + 0.5 * u[1];
+            let du = [-e1 * parts.ce + 0.5, -e2 * parts.ge + 0.5];
+            (e1, e2, value, du)
+        }
+    };
+    let grad = parts
+        .grad_ce
+        .iter()
+        .zip(&parts.grad_ge)
+        .map(|(gc, gg)| a_ce * gc + a_ge * gg)
+        .collect();
+    let mut value = TermValue::plain(value, vec![(name.to_string(), grad)]);
+    value.jrc_du = jrc_du;
+    Ok(value)
 }

@@ -12,8 +12,13 @@
 use super::binary::{sigmoid, softplus};
 use super::combine;
 use super::inputs::ClassLabels;
+use super::inputs::{class_labels, embeddings, sample_weights, session_ids};
 use super::retrieval::{add_scaled, dot, log_sum_exp, normalise, normalise_backward, row};
-use crate::config::Reduction;
+use super::terms::TermValue;
+use crate::config::{LossTerm, Reduction};
+use crate::error::Result;
+use crate::losses::metric::params::{CircleParams, MultiSimilarityParams};
+use crate::tensor::HostBatch;
 
 /// What (i, j) is to row i.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,4 +254,48 @@ pub(crate) fn multi_similarity(
         }
     }
     (reduced.value, normalise_backward(e, d, de))
+}
+
+/// `circle_loss` or `multi_similarity_loss`, by the term's parameters.
+pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> {
+    if let Some(p) = term.kind.params::<CircleParams>() {
+        let c = Circle {
+            margin: p.margin,
+            gamma: p.gamma,
+        };
+        return metric_term(term, batch, |e, dim, relations, reduction, w| {
+            circle(&c, e, dim, relations, reduction, w)
+        });
+    }
+    let p: &MultiSimilarityParams = term
+        .kind
+        .params()
+        .ok_or_else(|| crate::losses::family::wrong_params(term))?;
+    let ms = MultiSimilarity {
+        alpha: p.alpha,
+        beta: p.beta,
+        lamb: p.lamb,
+    };
+    metric_term(term, batch, |e, dim, relations, reduction, w| {
+        multi_similarity(&ms, e, dim, relations, reduction, w)
+    })
+}
+
+/// `circle_loss` or `multi_similarity_loss` (`loss` is [`circle`] or
+/// [`multi_similarity`]): embeddings `[B, d]` (finite), class labels with B rows (finite
+/// reals or integers), optional integer session ids with B rows, sample weights.
+fn metric_term(
+    term: &LossTerm,
+    batch: &HostBatch,
+    loss: impl Fn(&[f64], usize, &Relations, Reduction, &[f64]) -> (f64, Vec<f64>),
+) -> Result<TermValue> {
+    let e = embeddings(batch, term, "embeddings", None)?;
+    let rows = (e.rows, e.name);
+    let relations = Relations {
+        labels: class_labels(batch, term, rows)?,
+        session: session_ids(batch, term, rows)?,
+    };
+    let w = sample_weights(batch, term, rows)?;
+    let (value, grad) = loss(e.values, e.dim, &relations, term.effective_reduction(), &w);
+    Ok(TermValue::plain(value, vec![(e.name.to_string(), grad)]))
 }

@@ -12,7 +12,12 @@
 
 use super::binary::{self, sigmoid, softplus, Focal};
 use super::combine;
-use crate::config::{PairLoss, Reduction};
+use super::inputs::{bound, finite, real_column, sample_weights, session_ids};
+use super::terms::TermValue;
+use crate::config::{LossTerm, Reduction};
+use crate::error::Result;
+use crate::losses::pairwise::params::PairLoss;
+use crate::tensor::HostBatch;
 
 /// The rows of each session, each session's rows in ascending row order (sessions in ascending id
 /// order); one group holding every row when there are no session ids.
@@ -197,4 +202,36 @@ pub(crate) fn pairwise(
     }
     grad.iter_mut().for_each(|g| *g /= denominator);
     (numerator / denominator, grad)
+}
+
+/// A pairwise-in-session term (LOSSES.md, "Pairwise-in-session terms"; [`pairwise::pairwise`]):
+/// finite logits `[B]` or `[B, 1]`, finite graded labels (any reals) with B rows, optional integer
+/// session ids with B rows, sample weights.
+pub(crate) fn evaluate(
+    term: &LossTerm,
+    batch: &HostBatch,
+    loss: &PairLoss,
+    temperature: f64,
+    ohem_ratio: f64,
+) -> Result<TermValue> {
+    let (name, t) = bound(batch, term, "logits")?;
+    let x = real_column(name, &term.name, t, None)?;
+    finite(name, &term.name, x, "logits")?;
+    let rows = (x.len(), name);
+    let (label_name, labels) = bound(batch, term, "labels")?;
+    let y = real_column(label_name, &term.name, labels, Some(rows))?;
+    finite(label_name, &term.name, y, "labels")?;
+    let session = session_ids(batch, term, rows)?;
+    let w = sample_weights(batch, term, rows)?;
+    let (value, grad) = pairwise(
+        loss,
+        temperature,
+        ohem_ratio,
+        term.effective_reduction(),
+        x,
+        y,
+        &w,
+        session,
+    );
+    Ok(TermValue::plain(value, vec![(name.to_string(), grad)]))
 }

@@ -12,9 +12,18 @@
 //! (or B × M) is stored.
 
 use super::combine;
-use super::{BankRow, BankState};
-use crate::config::{ContrastiveVariant, Reduction, RetrievalParams, Similarity};
+use super::inputs::{embeddings, optional_ids, optional_real_column, sample_weights};
+use super::state::{BankRow, BankState};
+use super::terms::{TermState, TermValue};
+use crate::config::{LossTerm, Reduction};
+use crate::error::{Error, Result};
+use crate::losses::mining::params::MiningParams;
+use crate::losses::retrieval::params::{
+    ContrastiveParams, ContrastiveVariant, CrossBatchParams, InBatchParams, RetrievalParams,
+    Similarity,
+};
 use crate::rng;
+use crate::tensor::HostBatch;
 
 /// The floor ε of the norm in x̂ = x / max(‖x‖, ε) (PyTorch `F.normalize`).
 pub(crate) const NORM_EPS: f64 = 1e-12;
@@ -419,4 +428,150 @@ pub(crate) fn negative_mining(
         first: normalise_backward(user, d, du),
         second: normalise_backward(item, d, dv),
     }
+}
+
+/// `in_batch_softmax`, `cross_batch_softmax` (with its bank before the step, used as negatives
+/// once the successful steps before this one reach warmup_steps) or `contrastive_loss`, by the
+/// term's parameters.
+pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+    let kind = &term.kind;
+    if let Some(p) = kind.params::<InBatchParams>() {
+        return retrieval_term(term, batch, &p.retrieval(), None);
+    }
+    if let Some(p) = kind.params::<CrossBatchParams>() {
+        let bank = state.bank.ok_or_else(|| {
+            Error::State(format!(
+                "term '{}' has no memory bank in the state",
+                term.name
+            ))
+        })?;
+        let used = state.step >= u64::from(p.warmup_steps);
+        return retrieval_term(term, batch, &p.retrieval(), Some((bank, used)));
+    }
+    let p: &ContrastiveParams = kind
+        .params()
+        .ok_or_else(|| crate::losses::family::wrong_params(term))?;
+    let a = embeddings(batch, term, "view_a", None)?;
+    let b = embeddings(batch, term, "view_b", Some(&a))?;
+    let w = sample_weights(batch, term, (a.rows, a.name))?;
+    let r = contrastive(
+        p.temperature,
+        p.similarity,
+        p.variant,
+        a.values,
+        b.values,
+        a.dim,
+        term.effective_reduction(),
+        &w,
+    );
+    Ok(two_tower_value(r, a.name, b.name))
+}
+
+/// `softmax_cross_entropy_with_negative_mining` ([`negative_mining`]) at successful step `step`.
+pub(crate) fn evaluate_mining(
+    term: &LossTerm,
+    batch: &HostBatch,
+    p: &MiningParams,
+    step: u64,
+) -> Result<TermValue> {
+    let user = embeddings(batch, term, "user", None)?;
+    let item = embeddings(batch, term, "item", Some(&user))?;
+    let k = p.num_negative_samples;
+    if k as usize >= user.rows {
+        return Err(Error::tensor(
+            user.name,
+            Some(&term.name),
+            format!(
+                "num_negative_samples = {k} must be less than the batch's B rows, but the shape \
+                 is [{}, {}] (B = {})",
+                user.rows, user.dim, user.rows
+            ),
+        ));
+    }
+    let rows = (user.rows, user.name);
+    let labels = optional_real_column(batch, term, "labels", rows)?;
+    let w = sample_weights(batch, term, rows)?;
+    let mining = Mining {
+        margin: p.margin,
+        gamma: p.gamma,
+        t: p.coefficient_of_support_vector,
+    };
+    let shifts = mining_shifts(k, p.seed, step, user.rows);
+    let r = negative_mining(
+        &mining,
+        user.values,
+        item.values,
+        user.dim,
+        labels,
+        &shifts,
+        term.effective_reduction(),
+        &w,
+    );
+    Ok(two_tower_value(r, user.name, item.name))
+}
+
+/// The term value of a loss over two embedding tensors, with their gradients.
+fn two_tower_value(r: TwoGrads, first: &str, second: &str) -> TermValue {
+    TermValue::plain(
+        r.value,
+        vec![(first.to_string(), r.first), (second.to_string(), r.second)],
+    )
+}
+
+/// `in_batch_softmax`, or `cross_batch_softmax` with `bank` = (its bank before the step, whether
+/// the bank is used this step) ([`retrieval::sampled_softmax`]): user and item `[B, d]` (finite,
+/// the same shape), optional integer item ids and finite log_q with B rows, sample weights.
+/// remove_accidental_hits needs `item_ids` (a config built in code may lack it). The bank's
+/// embeddings must have d values. The bank after the step (the batch written at the head, also
+/// during warm-up) goes into the term value.
+fn retrieval_term(
+    term: &LossTerm,
+    batch: &HostBatch,
+    params: &RetrievalParams,
+    bank: Option<(&BankState, bool)>,
+) -> Result<TermValue> {
+    let user = embeddings(batch, term, "user", None)?;
+    let item = embeddings(batch, term, "item", Some(&user))?;
+    let rows = (user.rows, user.name);
+    let item_ids = optional_ids(batch, term, "item_ids", rows, "item ids")?;
+    if params.remove_accidental_hits && item_ids.is_none() {
+        return Err(Error::term(
+            &term.name,
+            "remove_accidental_hits needs the 'item_ids' role (the ids to compare)",
+        ));
+    }
+    let log_q = optional_real_column(batch, term, "log_q", rows)?;
+    let w = sample_weights(batch, term, rows)?;
+    if let Some(dim) = bank
+        .and_then(|(b, _)| b.rows().next())
+        .map(|r| r.embedding.len())
+    {
+        if dim != item.dim {
+            return Err(Error::tensor(
+                item.name,
+                Some(&term.name),
+                format!(
+                    "has shape [{}, {}] but the memory bank holds embeddings of d = {dim} from \
+                     earlier steps",
+                    item.rows, item.dim
+                ),
+            ));
+        }
+    }
+    let towers = Towers {
+        user: user.values,
+        item: item.values,
+        rows: user.rows,
+        dim: user.dim,
+        item_ids,
+        log_q,
+    };
+    let negatives: Vec<_> = match bank {
+        Some((bank, true)) => bank.rows().collect(),
+        _ => Vec::new(),
+    };
+    let r = sampled_softmax(params, &towers, &negatives, term.effective_reduction(), &w);
+    let mut value = two_tower_value(r, user.name, item.name);
+    value.bank = bank.map(|(bank, _)| write_bank(bank, params.similarity, &towers));
+    Ok(value)
 }

@@ -11,7 +11,14 @@
 //! it. Its gradient with respect to x_c is [(Σ_k c_k q_k)·p_c − c_c q_c + 2·z_loss·lse·p_c] / T.
 //! Ignored rows, sample weights and the reduction are handled by the caller.
 
-use crate::config::SoftmaxParams;
+use super::combine;
+use super::inputs::{bound, id_column, sample_weights};
+use super::rows::scale_rows;
+use super::terms::TermValue;
+use crate::config::LossTerm;
+use crate::error::{Error, Result};
+use crate::losses::softmax::params::SoftmaxParams;
+use crate::tensor::{HostBatch, HostData};
 
 /// What a row is scored against.
 #[derive(Clone, Copy, Debug)]
@@ -125,4 +132,98 @@ mod tests {
         assert!(close(l, 1600.0, 1e-14), "{l}");
         assert!(close(g[0], 1.0, 1e-14) && close(g[1], -1.0, 1e-14));
     }
+}
+
+/// Softmax CE over `[B, C]` logits (LOSSES.md, "Softmax cross-entropy") with class-id labels
+/// (integers, `[B]`; rows equal to `ignore_index` get w_i = 0, ω_i = c_{y_i}·w_i) or probability
+/// labels (reals, `[B, C]`; ω_i = w_i; `ignore_index` has no effect there, as in PyTorch).
+pub(crate) fn evaluate(
+    term: &LossTerm,
+    batch: &HostBatch,
+    params: &SoftmaxParams,
+) -> Result<TermValue> {
+    let (name, t) = bound(batch, term, "logits")?;
+    let x = t.reals(name, Some(&term.name))?;
+    if t.shape.len() != 2 || t.shape[1] < 2 {
+        return Err(Error::tensor(
+            name,
+            Some(&term.name),
+            format!(
+                "softmax CE expects logits of shape [B, C] with C ≥ 2, got {:?}",
+                t.shape
+            ),
+        ));
+    }
+    let (b, c) = (t.shape[0], t.shape[1]);
+    if let Some(weights) = &params.class_weights {
+        if weights.len() != c {
+            return Err(Error::tensor(
+                name,
+                Some(&term.name),
+                format!(
+                    "class_weights has {} entries but the logits have C = {c} classes (shape {:?})",
+                    weights.len(),
+                    t.shape
+                ),
+            ));
+        }
+    }
+    let rows = (b, name);
+    let (label_name, labels) = bound(batch, term, "labels")?;
+    let mut w = sample_weights(batch, term, rows)?;
+    let mut omega = w.clone();
+    let mut loss = vec![0.0; b];
+    let mut grad = vec![0.0; b * c];
+    match &labels.data {
+        HostData::Int(_) => {
+            let ids = id_column(label_name, &term.name, labels, rows, "class ids")?;
+            for (i, &id) in ids.iter().enumerate() {
+                if Some(id) == params.ignore_index {
+                    w[i] = 0.0;
+                    omega[i] = 0.0;
+                    continue;
+                }
+                if id < 0 || id >= c as i64 {
+                    let ignore = params
+                        .ignore_index
+                        .map(|v| format!(" and is not ignore_index ({v})"))
+                        .unwrap_or_default();
+                    return Err(Error::tensor(
+                        label_name,
+                        Some(&term.name),
+                        format!("class id {id} in row {i} is outside [0, {c}){ignore}"),
+                    ));
+                }
+                let y = id as usize;
+                let (l, g) = softmax_ce_row(&x[i * c..(i + 1) * c], Target::Class(y), params);
+                loss[i] = l;
+                grad[i * c..(i + 1) * c].copy_from_slice(&g);
+                omega[i] *= params.class_weights.as_ref().map_or(1.0, |cw| cw[y]);
+            }
+        }
+        HostData::Real(probs) => {
+            if labels.shape != [b, c] {
+                return Err(Error::tensor(
+                    label_name,
+                    Some(&term.name),
+                    format!(
+                        "expected class ids (integers, shape [{b}]) or probabilities (reals, \
+                         shape [{b}, {c}], from '{name}'), got reals of shape {:?}",
+                        labels.shape
+                    ),
+                ));
+            }
+            for i in 0..b {
+                let target = Target::Probabilities(&probs[i * c..(i + 1) * c]);
+                let (l, g) = softmax_ce_row(&x[i * c..(i + 1) * c], target, params);
+                loss[i] = l;
+                grad[i * c..(i + 1) * c].copy_from_slice(&g);
+            }
+        }
+    }
+    let reduced = combine::reduce(term.effective_reduction(), &w, &omega, &loss);
+    Ok(TermValue::plain(
+        reduced.value,
+        vec![(name.to_string(), scale_rows(grad, c, &reduced))],
+    ))
 }

@@ -8,6 +8,7 @@
 //! levels one unit away from the total.
 
 use super::*;
+use crate::config::Strategy;
 use crate::rng;
 use crate::tensor::{HostData, HostTensor};
 use std::collections::BTreeSet;
@@ -168,7 +169,7 @@ pub(super) fn check(
         .flat_map(|t| {
             t.kind
                 .differentiable_roles()
-                .iter()
+                .into_iter()
                 .map(|r| t.input(r).unwrap().to_string())
         })
         .collect();

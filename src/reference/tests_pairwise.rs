@@ -9,7 +9,8 @@ use super::tests::{
     assert_close, assert_mentions, check, error_of, parse, SplitMix, REDUCTIONS, WEIGHTS,
 };
 use super::*;
-use crate::config::{PairLoss, Reduction};
+use crate::config::Reduction;
+use crate::losses::pairwise::params::PairLoss;
 use crate::tensor::{HostData, HostTensor};
 
 /// Rows of the pairwise test batch.

@@ -8,7 +8,8 @@ use super::metric::{self, Circle, Relations};
 use super::tests::{assert_close, assert_mentions, check, error_of, parse, real_mut, SplitMix};
 use super::tests::{REDUCTIONS, WEIGHTS};
 use super::*;
-use crate::config::{Reduction, Similarity};
+use crate::config::{Reduction, TermKind};
+use crate::losses::retrieval::params::{InBatchParams, Similarity};
 use crate::rng;
 use crate::tensor::{HostData, HostTensor};
 
@@ -1170,12 +1171,15 @@ fn remove_accidental_hits_needs_item_ids() {
     let mut config = parse(
         "[[losses]]\nname = \"ib\"\nloss_type = \"in_batch_softmax\"\nuser = \"u\"\nitem = \"v\"\n",
     );
-    if let TermKind::InBatchSoftmax(p) = &mut config.losses[0].kind {
-        assert!(!p.remove_accidental_hits);
-        assert_eq!(p.similarity, Similarity::Dot);
-        p.remove_accidental_hits = true;
-    }
-    let e = Reference::new(&config).unwrap().step(&batch).unwrap_err();
+    let p: &InBatchParams = config.losses[0].kind.params().unwrap();
+    assert_eq!(p.remove_accidental_hits, Some(false));
+    assert_eq!(p.similarity, Similarity::Dot);
+    let hits = InBatchParams {
+        remove_accidental_hits: Some(true),
+        ..p.clone()
+    };
+    config.losses[0].kind = TermKind::new("in_batch_softmax", hits);
+    let e = Reference::new(&config).unwrap_err();
     assert!(matches!(e, Error::Term { .. }), "{e:?}");
     assert_mentions(&e.to_string(), &["'ib'", "item_ids"]);
     // With item_ids the default removes hits: distinct ids change nothing, duplicates do.

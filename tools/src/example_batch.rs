@@ -10,7 +10,7 @@
 //! lie in [0, 2].
 
 use lossfuse::rng::SplitMix64;
-use lossfuse::{HostBatch, HostTensor, LossConfig, LossTerm, TermKind};
+use lossfuse::{HostBatch, HostTensor, LossConfig, LossTerm, Role, RoleKind};
 
 /// Classes of the softmax terms' logits.
 pub const CLASSES: usize = 8;
@@ -23,8 +23,8 @@ pub fn example_batch(config: &LossConfig, rows: usize, seed: u64) -> HostBatch {
     let mut rng = SplitMix64::new(seed);
     let mut batch = HostBatch::new();
     for term in &config.losses {
-        for (role, _) in term.kind.roles() {
-            if let Some(name) = term.input(role) {
+        for role in term.kind.roles() {
+            if let Some(name) = term.input(role.name) {
                 if !batch.contains_key(name) {
                     let tensor = draw(term, role, rows, &mut rng);
                     batch.insert(name.to_string(), tensor);
@@ -75,39 +75,32 @@ fn binary(rng: &mut SplitMix64, rows: usize) -> HostTensor {
     HostTensor::real(vec![rows], v)
 }
 
-/// The tensor of one role of `term`.
-fn draw(term: &LossTerm, role: &str, rows: usize, rng: &mut SplitMix64) -> HostTensor {
+/// The tensor of one role of `term`, by what the role means (and, for the shapes of logits and
+/// the grades of labels, the loss type).
+fn draw(term: &LossTerm, role: &Role, rows: usize, rng: &mut SplitMix64) -> HostTensor {
     let b = rows;
-    let softmax = matches!(term.kind, TermKind::SoftmaxCrossEntropy(_));
-    let embedding = term.kind.differentiable_roles().contains(&role)
-        && matches!(
-            term.kind,
-            TermKind::InBatchSoftmax(_)
-                | TermKind::CrossBatchSoftmax { .. }
-                | TermKind::Contrastive { .. }
-                | TermKind::NegativeMining { .. }
-                | TermKind::Circle { .. }
-                | TermKind::MultiSimilarity { .. }
-        );
-    match (role, &term.kind) {
-        _ if embedding => normals(rng, &[b, DIM]),
-        ("logits", _) if softmax => reals(rng, &[b, CLASSES], -3.0, 3.0),
-        ("labels", _) if softmax => ids(rng, b, CLASSES),
-        ("logits", TermKind::Jrc { .. }) => reals(rng, &[b, 2], -3.0, 3.0),
-        ("labels", TermKind::Pairwise { .. }) => {
+    let loss_type = term.kind.loss_type();
+    match role.kind {
+        RoleKind::Embeddings => normals(rng, &[b, DIM]),
+        RoleKind::Logits => match loss_type {
+            "softmax_cross_entropy" => reals(rng, &[b, CLASSES], -3.0, 3.0),
+            "jrc_loss" => reals(rng, &[b, 2], -3.0, 3.0),
+            _ => reals(rng, &[b], -4.0, 4.0),
+        },
+        RoleKind::Probabilities => reals(rng, &[b], 0.01, 0.99),
+        RoleKind::ClassLabels if loss_type == "softmax_cross_entropy" => ids(rng, b, CLASSES),
+        RoleKind::RealLabels if loss_type.starts_with("pair") => {
             let v = (0..b).map(|_| f64::from(rng.below(5))).collect();
             HostTensor::real(vec![b], v)
         }
-        ("labels", TermKind::Circle { .. } | TermKind::MultiSimilarity { .. }) => {
-            ids(rng, b, (b / 4).max(2))
-        }
-        ("labels", TermKind::L2 | TermKind::SigmoidL2) => reals(rng, &[b], 0.0, 1.0),
-        ("session", _) => ids(rng, b, (b / 8).max(1)),
-        ("item_ids", _) => ids(rng, b, (b / 2).max(1)),
-        ("log_q", _) => reals(rng, &[b], -8.0, -2.0),
-        ("probabilities", _) => reals(rng, &[b], 0.01, 0.99),
-        ("logits" | "predictions" | "ctr_logits" | "cvr_logits", _) => reals(rng, &[b], -4.0, 4.0),
-        _ => binary(rng, b),
+        // Negative mining counts the rows whose label is > 0.
+        RoleKind::RealLabels if loss_type.contains("negative_mining") => binary(rng, b),
+        RoleKind::RealLabels => reals(rng, &[b], 0.0, 1.0),
+        RoleKind::AnyLabels => ids(rng, b, (b / 4).max(2)),
+        RoleKind::SessionIds => ids(rng, b, (b / 8).max(1)),
+        RoleKind::ItemIds => ids(rng, b, (b / 2).max(1)),
+        RoleKind::LogQ => reals(rng, &[b], -8.0, -2.0),
+        RoleKind::BinaryLabels | RoleKind::ZeroOneLabels | RoleKind::ClassLabels => binary(rng, b),
     }
 }
 

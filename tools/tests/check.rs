@@ -46,7 +46,7 @@ fn check_passes_on_every_adapter_and_writes_its_three_outputs() {
         .iter()
         .map(|c| c["config"].as_str().unwrap())
         .collect();
-    for t in lossfuse::config::LOSS_TYPES {
+    for t in lossfuse::loss_types() {
         assert!(
             configs.contains(&format!("loss_type = '{t}'")),
             "no case for {t}"

@@ -6,8 +6,8 @@ use crate::error::{CliError, CliResult};
 use lossfuse::reference::{BankRow, BankState, Reference};
 use lossfuse::rng::SplitMix64;
 use lossfuse::{
-    Batch, DType, Engine, HostBatch, HostTensor, Input, LossConfig, OwnedBatch, Plan, Shapes,
-    TermKind,
+    params, Batch, DType, Engine, HostBatch, HostTensor, Input, LossConfig, OwnedBatch, Plan,
+    Shapes, TermKind,
 };
 
 /// A family of shapes: one panel of `--plot`, one criterion group, one unit of work.
@@ -347,27 +347,32 @@ struct Work {
     dim: u64,
 }
 
-/// The [`flops`] model of one term; 0 for kinds no shape of the suite uses.
+/// The [`flops`] model of one term; 0 for loss types no shape of the suite uses.
 fn term_flops(kind: &TermKind, w: &Work) -> u64 {
-    match kind {
-        TermKind::Classification { .. } if w.classes > 1 => {
-            w.rows * w.classes * flops::SOFTMAX_PER_LOGIT + w.rows * flops::SOFTMAX_PER_ROW
-        }
-        TermKind::Classification { .. } => w.rows * flops::CLASSIFICATION,
-        TermKind::SoftmaxCrossEntropy(_) => {
-            w.rows * w.classes * flops::SOFTMAX_PER_LOGIT + w.rows * flops::SOFTMAX_PER_ROW
-        }
-        TermKind::SigmoidL2 => w.rows * flops::SIGMOID_L2,
-        TermKind::BinaryFocal { ohem_ratio, .. } if *ohem_ratio < 1.0 => w.rows * flops::FOCAL_OHEM,
-        TermKind::BinaryFocal { .. } => w.rows * flops::FOCAL,
-        TermKind::GhmC { .. } => w.rows * flops::GHM_C,
-        TermKind::F1Reweighted { .. } => w.rows * flops::F1,
-        TermKind::Pairwise { .. } => {
+    let softmax = w.rows * w.classes * flops::SOFTMAX_PER_LOGIT + w.rows * flops::SOFTMAX_PER_ROW;
+    match kind.loss_type() {
+        "classification" if w.classes > 1 => softmax,
+        "classification" => w.rows * flops::CLASSIFICATION,
+        "softmax_cross_entropy" => softmax,
+        "sigmoid_l2_loss" => w.rows * flops::SIGMOID_L2,
+        "binary_focal_loss" => match kind.params::<params::FocalParams>() {
+            Some(p) if p.ohem_ratio < 1.0 => w.rows * flops::FOCAL_OHEM,
+            _ => w.rows * flops::FOCAL,
+        },
+        "ghm_c" => w.rows * flops::GHM_C,
+        "f1_reweighted_loss" => w.rows * flops::F1,
+        "pair_wise_loss"
+        | "pairwise_logistic_loss"
+        | "pairwise_focal_loss"
+        | "pairwise_hinge_loss" => {
             w.pairs * flops::PAIR + w.visits * flops::PAIR_VISIT + w.rows * flops::PAIR_ROW
         }
-        TermKind::InBatchSoftmax(_) => flops::retrieval(w.rows, 0, w.dim),
-        TermKind::CrossBatchSoftmax { bank_size, .. } => {
-            flops::retrieval(w.rows, *bank_size as u64, w.dim)
+        "in_batch_softmax" => flops::retrieval(w.rows, 0, w.dim),
+        "cross_batch_softmax" => {
+            let bank = kind
+                .params::<params::CrossBatchParams>()
+                .map_or(0, |p| p.bank_rows() as u64);
+            flops::retrieval(w.rows, bank, w.dim)
         }
         _ => 0,
     }

@@ -856,8 +856,8 @@ mod tests {
             });
             flooding |= config.flooding.is_some();
         }
-        for t in lossfuse::config::LOSS_TYPES {
-            assert!(types.contains(*t), "no case for loss_type {t}");
+        for t in lossfuse::loss_types() {
+            assert!(types.contains(t), "no case for loss_type {t}");
         }
         for s in lossfuse::config::WEIGHT_STRATEGIES {
             assert!(strategies.contains(s), "no case for strategy {s}");

@@ -15,29 +15,146 @@
 //! the embeddings in parts that each fit one storage binding, log_q and ids whole; its head and
 //! fill count are two words of the plan's state, so all of it is saved with the state.
 
-use super::embedding::{self, check_binding, id_kind, Apply, Ctx, TermPasses};
-use crate::config::{ContrastiveVariant, RetrievalParams, Similarity, TermKind};
+pub(crate) mod params;
+
+use super::embedding::{self, check_binding, id_kind, Apply, Bank, Ctx, TermPasses};
+use super::family::{
+    wrong_params, EmbeddingTerm, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind,
+};
+use crate::batch::Shapes;
+use crate::config::LossTerm;
 use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Source, Work};
-use crate::schedule::Resolved;
+use crate::layout::{Layout, LayoutBuilder};
+use crate::reference::terms::{TermState, TermValue};
+use crate::tensor::HostBatch;
 use crate::wgsl::Specialization;
+use params::{ContrastiveParams, CrossBatchParams, InBatchParams};
+pub use params::{ContrastiveVariant, RetrievalParams, Similarity};
 
 /// Words of a bank's state: head, fill.
 pub(crate) const BANK_STATE_WORDS: u32 = 2;
 
-/// The bank of one `cross_batch_softmax` term: its internal buffers.
-#[derive(Clone, Debug)]
-pub(crate) struct Bank {
-    /// Embedding parts: (buffer, first row, rows).
-    pub parts: Vec<(usize, u64, u64)>,
-    /// log_q per row [M].
-    pub bias: usize,
-    /// Ids per row [M] (two words each).
-    pub ids: usize,
-    /// First word of (head, fill) in the state.
-    pub state_word: u32,
-    /// M.
-    pub rows: u64,
+const TOWERS: &[Role] = &[
+    Role::required("user", RoleKind::Embeddings),
+    Role::required("item", RoleKind::Embeddings),
+    Role::optional("item_ids", RoleKind::ItemIds),
+    Role::optional("log_q", RoleKind::LogQ),
+];
+
+/// `in_batch_softmax`: sampled softmax over the other rows of the batch.
+static IN_BATCH: LossType = LossType {
+    name: "in_batch_softmax",
+    roles: TOWERS,
+    params: ParamSpec::of::<InBatchParams>(),
+    regression: false,
+    family: &RetrievalFamily,
+};
+
+/// `cross_batch_softmax`: the batch plus a GPU-resident FIFO bank of earlier items.
+static CROSS_BATCH: LossType = LossType {
+    name: "cross_batch_softmax",
+    roles: TOWERS,
+    params: ParamSpec::of::<CrossBatchParams>(),
+    regression: false,
+    family: &RetrievalFamily,
+};
+
+/// `contrastive_loss`: InfoNCE or NT-Xent between two views.
+static CONTRASTIVE: LossType = LossType {
+    name: "contrastive_loss",
+    roles: &[
+        Role::required("view_a", RoleKind::Embeddings),
+        Role::required("view_b", RoleKind::Embeddings),
+    ],
+    params: ParamSpec::of::<ContrastiveParams>(),
+    regression: false,
+    family: &RetrievalFamily,
+};
+
+/// The loss types of this family.
+pub(crate) static LOSS_TYPES: &[&LossType] = &[&IN_BATCH, &CROSS_BATCH, &CONTRASTIVE];
+
+/// What the three loss types share once their parameters are read.
+struct Options {
+    similarity: Similarity,
+    temperature: f64,
+    hits: bool,
+    nt_xent: bool,
+    /// (M, warm-up steps) of a memory bank.
+    bank: Option<(u64, u32)>,
+}
+
+fn options(term: &LossTerm) -> Result<Options> {
+    let kind = &term.kind;
+    if let Some(p) = kind.params::<InBatchParams>() {
+        let r = p.retrieval();
+        return Ok(Options {
+            similarity: r.similarity,
+            temperature: r.temperature,
+            hits: r.remove_accidental_hits,
+            nt_xent: false,
+            bank: None,
+        });
+    }
+    if let Some(p) = kind.params::<CrossBatchParams>() {
+        let r = p.retrieval();
+        return Ok(Options {
+            similarity: r.similarity,
+            temperature: r.temperature,
+            hits: r.remove_accidental_hits,
+            nt_xent: false,
+            bank: Some((p.bank_rows() as u64, p.warmup_steps)),
+        });
+    }
+    let p: &ContrastiveParams = kind.params().ok_or_else(|| wrong_params(term))?;
+    Ok(Options {
+        similarity: p.similarity,
+        temperature: p.temperature,
+        hits: false,
+        nt_xent: p.variant == ContrastiveVariant::NtXent,
+        bank: None,
+    })
+}
+
+struct RetrievalFamily;
+
+impl Family for RetrievalFamily {
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+        options(term)?;
+        let roles = super::registry::lookup(term.kind.loss_type())
+            .expect("validated")
+            .roles;
+        let (b, d, _) = super::shapes::embeddings(term, roles, shapes)?;
+        Ok((
+            Form::Embedding {
+                dim: d,
+                term: &Retrieval,
+            },
+            b,
+        ))
+    }
+
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+        crate::reference::retrieval::evaluate(term, batch, state)
+    }
+}
+
+/// A resolved retrieval term.
+#[derive(Debug)]
+struct Retrieval;
+
+impl EmbeddingTerm for Retrieval {
+    fn passes(&self, t: &Resolved, dim: u64, layout: &Layout, ctx: &mut Ctx) -> Result<TermPasses> {
+        let bank_state = layout.state(t.slot, "bank").map(|r| r.offset);
+        passes(t, dim, bank_state, ctx)
+    }
+
+    fn regions(&self, t: &Resolved, layout: &mut LayoutBuilder) {
+        if t.term.kind.params::<CrossBatchParams>().is_some() {
+            layout.state(t.slot, "bank", BANK_STATE_WORDS);
+        }
+    }
 }
 
 crate::gpu_struct! {
@@ -85,7 +202,7 @@ fn rowinfo(
         .bool("HAS_LOG_Q", log_q.is_some())
         .bool("HAS_IDS", item_ids.is_some())
         .u32("ID_KIND", item_ids.map_or(0, |n| id_kind((ctx.dtype)(n))));
-    embedding::rowinfo(label, "retrieval.wgsl", t, spec, binds)
+    embedding::rowinfo(label, "retrieval.wgsl", &t.weights, spec, binds)
 }
 
 /// Rows of `bytes_per_row` bytes that fit one binding (a multiple of 64 when that many fit, so
@@ -101,56 +218,20 @@ fn rows_per_binding(bytes_per_row: u64, max_binding: u64) -> u64 {
 
 /// The passes of an `in_batch_softmax`, `cross_batch_softmax` or `contrastive_loss` term.
 /// `bank_state` is the first state word of a cross-batch term's (head, fill).
-pub(crate) fn passes(
-    t: &Resolved,
-    dim: u64,
-    bank_state: Option<u32>,
-    ctx: &mut Ctx,
-) -> Result<TermPasses> {
+fn passes(t: &Resolved, dim: u64, bank_state: Option<u32>, ctx: &mut Ctx) -> Result<TermPasses> {
     let b = t.rows;
     let d = dim;
     let name = &t.term.name;
     let label = format!("{} {name}", t.term.kind.loss_type());
-    // (similarity, T, accidental hits, NT-Xent, bank (M, warm-up)).
-    let (similarity, temperature, hits, nt_xent, bank_spec) = match &t.term.kind {
-        TermKind::InBatchSoftmax(p) => (
-            p.similarity,
-            p.temperature,
-            p.remove_accidental_hits,
-            false,
-            None,
-        ),
-        TermKind::CrossBatchSoftmax {
-            retrieval:
-                RetrievalParams {
-                    temperature,
-                    similarity,
-                    remove_accidental_hits,
-                },
-            bank_size,
-            warmup_steps,
-        } => (
-            *similarity,
-            *temperature,
-            *remove_accidental_hits,
-            false,
-            Some((*bank_size as u64, *warmup_steps)),
-        ),
-        TermKind::Contrastive {
-            temperature,
-            similarity,
-            variant,
-        } => (
-            *similarity,
-            *temperature,
-            false,
-            *variant == ContrastiveVariant::NtXent,
-            None,
-        ),
-        _ => unreachable!("retrieval terms only"),
-    };
+    let Options {
+        similarity,
+        temperature,
+        hits,
+        nt_xent,
+        bank: bank_spec,
+    } = options(&t.term)?;
     let cosine = similarity == Similarity::Cosine;
-    let (q_role, k_role) = if matches!(t.term.kind, TermKind::Contrastive { .. }) {
+    let (q_role, k_role) = if t.term.kind.params::<ContrastiveParams>().is_some() {
         ("view_a", "view_b")
     } else {
         ("user", "item")
@@ -159,7 +240,7 @@ pub(crate) fn passes(
     let k_in = t.input(k_role).to_string();
     let nq = if nt_xent { 2 * b } else { b };
     let nk = nq;
-    check_binding(t, "the similarity rows", nq * d * 4, ctx.max_binding)?;
+    check_binding(name, "the similarity rows", nq * d * 4, ctx.max_binding)?;
     let tc = embedding::tile_columns(d, 16, ctx.workgroup_bytes).ok_or_else(|| {
         Error::Unsupported(format!(
             "term '{name}': one row of d = {d} floats does not fit the adapter's {} bytes of \
@@ -192,7 +273,7 @@ pub(crate) fn passes(
                 parts.push((buffer, first, rows));
                 first += rows;
             }
-            check_binding(t, "the bank's ids", m * 8, ctx.max_binding)?;
+            check_binding(name, "the bank's ids", m * 8, ctx.max_binding)?;
             Some(Bank {
                 parts,
                 bias: (ctx.alloc)(format!("{name}/bank/log_q"), m * 4)?,
@@ -330,7 +411,7 @@ pub(crate) fn passes(
         ));
     }
     // After the combine: gradients of the inputs, then the bank.
-    let coef = super::coef_index(t.slot);
+    let coef = super::common::coef_index(t.slot);
     let mut backward = Vec::new();
     let mut grads: Vec<String> = Vec::new();
     let mut apply = |input: &str, apply_rows: bool, offset: u64| {

@@ -8,12 +8,87 @@
 //! derivative of a row's loss in S_ij (S is symmetric, so each S_ij reaches two rows' losses);
 //! `apply` scales by the term's coefficient through the normalisation.
 
+pub(crate) mod params;
+
 use super::embedding::{self, check_binding, id_kind, Apply, Ctx, TermPasses};
-use crate::config::TermKind;
+use super::family::{
+    wrong_params, EmbeddingTerm, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind,
+};
+use crate::batch::Shapes;
+use crate::config::LossTerm;
 use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Source};
-use crate::schedule::Resolved;
+use crate::layout::Layout;
+use crate::reference::terms::{TermState, TermValue};
+use crate::tensor::HostBatch;
 use crate::wgsl::Specialization;
+use params::{CircleParams, MultiSimilarityParams};
+
+const ROLES: &[Role] = &[
+    Role::required("embeddings", RoleKind::Embeddings),
+    Role::required("labels", RoleKind::AnyLabels),
+    Role::optional("session", RoleKind::SessionIds),
+];
+
+/// `circle_loss` (Sun et al. CVPR 2020).
+static CIRCLE: LossType = LossType {
+    name: "circle_loss",
+    roles: ROLES,
+    params: ParamSpec::of::<CircleParams>(),
+    regression: false,
+    family: &MetricFamily,
+};
+
+/// `multi_similarity_loss` (Wang et al. CVPR 2019).
+static MULTI_SIMILARITY: LossType = LossType {
+    name: "multi_similarity_loss",
+    roles: ROLES,
+    params: ParamSpec::of::<MultiSimilarityParams>(),
+    regression: false,
+    family: &MetricFamily,
+};
+
+/// The loss types of this family.
+pub(crate) static LOSS_TYPES: &[&LossType] = &[&CIRCLE, &MULTI_SIMILARITY];
+
+/// (circle, [margin, gamma, alpha, beta, lamb]) of a metric term.
+fn metric_params(term: &LossTerm) -> Result<(bool, [f64; 5])> {
+    if let Some(p) = term.kind.params::<CircleParams>() {
+        return Ok((true, [p.margin, p.gamma, 1.0, 1.0, 0.0]));
+    }
+    let p: &MultiSimilarityParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
+    Ok((false, [0.0, 1.0, p.alpha, p.beta, p.lamb]))
+}
+
+struct MetricFamily;
+
+impl Family for MetricFamily {
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+        metric_params(term)?;
+        let (b, d, _) = super::shapes::embeddings(term, ROLES, shapes)?;
+        Ok((
+            Form::Embedding {
+                dim: d,
+                term: &Metric,
+            },
+            b,
+        ))
+    }
+
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+        crate::reference::metric::evaluate(term, batch)
+    }
+}
+
+/// A resolved metric term.
+#[derive(Debug)]
+struct Metric;
+
+impl EmbeddingTerm for Metric {
+    fn passes(&self, t: &Resolved, dim: u64, _: &Layout, ctx: &mut Ctx) -> Result<TermPasses> {
+        passes(t, dim, ctx)
+    }
+}
 
 crate::gpu_struct! {
     /// One dispatch of a sweep (`MetricRange` in metric.wgsl).
@@ -29,12 +104,17 @@ crate::gpu_struct! {
 }
 
 /// The passes of a `circle_loss` or `multi_similarity_loss` term.
-pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
+fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
     let b = t.rows;
     let d = dim;
     let name = &t.term.name;
     let label = format!("{} {name}", t.term.kind.loss_type());
-    check_binding(t, "the normalised embeddings", b * d * 4, ctx.max_binding)?;
+    check_binding(
+        name,
+        "the normalised embeddings",
+        b * d * 4,
+        ctx.max_binding,
+    )?;
     let tc = embedding::tile_columns(d, 32, ctx.workgroup_bytes).ok_or_else(|| {
         Error::Unsupported(format!(
             "term '{name}': one row of d = {d} floats does not fit the adapter's {} bytes of \
@@ -42,13 +122,7 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
             ctx.workgroup_bytes
         ))
     })?;
-    let (circle, params) = match t.term.kind {
-        TermKind::Circle { margin, gamma } => (true, [margin, gamma, 1.0, 1.0, 0.0]),
-        TermKind::MultiSimilarity {
-            alpha, beta, lamb, ..
-        } => (false, [0.0, 1.0, alpha, beta, lamb]),
-        _ => unreachable!("metric terms only"),
-    };
+    let (circle, params) = metric_params(&t.term)?;
     let e = (ctx.alloc)(format!("{name}/e"), b * d * 4)?;
     let keys = (ctx.alloc)(format!("{name}/keys"), b * 16)?;
     let row_w = (ctx.alloc)(format!("{name}/row_w"), b * 4)?;
@@ -133,7 +207,7 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
             d,
             cosine: true,
             scalars: ctx.scalars,
-            coef: super::coef_index(t.slot),
+            coef: super::common::coef_index(t.slot),
             spec: spec.clone(),
             parts: vec![internal("de", de)],
             accumulate,
@@ -176,5 +250,5 @@ fn rowinfo(
             "SESSION_KIND",
             session.map_or(0, |s| id_kind((ctx.dtype)(s))),
         );
-    embedding::rowinfo(label, "metric.wgsl", t, spec, binds)
+    embedding::rowinfo(label, "metric.wgsl", &t.weights, spec, binds)
 }

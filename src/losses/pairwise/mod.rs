@@ -15,14 +15,156 @@
 //! taken from the pair count found by the first round. Ties at the k-th value keep the lowest
 //! pair index i·B + j (batch rows), so OHEM needs B ≤ 65,536.
 
+pub(crate) mod params;
+
+use super::family::{
+    wrong_params, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind, SessionTerm,
+};
 use super::select;
-use super::session::{term_shader, Shared, TermPasses};
-use crate::config::PairLoss;
+use super::session::{term_shader, SessionCtx, Shared, TermPasses};
+use crate::batch::Shapes;
+use crate::combine::{TermInfo, KIND_PAIRS};
+use crate::config::{LossTerm, TermParams};
+use crate::error::{Error, Result};
 use crate::kernel::{
     bind, internal, Bind, Binding, Chunk, Params, PassSpec, Shader, Source, Work, WG,
 };
-use crate::schedule::{Form, Resolved};
+use crate::layout::{Layout, LayoutBuilder};
+use crate::reference::terms::{TermState, TermValue};
+use crate::tensor::HostBatch;
 use crate::wgsl::Specialization;
+pub use params::PairLoss;
+use params::{
+    PairParams, PairWiseParams, PairwiseFocalParams, PairwiseHingeParams, PairwiseLogisticParams,
+};
+use std::sync::Arc;
+
+const ROLES: &[Role] = &[
+    Role::required("logits", RoleKind::Logits),
+    Role::required("labels", RoleKind::RealLabels),
+    Role::optional("session", RoleKind::SessionIds),
+];
+
+/// The per-pair loss, T and OHEM ratio of parameters of type `P`.
+fn pair_of<P: PairParams + 'static>(p: &dyn TermParams) -> Option<(PairLoss, f64, f64)> {
+    p.as_any().downcast_ref::<P>().map(P::pair)
+}
+
+/// A pairwise loss type: how it reads its per-pair loss from its parameters.
+struct PairwiseFamily(fn(&dyn TermParams) -> Option<(PairLoss, f64, f64)>);
+
+macro_rules! pairwise_type {
+    ($(#[$doc:meta])* $name:ident, $loss_type:literal, $params:ty) => {
+        $(#[$doc])*
+        static $name: LossType = LossType {
+            name: $loss_type,
+            roles: ROLES,
+            params: ParamSpec::of::<$params>(),
+            regression: false,
+            family: &PairwiseFamily(pair_of::<$params>),
+        };
+    };
+}
+
+pairwise_type!(
+    /// `pair_wise_loss` (EasyRec `PAIR_WISE_LOSS`): softplus(−(d − margin)).
+    PAIR_WISE, "pair_wise_loss", PairWiseParams
+);
+pairwise_type!(
+    /// `pairwise_logistic_loss` (EasyRec `PAIRWISE_LOGISTIC_LOSS`).
+    PAIRWISE_LOGISTIC, "pairwise_logistic_loss", PairwiseLogisticParams
+);
+pairwise_type!(
+    /// `pairwise_focal_loss` (EasyRec `PAIRWISE_FOCAL_LOSS`).
+    PAIRWISE_FOCAL, "pairwise_focal_loss", PairwiseFocalParams
+);
+pairwise_type!(
+    /// `pairwise_hinge_loss` (EasyRec `PAIRWISE_HINGE_LOSS`).
+    PAIRWISE_HINGE, "pairwise_hinge_loss", PairwiseHingeParams
+);
+
+/// The loss types of this family.
+pub(crate) static LOSS_TYPES: &[&LossType] = &[
+    &PAIR_WISE,
+    &PAIRWISE_LOGISTIC,
+    &PAIRWISE_FOCAL,
+    &PAIRWISE_HINGE,
+];
+
+impl PairwiseFamily {
+    fn pair(&self, term: &LossTerm) -> Result<(PairLoss, f64, f64)> {
+        (self.0)(term.kind.raw_params()).ok_or_else(|| wrong_params(term))
+    }
+}
+
+impl Family for PairwiseFamily {
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+        let (loss, temperature, ohem_ratio) = self.pair(term)?;
+        let lt = super::registry::lookup(term.kind.loss_type()).expect("validated");
+        let b = super::rows::check_columns(term, lt, shapes)?;
+        let ohem = (ohem_ratio < 1.0).then_some(ohem_ratio);
+        if ohem.is_some() && b > MAX_OHEM_ROWS {
+            return Err(Error::Unsupported(format!(
+                "term '{}': ohem_ratio over pairs needs B <= {MAX_OHEM_ROWS} rows (pair indices \
+                 i*B + j must fit 32 bits), the logits have {b}",
+                term.name
+            )));
+        }
+        let pair = PairTerm {
+            loss,
+            temperature,
+            ohem,
+        };
+        Ok((Form::Session(Arc::new(pair)), b))
+    }
+
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+        let (loss, temperature, ohem_ratio) = self.pair(term)?;
+        crate::reference::pairwise::evaluate(term, batch, &loss, temperature, ohem_ratio)
+    }
+}
+
+/// A resolved pairwise term.
+#[derive(Debug)]
+pub(crate) struct PairTerm {
+    pub loss: PairLoss,
+    pub temperature: f64,
+    /// The OHEM keep ratio over pairs, when < 1.
+    pub ohem: Option<f64>,
+}
+
+impl SessionTerm for PairTerm {
+    fn passes(&self, term: &Resolved, ctx: &mut SessionCtx) -> Result<TermPasses> {
+        let name = &term.term.name;
+        let buffers = PairBuffers {
+            rows: (ctx.alloc)(format!("pair_rows/{name}"), term.rows * 16)?,
+            grad: (ctx.alloc)(format!("pair_grad/{name}"), term.rows * 4)?,
+            select_base: ctx.layout.aux(term.slot, "select").map_or(0, |r| r.offset),
+        };
+        Ok(passes(
+            self,
+            term,
+            ctx.slot,
+            ctx.shared,
+            buffers,
+            ctx.accumulate,
+        ))
+    }
+
+    fn regions(&self, term: &Resolved, layout: &mut LayoutBuilder) {
+        if self.ohem.is_some() {
+            layout.aux(term.slot, "select", select::STATE_WORDS);
+        }
+    }
+
+    fn term_info(&self, _: &Resolved, _: &Layout, info: &mut TermInfo) {
+        info.kind = KIND_PAIRS;
+        if self.ohem.is_some() {
+            // OHEM: plain mean over the kept positive pairs, counted in `.z`.
+            info.reduction = 0;
+        }
+    }
+}
 
 /// The largest batch for pairwise OHEM: pair indices i·B + j must fit 32 bits.
 pub(crate) const MAX_OHEM_ROWS: u64 = 1 << 16;
@@ -99,29 +241,27 @@ fn loss_spec(spec: Specialization, loss: &PairLoss, temperature: f64) -> Special
 }
 
 /// Builds the passes of pairwise term `term`, whose partials go to slot `slot` of the group.
-pub(crate) fn passes(
+fn passes(
+    pair: &PairTerm,
     term: &Resolved,
     slot: u32,
     shared: Shared,
     buffers: PairBuffers,
     grad_accumulates: bool,
 ) -> TermPasses {
-    let Form::Pair {
+    let PairTerm {
         loss,
         temperature,
         ohem,
-    } = &term.form
-    else {
-        unreachable!("pairwise terms only")
-    };
+    } = pair;
     let label = format!("pairwise[{}]", term.term.name);
     let rows = term.rows;
-    let (common, grouping_binds) = term_shader(term, shared.grouping);
+    let (common, grouping_binds) = term_shader(&term.weights, shared.grouping);
     let spec = loss_spec(common, loss, *temperature)
         .bool("OHEM", ohem.is_some())
         .f32("RATIO", ohem.unwrap_or(1.0))
         .u32("SLOT", slot)
-        .u32("COEF", super::coef_index(term.slot) as u32)
+        .u32("COEF", super::common::coef_index(term.slot) as u32)
         .bool("ACCUMULATE", grad_accumulates);
     let pass = |name: String, entry: &'static str, spec: Specialization, binds: Vec<Binding>| {
         let mut all = grouping_binds.clone();
@@ -224,5 +364,9 @@ pub(crate) fn passes(
             internal("pair_grad", buffers.grad),
         ],
     );
-    TermPasses { forward, apply }
+    TermPasses {
+        forward,
+        apply,
+        second_slot: None,
+    }
 }

@@ -10,12 +10,81 @@
 //! normalisation. The negatives go in ranges of `columns_per_dispatch(d)` per dispatch, for
 //! llvmpipe's loop limiter (as the sweeps' columns do).
 
+pub(crate) mod params;
+
 use super::embedding::{self, check_binding, Apply, Ctx, TermPasses};
-use crate::config::TermKind;
-use crate::error::Result;
+use super::family::{
+    wrong_params, EmbeddingTerm, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind,
+};
+use crate::batch::Shapes;
+use crate::config::LossTerm;
+use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Chunk, Params, Source};
-use crate::schedule::Resolved;
+use crate::layout::Layout;
+use crate::reference::terms::{TermState, TermValue};
+use crate::tensor::HostBatch;
 use crate::wgsl::Specialization;
+use params::MiningParams;
+
+const ROLES: &[Role] = &[
+    Role::required("user", RoleKind::Embeddings),
+    Role::required("item", RoleKind::Embeddings),
+    Role::optional("labels", RoleKind::RealLabels),
+];
+
+/// `softmax_cross_entropy_with_negative_mining` (EasyRec's SV-softmax).
+static MINING: LossType = LossType {
+    name: "softmax_cross_entropy_with_negative_mining",
+    roles: ROLES,
+    params: ParamSpec::of::<MiningParams>(),
+    regression: false,
+    family: &MiningFamily,
+};
+
+/// The loss types of this family.
+pub(crate) static LOSS_TYPES: &[&LossType] = &[&MINING];
+
+struct MiningFamily;
+
+impl Family for MiningFamily {
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+        let p: &MiningParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        let (b, d, first) = super::shapes::embeddings(term, ROLES, shapes)?;
+        let k = p.num_negative_samples;
+        if k as u64 >= b {
+            return Err(Error::tensor(
+                first,
+                Some(&term.name),
+                format!(
+                    "num_negative_samples = {k} must be < B, and the batch has B = {b} rows \
+                     (shape [{b}, {d}])"
+                ),
+            ));
+        }
+        Ok((
+            Form::Embedding {
+                dim: d,
+                term: &Mining,
+            },
+            b,
+        ))
+    }
+
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+        let p: &MiningParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        crate::reference::retrieval::evaluate_mining(term, batch, p, state.step)
+    }
+}
+
+/// A resolved mining term.
+#[derive(Debug)]
+struct Mining;
+
+impl EmbeddingTerm for Mining {
+    fn passes(&self, t: &Resolved, dim: u64, _: &Layout, ctx: &mut Ctx) -> Result<TermPasses> {
+        passes(t, dim, ctx)
+    }
+}
 
 crate::gpu_struct! {
     /// One dispatch over a range of negatives (`NegativeRange` in mining.wgsl).
@@ -29,25 +98,28 @@ crate::gpu_struct! {
 }
 
 /// The passes of a `softmax_cross_entropy_with_negative_mining` term.
-pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
+fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
     let b = t.rows;
     let d = dim;
     let name = &t.term.name;
     let label = format!("negative_mining {name}");
-    let TermKind::NegativeMining {
+    let p: &MiningParams = t.term.kind.params().ok_or_else(|| wrong_params(&t.term))?;
+    let MiningParams {
         num_negative_samples: k_neg,
         margin,
         gamma,
         coefficient_of_support_vector,
         seed,
-    } = t.term.kind
-    else {
-        unreachable!("mining terms only")
-    };
+    } = p.clone();
     let k_neg = k_neg as u64;
-    check_binding(t, "the normalised embeddings", b * d * 4, ctx.max_binding)?;
     check_binding(
-        t,
+        name,
+        "the normalised embeddings",
+        b * d * 4,
+        ctx.max_binding,
+    )?;
+    check_binding(
+        name,
         "the per-score gradients",
         b * (k_neg + 1) * 4,
         ctx.max_binding,
@@ -120,7 +192,7 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
     let mut forward = vec![
         embedding::prep(&label, &user, b, d, true, q, 0),
         embedding::prep(&label, &item, b, d, true, k, 0),
-        embedding::rowinfo(&label, "mining.wgsl", t, row_spec, row_binds),
+        embedding::rowinfo(&label, "mining.wgsl", &t.weights, row_spec, row_binds),
     ];
     for p in &ranges {
         let at = format!(" lse negatives {}..", first_of(p));
@@ -169,7 +241,7 @@ pub(crate) fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses
             &format!(" negatives {}..", first_of(p)),
         ));
     }
-    let coef = super::coef_index(t.slot);
+    let coef = super::common::coef_index(t.slot);
     let mut grads: Vec<String> = Vec::new();
     let mut backward = Vec::new();
     for (input, part, name, users) in [(&user, dq, "dq", true), (&item, dk, "dk", false)] {

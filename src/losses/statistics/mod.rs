@@ -1,36 +1,194 @@
-//! The passes a row group runs before its loss pass when some of its terms need a quantity of the
-//! whole batch (LOSSES.md: GHM-C's bin counts, OHEM's k-th largest value, F1's Σσ(x)):
+//! The batch-wide terms (`ghm_c`, `f1_reweighted_loss`, and `binary_focal_loss` with OHEM;
+//! docs/LOSSES.md, "Gradient-density terms" and "Batch-wide terms"; reference
+//! `src/reference/ghm.rs`, `f1.rs`, `combine.rs`) and the passes a row group runs before its
+//! loss pass when some of its terms need a quantity of the whole batch (GHM-C's bin counts,
+//! OHEM's k-th largest value, F1's Σσ(x)):
 //!
-//! 1. the statistics pass reads the tensors of those terms once: GHM-C counts valid rows per bin
-//!    (workgroup atomics, then one global add per bin), OHEM writes each row's order key
-//!    (`order_key(w·l)`) and counts the positive values, F1 sums σ(x) and the class sums into
-//!    per-workgroup partials;
+//! 1. the statistics pass (`shaders/statistics.wgsl`) reads the tensors of those terms once:
+//!    GHM-C counts valid rows per bin (workgroup atomics, then one global add per bin), OHEM
+//!    writes each row's order key (`order_key(w·l)`) and counts the positive values, F1 sums σ(x)
+//!    and the class sums into per-workgroup partials;
 //! 2. OHEM terms run the selection ([`super::select`]) over their keys;
-//! 3. one `prepare` workgroup turns all of it into the factors the loss pass reads (prepare.wgsl).
+//! 3. one `prepare` workgroup (`shaders/prepare.wgsl`) turns all of it into the factors the loss
+//!    pass reads.
 //!
 //! Everything stays on the GPU, in the step's single submission. With these terms the group reads
 //! its tensors twice (statistics, then loss and gradient), three times when the gradient scale
 //! depends on this step's values (flooding, EMA reweighting).
 
-use super::binary::{Buffers, RowKernel, FIRST_BINDING, ROWS_PER_INVOCATION};
-use super::{select, TermAux};
+pub(crate) mod params;
+
+use super::common::TermAux;
+use super::family::{
+    wrong_params, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind, RowLoss, RowTerm,
+};
+use super::rows::{
+    check_columns, row_form, row_term, smoothed, Buffers, RowKernel, FIRST_BINDING,
+    ROWS_PER_INVOCATION,
+};
+use super::select;
+use crate::batch::Shapes;
 use crate::combine::reduction_code;
+use crate::config::LossTerm;
+use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Params, PassSpec, Shader, Work, WG};
+use crate::reference::terms::{TermState, TermValue};
+use crate::tensor::HostBatch;
 use crate::wgsl::{f32_literal, Specialization};
+pub(crate) use params::BatchWide;
+use params::{F1Params, GhmParams};
+use std::fmt::Write;
 
 fn lit(x: f64) -> String {
     f32_literal(x as f32)
 }
-use crate::schedule::{Form, Resolved};
-use std::fmt::Write;
 
-/// Words of `aux` a batch-wide term needs (0 for other terms).
-pub(crate) fn aux_words(form: &Form) -> u32 {
-    match form {
-        Form::Focal { ohem: Some(_), .. } => select::STATE_WORDS + 2,
-        Form::Ghm { bins, .. } => 2 * bins,
-        Form::F1 { .. } => 3,
-        _ => 0,
+const ROLES: &[Role] = &[
+    Role::required("logits", RoleKind::Logits),
+    Role::required("labels", RoleKind::BinaryLabels),
+];
+
+/// GHM-C's loss per row: sigmoid CE on the unsmoothed label, weighted by β of its bin.
+static GHM_ROW: RowLoss = RowLoss {
+    call: |_, v| format!("sigmoid_ce({}, {})", v("logits"), v("labels")),
+    grads: &[("logits", "y")],
+    reference: |_, x| {
+        let (l, g) = crate::reference::binary::sigmoid_ce(x[0], x[1], 0.0, None);
+        (l, [g, 0.0])
+    },
+};
+
+/// `ghm_c` (Li et al. AAAI 2019; mmdetection `GHMC`).
+static GHM_TYPE: LossType = LossType {
+    name: "ghm_c",
+    roles: ROLES,
+    params: ParamSpec::of::<GhmParams>(),
+    regression: false,
+    family: &GhmFamily,
+};
+
+/// F1-reweighted's loss per row: sigmoid CE on the smoothed label.
+static F1_ROW: RowLoss = RowLoss {
+    call: |p, v| {
+        let p: &F1Params = p.as_any().downcast_ref().expect("f1_reweighted_loss");
+        format!(
+            "sigmoid_ce({}, {})",
+            v("logits"),
+            smoothed(p.label_smoothing, v("labels"))
+        )
+    },
+    grads: &[("logits", "y")],
+    reference: |p, x| {
+        let p: &F1Params = p.as_any().downcast_ref().expect("f1_reweighted_loss");
+        let (l, g) = crate::reference::binary::sigmoid_ce(x[0], x[1], p.label_smoothing, None);
+        (l, [g, 0.0])
+    },
+};
+
+/// `f1_reweighted_loss` (EasyRec `F1_REWEIGHTED_LOSS`).
+static F1_TYPE: LossType = LossType {
+    name: "f1_reweighted_loss",
+    roles: ROLES,
+    params: ParamSpec::of::<F1Params>(),
+    regression: false,
+    family: &F1Family,
+};
+
+/// The loss types of this family (OHEM focal is `binary_focal_loss`'s, in [`super::rows`]).
+pub(crate) static LOSS_TYPES: &[&LossType] = &[&GHM_TYPE, &F1_TYPE];
+
+struct GhmFamily;
+
+impl Family for GhmFamily {
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+        let p: &GhmParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        let b = check_columns(term, &GHM_TYPE, shapes)?;
+        let bw = BatchWide::Ghm {
+            bins: p.bins,
+            momentum: p.momentum,
+        };
+        Ok((row_form(term, ROLES, &GHM_ROW, Some(bw)), b))
+    }
+
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+        let p: &GhmParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        crate::reference::rows::ghm(term, batch, p.bins, p.momentum, state.ghm_acc)
+    }
+
+    fn validate(&self, term: &LossTerm) -> Result<()> {
+        if term.reduction.is_some() {
+            return Err(Error::term(
+                &term.name,
+                "'reduction' does not apply to ghm_c: it is normalised by the number of valid \
+                 rows (mmdetection GHMC)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct F1Family;
+
+impl Family for F1Family {
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+        let p: &F1Params = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        let b = check_columns(term, &F1_TYPE, shapes)?;
+        let bw = BatchWide::F1 {
+            beta_square: p.f1_beta_square,
+        };
+        Ok((row_form(term, ROLES, &F1_ROW, Some(bw)), b))
+    }
+
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+        let p: &F1Params = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        crate::reference::rows::f1(term, batch, p)
+    }
+}
+
+/// The row's factor of batch-wide term `k` (`f{k}`; F1 also `e{k}`, the gradient every row gets
+/// through tp); `w{k}` and `lg{k}` are in scope, and `key{k}` for OHEM.
+pub(crate) fn factor(
+    k: usize,
+    row: &dyn RowTerm,
+    bw: BatchWide,
+    aux: &TermAux,
+    v: &dyn Fn(&str) -> String,
+) -> String {
+    let input = |role: &str| v(&row.role_tensor(role).expect("a batch-wide term's role"));
+    match bw {
+        BatchWide::Ohem { .. } => {
+            let (state, _, scale) = ohem_words(aux.base);
+            format!(
+                "let kept{k} = select_kept(key{k}, chunk.row_base + r, aux[{}u], aux[{}u]);\n\
+                 let f{k} = select(0.0, w{k} * aux_f32({scale}u), kept{k} && key{k} > 0x80000000u);",
+                state + select::PREFIX,
+                state + select::INDEX,
+            )
+        }
+        BatchWide::Ghm { bins, .. } => format!(
+            "let f{k} = select(0.0, aux_f32({}u + ghm_bin(ghm_g({}, {}), {bins}u)) * w{k}, w{k} > 0.0);",
+            ghm_words(aux.base, bins).1,
+            input("logits"),
+            input("labels"),
+        ),
+        BatchWide::F1 { .. } => format!(
+            "let f{k} = select(aux_f32({}u), 1.0, {} == 1.0) * w{k} * aux_f32({}u);\n\
+             let e{k} = aux_f32({}u) * sigmoid({x}) * sigmoid(-{x});",
+            aux.base,
+            input("labels"),
+            aux.base + 1,
+            aux.base + 2,
+            x = input("logits"),
+        ),
+    }
+}
+
+/// Words of `aux` a batch-wide term needs.
+pub(crate) fn aux_words(bw: BatchWide) -> u32 {
+    match bw {
+        BatchWide::Ohem { .. } => select::STATE_WORDS + 2,
+        BatchWide::Ghm { bins, .. } => 2 * bins,
+        BatchWide::F1 { .. } => 3,
     }
 }
 
@@ -55,7 +213,7 @@ pub(crate) fn passes(
     label: &str,
 ) -> (Vec<PassSpec>, usize) {
     let chosen: Vec<usize> = (0..group.terms.len())
-        .filter(|&k| group.terms[k].form.needs_statistics())
+        .filter(|&k| row_term(&group.terms[k]).batch_wide().is_some())
         .collect();
     if chosen.is_empty() {
         return (Vec::new(), 0);
@@ -67,7 +225,7 @@ pub(crate) fn passes(
     // F1 terms take two statistics slots each, in order.
     let mut f1_slots = Vec::new();
     for (k, t) in terms.iter().enumerate() {
-        if matches!(t.form, Form::F1 { .. }) {
+        if matches!(bw(t), BatchWide::F1 { .. }) {
             f1_slots.push((k, first_slot + 2 * f1_slots.len()));
         }
     }
@@ -94,10 +252,7 @@ pub(crate) fn passes(
 
     // Selections of the OHEM terms.
     for (k, t) in terms.iter().enumerate() {
-        if let Form::Focal {
-            ohem: Some(ratio), ..
-        } = t.form
-        {
+        if let BatchWide::Ohem { ratio } = bw(t) {
             let a = kernel.aux[k];
             out.extend(select::passes(
                 &format!("ohem[{}]", t.term.name),
@@ -137,29 +292,28 @@ fn stats_splice(kernel: &RowKernel, slot_of: &dyn Fn(usize) -> usize) -> String 
     let mut s = String::new();
     kernel.declare(&mut s, FIRST_BINDING, Some("read_write"), false);
     for (k, t) in terms.iter().enumerate() {
-        let _ = match &t.form {
-            Form::Ghm { bins, .. } => {
+        let _ = match bw(t) {
+            BatchWide::Ghm { bins, .. } => {
                 writeln!(s, "var<workgroup> ghm_hist{k}: array<atomic<u32>, {bins}>;")
             }
-            Form::Focal { .. } => writeln!(
+            BatchWide::Ohem { .. } => writeln!(
                 s,
                 "var<workgroup> positive{k}: atomic<u32>;\nvar<private> count{k}: u32;"
             ),
-            Form::F1 { .. } => writeln!(
+            BatchWide::F1 { .. } => writeln!(
                 s,
                 "var<private> sa{k}: vec4<f32>;\nvar<private> sb{k}: vec4<f32>;"
             ),
-            _ => unreachable!("only batch-wide terms have statistics"),
         };
     }
     s.push_str("\nfn stats_begin(lid: u32) {\n");
     for (k, t) in terms.iter().enumerate() {
-        let _ = match &t.form {
-            Form::Ghm { bins, .. } => writeln!(
+        let _ = match bw(t) {
+            BatchWide::Ghm { bins, .. } => writeln!(
                 s,
                 "    for (var i = lid; i < {bins}u; i = i + WG) {{ atomicStore(&ghm_hist{k}[i], 0u); }}"
             ),
-            Form::Focal { .. } => {
+            BatchWide::Ohem { .. } => {
                 writeln!(s, "    if (lid == 0u) {{ atomicStore(&positive{k}, 0u); }}")
             }
             _ => Ok(()),
@@ -171,58 +325,57 @@ fn stats_splice(kernel: &RowKernel, slot_of: &dyn Fn(usize) -> usize) -> String 
     kernel.weights(&mut s, indent);
     let mut key_index = 0;
     for (k, t) in terms.iter().enumerate() {
-        let x = || value(t.input("logits"));
-        let y = || value(t.input("labels"));
-        let _ = match &t.form {
-            Form::Ghm { bins, .. } => writeln!(
+        let x = || value(&row_term(t).role_tensor("logits").expect("logits"));
+        let y = || value(&row_term(t).role_tensor("labels").expect("labels"));
+        let _ = match bw(t) {
+            BatchWide::Ghm { bins, .. } => writeln!(
                 s,
                 "{indent}if (w{k} > 0.0) {{ atomicAdd(&ghm_hist{k}[ghm_bin(ghm_g({}, {}), {bins}u)], 1u); }}",
                 x(),
                 y()
             ),
-            Form::Focal { .. } => {
+            BatchWide::Ohem { .. } => {
                 key_index += 1;
                 writeln!(
                     s,
                     "{indent}let v{k}_ = w{k} * {}.x;\n{indent}keys{}[r] = order_key(v{k}_);\n{indent}count{k} = count{k} + select(0u, 1u, v{k}_ > 0.0);",
-                    super::binary::call(t, &value),
+                    row_term(t).call(&value),
                     key_index - 1
                 )
             }
-            Form::F1 { .. } => writeln!(
+            BatchWide::F1 { .. } => writeln!(
                 s,
                 "{indent}let ce{k} = w{k} * {}.x;\n\
                  {indent}let pos{k} = {} == 1.0;\n\
                  {indent}let nz{k} = select(0.0, 1.0, w{k} != 0.0);\n\
                  {indent}sa{k} = sa{k} + vec4<f32>(sigmoid({}), select(0.0, 1.0, pos{k}), select(0.0, ce{k}, pos{k}), select(ce{k}, 0.0, pos{k}));\n\
                  {indent}sb{k} = sb{k} + vec4<f32>(select(0.0, w{k}, pos{k}), select(w{k}, 0.0, pos{k}), select(0.0, nz{k}, pos{k}), select(nz{k}, 0.0, pos{k}));",
-                super::binary::call(t, &value),
+                row_term(t).call(&value),
                 y(),
                 x()
             ),
-            _ => unreachable!(),
         };
     }
     s.push_str("}\n\nfn stats_end(lid: u32, wg: u32) {\n");
     for (k, t) in terms.iter().enumerate() {
-        if let Form::Focal { .. } = t.form {
+        if let BatchWide::Ohem { .. } = bw(t) {
             let _ = writeln!(s, "    atomicAdd(&positive{k}, count{k});");
         }
     }
     s.push_str("    workgroupBarrier();\n");
     for (k, t) in terms.iter().enumerate() {
         let base = kernel.aux[k].base;
-        let _ = match &t.form {
-            Form::Ghm { bins, .. } => writeln!(
+        let _ = match bw(t) {
+            BatchWide::Ghm { bins, .. } => writeln!(
                 s,
                 "    for (var i = lid; i < {bins}u; i = i + WG) {{\n        let c = atomicLoad(&ghm_hist{k}[i]);\n        if (c != 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{base}u + i], c); }}\n    }}"
             ),
-            Form::Focal { .. } => writeln!(
+            BatchWide::Ohem { .. } => writeln!(
                 s,
                 "    if (lid == 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{}u], atomicLoad(&positive{k})); }}",
                 ohem_words(base).1
             ),
-            Form::F1 { .. } => {
+            BatchWide::F1 { .. } => {
                 let slot = slot_of(k);
                 writeln!(
                     s,
@@ -230,7 +383,6 @@ fn stats_splice(kernel: &RowKernel, slot_of: &dyn Fn(usize) -> usize) -> String 
                     slot + 1
                 )
             }
-            _ => unreachable!(),
         };
     }
     s.push_str("}\n");
@@ -258,41 +410,45 @@ fn prepare_splice(kernel: &RowKernel, f1_slots: &[(usize, usize)], rows: u64) ->
     p.push_str("}\n\nfn prepare_terms() {\n");
     for (k, t) in kernel.terms.iter().enumerate() {
         let a = kernel.aux[k];
-        let _ = match &t.form {
-            Form::Ghm { bins, momentum } => {
-                let (hist, beta) = ghm_words(a.base, *bins);
+        let _ = match bw(t) {
+            BatchWide::Ghm { bins, momentum } => {
+                let (hist, beta) = ghm_words(a.base, bins);
                 writeln!(
                     p,
                     "    ghm_prepare({hist}u, {beta}u, {}u, {}u, {bins}u, {}); // {}",
                     a.pending,
                     a.acc,
-                    lit(*momentum),
+                    lit(momentum),
                     t.term.name
                 )
             }
-            Form::F1 { beta_square, .. } => writeln!(
+            BatchWide::F1 { beta_square } => writeln!(
                 p,
                 "    f1_prepare({}u, fa{k}, fb{k}, {}, {}u, {}); // {}",
                 a.base,
-                lit(*beta_square),
+                lit(beta_square),
                 reduction_code(t.term.effective_reduction()),
                 lit(rows as f64),
                 t.term.name
             ),
-            Form::Focal {
-                ohem: Some(ratio), ..
-            } => {
+            BatchWide::Ohem { ratio } => {
                 let (_, positive, scale) = ohem_words(a.base);
                 writeln!(
                     p,
                     "    ohem_prepare({positive}u, {scale}u, {}u); // {}",
-                    select::keep_count(rows, *ratio),
+                    select::keep_count(rows, ratio),
                     t.term.name
                 )
             }
-            _ => unreachable!(),
         };
     }
     p.push_str("}\n");
     p
+}
+
+/// The batch-wide quantity of a term of a row group's statistics.
+fn bw(t: &Resolved) -> BatchWide {
+    row_term(t)
+        .batch_wide()
+        .expect("only batch-wide terms have statistics")
 }

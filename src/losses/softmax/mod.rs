@@ -9,20 +9,128 @@
 //! - backward: the same row mapping; p = exp(z − lse) per element, gradient scaled by the term's
 //!   coefficient from the combine pass.
 //!
-//! Reference: `reference/softmax.rs`.
+//! Shader: `shaders/softmax.wgsl`; reference: `reference/softmax.rs`.
 
-use super::binary::FIRST_BINDING;
-use super::{coef_index, weight_expr, Inputs};
-use crate::batch::DType;
-use crate::config::SoftmaxParams;
+pub(crate) mod params;
+
+use super::common::{coef_index, weight_expr, Inputs};
+use super::family::{wrong_params, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind};
+use super::rows::FIRST_BINDING;
+use super::shapes::spec;
+use crate::batch::{DType, Shapes};
+use crate::config::{LossTerm, Reduction};
+use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Params, PassSpec, Shader, Source, Work, WG};
+use crate::reference::terms::{TermState, TermValue};
+use crate::tensor::HostBatch;
 use crate::wgsl::{f32_literal, Specialization};
+pub(crate) use params::{SoftmaxForm, SoftmaxParams};
+use std::fmt::Write;
 
 fn lit(x: f64) -> String {
     f32_literal(x as f32)
 }
-use crate::schedule::{Form, Resolved};
-use std::fmt::Write;
+
+/// `softmax_cross_entropy` over [B, C] logits.
+static SOFTMAX_TYPE: LossType = LossType {
+    name: "softmax_cross_entropy",
+    roles: &[
+        Role::required("logits", RoleKind::Logits),
+        Role::required("labels", RoleKind::ClassLabels),
+    ],
+    params: ParamSpec::of::<SoftmaxParams>(),
+    regression: false,
+    family: &SoftmaxFamily,
+};
+
+/// The loss types of this family (`classification` with C ≥ 2 resolves here too).
+pub(crate) static LOSS_TYPES: &[&LossType] = &[&SOFTMAX_TYPE];
+
+struct SoftmaxFamily;
+
+impl Family for SoftmaxFamily {
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+        let p: &SoftmaxParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        resolve(term, shapes, p)
+    }
+
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+        let p: &SoftmaxParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
+        crate::reference::softmax::evaluate(term, batch, p)
+    }
+
+    fn default_reduction(&self, term: &LossTerm) -> Reduction {
+        let weighted = term
+            .kind
+            .params::<SoftmaxParams>()
+            .is_some_and(|p| p.class_weights.is_some());
+        if weighted {
+            Reduction::WeightedMean
+        } else {
+            Reduction::NonzeroMean
+        }
+    }
+}
+
+/// Checks a softmax term: logits [B, C] F32 with C ≥ 2 and B ≥ 1, class weights of length C,
+/// labels class ids [B] (I32/U32) or probabilities [B, C] (F32).
+pub(crate) fn resolve(term: &LossTerm, shapes: &Shapes, p: &SoftmaxParams) -> Result<(Form, u64)> {
+    let name = term.input("logits").expect("checked");
+    let logits = spec(shapes, term, name, "logits")?;
+    let (b, c) = match logits.shape.as_slice() {
+        [b, c] if *c >= 2 => (*b as u64, *c as u64),
+        other => {
+            return Err(Error::tensor(
+                name,
+                Some(&term.name),
+                format!("softmax cross-entropy expects logits [B, C] with C >= 2, got {other:?}"),
+            ))
+        }
+    };
+    if logits.dtype != DType::F32 {
+        return Err(Error::tensor(name, Some(&term.name), "logits must be F32"));
+    }
+    if b == 0 {
+        return Err(Error::tensor(
+            name,
+            Some(&term.name),
+            "the batch has no rows",
+        ));
+    }
+    if let Some(w) = &p.class_weights {
+        if w.len() as u64 != c {
+            return Err(Error::term(
+                &term.name,
+                format!(
+                    "class_weights has {} entries, the logits have C = {c} classes",
+                    w.len()
+                ),
+            ));
+        }
+    }
+    let labels_name = term.input("labels").expect("checked");
+    let labels = spec(shapes, term, labels_name, "labels")?;
+    let ids = match (labels.shape.as_slice(), labels.dtype) {
+        (s, DType::I32 | DType::U32) if s == [b as usize] || s == [b as usize, 1] => true,
+        (s, DType::F32) if s == [b as usize, c as usize] => false,
+        (s, d) => {
+            return Err(Error::tensor(
+                labels_name,
+                Some(&term.name),
+                format!(
+                    "softmax labels must be class ids [{b}] (I32/U32) or probabilities [{b}, {c}] (F32), got {s:?} {}",
+                    d.name()
+                ),
+            ))
+        }
+    };
+    let form = SoftmaxForm {
+        params: p.clone(),
+        classes: c,
+        ids,
+    };
+    Ok((Form::Softmax(form), b))
+}
 
 /// The forward and backward passes of a softmax group.
 pub(crate) struct SoftmaxPasses {
@@ -51,10 +159,10 @@ struct TermView<'a> {
 
 fn view(t: &Resolved) -> TermView<'_> {
     match &t.form {
-        Form::Softmax { params, ids, .. } => TermView {
+        Form::Softmax(f) => TermView {
             t,
-            p: params,
-            ids: *ids,
+            p: &f.params,
+            ids: f.ids,
         },
         _ => unreachable!("softmax group holds softmax terms only"),
     }

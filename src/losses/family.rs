@@ -1,0 +1,431 @@
+//! What every loss family declares and what the plan asks of it.
+//!
+//! A loss type ([`LossType`]) is EasyRec's name, its roles, its typed parameters and its family;
+//! the family ([`Family`]) checks a term against the batch's shapes (its form and group), points
+//! to its f64 reference, and builds its passes through the group it belongs to: the fused row
+//! group ([`RowTerm`]), a softmax group, a session group ([`SessionTerm`]) or a group of its own
+//! ([`EmbeddingTerm`]). Each family module (`src/losses/<family>/`) lists its loss types; the
+//! registry ([`super::registry`]) is their union.
+
+use crate::batch::Shapes;
+use crate::config::{LossTerm, Reduction, TermParams};
+use crate::error::{Error, Result};
+use crate::reference::terms::{TermState, TermValue};
+use crate::tensor::HostBatch;
+use serde::de::{self, DeserializeOwned, Visitor};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
+
+/// What a role's tensor means: its shape, dtype and values (for checks and example batches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    /// Real scores a gradient is returned for: `[B]` or `[B, 1]` (or the family's shape).
+    Logits,
+    /// Probabilities in [0, 1], differentiable.
+    Probabilities,
+    /// Reals in [0, 1] (binary, or soft, labels).
+    BinaryLabels,
+    /// Labels that are exactly 0 or 1.
+    ZeroOneLabels,
+    /// Any real labels (regression targets, graded relevance).
+    RealLabels,
+    /// Class ids, or probabilities over the classes.
+    ClassLabels,
+    /// Labels compared for equality: reals or integers.
+    AnyLabels,
+    /// Integer session ids.
+    SessionIds,
+    /// Integer item ids.
+    ItemIds,
+    /// The log of a sampling probability (not differentiable).
+    LogQ,
+    /// Rows of embeddings `[B, d]`, differentiable.
+    Embeddings,
+}
+
+impl RoleKind {
+    /// Whether the tensor gets a gradient.
+    pub fn differentiable(self) -> bool {
+        matches!(self, Self::Logits | Self::Probabilities | Self::Embeddings)
+    }
+}
+
+/// One input role of a loss type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// Its key in the config (`logits`, `labels`, ...).
+    pub name: &'static str,
+    /// Whether a term must bind it.
+    pub required: bool,
+    /// What its tensor means.
+    pub kind: RoleKind,
+}
+
+impl Role {
+    /// A required role.
+    pub const fn required(name: &'static str, kind: RoleKind) -> Self {
+        Self {
+            name,
+            required: true,
+            kind,
+        }
+    }
+
+    /// An optional role.
+    pub const fn optional(name: &'static str, kind: RoleKind) -> Self {
+        Self {
+            name,
+            required: false,
+            kind,
+        }
+    }
+}
+
+/// A parameter value that makes no sense for its key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamError {
+    /// The key at fault.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl ParamError {
+    /// `'key' must ...`.
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a loss type's parameters may check beside their own values.
+pub struct ParamContext<'a> {
+    /// role → tensor name, as the term binds them.
+    pub inputs: &'a std::collections::BTreeMap<String, String>,
+}
+
+impl ParamContext<'_> {
+    /// Whether the term binds `role`.
+    pub fn binds(&self, role: &str) -> bool {
+        self.inputs.contains_key(role)
+    }
+}
+
+/// A loss type's parameters: a serde struct with `#[serde(deny_unknown_fields, default)]`
+/// whose `Default` holds EasyRec's defaults, checked against the meaning of each value.
+pub(crate) trait Params:
+    DeserializeOwned
+    + serde::Serialize
+    + Clone
+    + Default
+    + fmt::Debug
+    + PartialEq
+    + Send
+    + Sync
+    + 'static
+{
+    /// Checks (and completes) the values, naming the key at fault.
+    fn check(&mut self, ctx: &ParamContext) -> std::result::Result<(), ParamError> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+/// No parameters beyond the common keys.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+impl Params for NoParams {}
+
+/// How a loss type reads its parameters.
+pub(crate) struct ParamSpec {
+    /// The keys it takes, in declaration order.
+    pub fields: fn() -> &'static [&'static str],
+    /// Parses and checks them from the term's table (only the parameter keys).
+    pub parse: fn(
+        &Map<String, Value>,
+        &ParamContext,
+    ) -> std::result::Result<Arc<dyn TermParams>, ParamError>,
+    /// Whether `params` are of this loss type's parameter type (a config built in code).
+    pub accepts: fn(&dyn TermParams) -> bool,
+    /// Checks parameters of this type against their meaning (a config built in code).
+    pub check: fn(&dyn TermParams, &ParamContext) -> std::result::Result<(), ParamError>,
+}
+
+impl ParamSpec {
+    /// The spec of parameter type `P`.
+    pub const fn of<P: Params>() -> Self {
+        Self {
+            fields: field_names::<P>,
+            parse: parse_params::<P>,
+            accepts: |p| p.as_any().is::<P>(),
+            check: check_params::<P>,
+        }
+    }
+}
+
+/// Runs `P`'s checks on a copy of `params` (those of a config built in code).
+fn check_params<P: Params>(
+    params: &dyn TermParams,
+    ctx: &ParamContext,
+) -> std::result::Result<(), ParamError> {
+    match params.as_any().downcast_ref::<P>() {
+        Some(p) => p.clone().check(ctx),
+        None => Err(ParamError::new("", "parameters of another loss type")),
+    }
+}
+
+/// The field names serde's derive hands `deserialize_struct`: the keys of `P`.
+fn field_names<P: DeserializeOwned>() -> &'static [&'static str] {
+    struct Names(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("field names read")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<T: fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+    impl<'de> de::Deserializer<'de> for &mut Names {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> std::result::Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> std::result::Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut names = Names(None);
+    let _ = P::deserialize(&mut names);
+    names.0.unwrap_or(&[])
+}
+
+/// Parses parameters of type `P` from `table` (the term's parameter keys), naming the key at
+/// fault: a value that is not a number where one is expected (NaN and infinities arrive as no
+/// value), a wrong type, or a value outside its meaning.
+fn parse_params<P: Params>(
+    table: &Map<String, Value>,
+    ctx: &ParamContext,
+) -> std::result::Result<Arc<dyn TermParams>, ParamError> {
+    for (key, value) in table {
+        if value.is_null() {
+            return Err(ParamError::new(
+                key,
+                format!("'{key}' must be a finite number or a value of its type, got null (NaN and infinities are not accepted)"),
+            ));
+        }
+        let one: Map<String, Value> = [(key.clone(), value.clone())].into_iter().collect();
+        if let Err(e) = serde_json::from_value::<P>(Value::Object(one)) {
+            return Err(ParamError::new(key, format!("'{key}': {e}, got {value}")));
+        }
+    }
+    let mut params: P = serde_json::from_value(Value::Object(table.clone()))
+        .map_err(|e| ParamError::new("", e.to_string()))?;
+    params.check(ctx)?;
+    Ok(Arc::new(params))
+}
+
+/// A loss type: EasyRec's name (in snake_case), its roles, its parameters and its family.
+pub(crate) struct LossType {
+    pub name: &'static str,
+    pub roles: &'static [Role],
+    pub params: ParamSpec,
+    /// The uncertainty strategy weighs it 0.5·e^{−s}·L + 0.5·s (regression terms), not
+    /// e^{−s}·L + 0.5·s.
+    pub regression: bool,
+    pub family: &'static dyn Family,
+}
+
+impl fmt::Debug for LossType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl LossType {
+    /// The roles that get a gradient.
+    pub fn differentiable_roles(&self) -> impl Iterator<Item = &'static str> {
+        self.roles
+            .iter()
+            .filter(|r| r.kind.differentiable())
+            .map(|r| r.name)
+    }
+}
+
+/// What a family does for each of its terms.
+pub(crate) trait Family: Sync {
+    /// Checks `term` against the shapes: its form (and so its group) and the rows it covers.
+    /// (`'static`: a form may point to its family's data.)
+    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)>;
+    /// The f64 reference of one term on a batch, from the state before the step.
+    fn reference(&self, term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue>;
+    /// The reduction when the term names none.
+    fn default_reduction(&self, term: &LossTerm) -> Reduction {
+        let _ = term;
+        Reduction::NonzeroMean
+    }
+    /// Rules across the term's keys beyond its parameters' own checks.
+    fn validate(&self, term: &LossTerm) -> Result<()> {
+        let _ = term;
+        Ok(())
+    }
+}
+
+/// What a term is once its shapes are known: the group mechanism that evaluates it, and the
+/// family's data for it.
+#[derive(Clone, Debug)]
+pub(crate) enum Form {
+    /// A term of the fused row group over its rows.
+    Row(Arc<dyn RowTerm>),
+    /// Softmax CE over [B, C] logits (grouped by logits tensor).
+    Softmax(crate::losses::softmax::params::SoftmaxForm),
+    /// A term over rows grouped by session (grouped by rows and session tensor).
+    Session(Arc<dyn SessionTerm>),
+    /// A term with passes of its own (retrieval, metric, mining) over embeddings of `dim`.
+    Embedding {
+        dim: u64,
+        term: &'static dyn EmbeddingTerm,
+    },
+}
+
+/// A term once its shapes are checked: its slot (its index in the config, its record in the
+/// scalars), form, rows and sample weights.
+#[derive(Clone, Debug)]
+pub(crate) struct Resolved {
+    pub slot: usize,
+    pub term: LossTerm,
+    pub loss_type: &'static LossType,
+    pub form: Form,
+    pub rows: u64,
+    /// (tensor, coefficient) making up the sample weight; empty means 1.
+    pub weights: Vec<(String, f64)>,
+}
+
+impl Resolved {
+    /// The tensor bound to a role the loss type requires.
+    pub(crate) fn input(&self, role: &str) -> &str {
+        self.term.input(role).expect("role checked at resolve time")
+    }
+
+    /// Every bound role with its tensor: the row loss's roles for a row term (the sigmoid form of
+    /// `classification` reads binary labels), else the loss type's.
+    pub(crate) fn bound_roles(&self) -> Vec<(Role, String)> {
+        match &self.form {
+            Form::Row(r) => r.bound_roles(),
+            _ => self
+                .loss_type
+                .roles
+                .iter()
+                .filter_map(|r| Some((*r, self.term.input(r.name)?.to_string())))
+                .collect(),
+        }
+    }
+
+    /// The reduction in force.
+    pub(crate) fn reduction(&self) -> Reduction {
+        self.term
+            .reduction
+            .unwrap_or_else(|| self.loss_type.family.default_reduction(&self.term))
+    }
+}
+
+/// A plain per-row term: l_i = f(row i of its inputs), its gradient to each differentiable input,
+/// reduced with the term's reduction. One `static` per loss type in its family module, beside its
+/// WGSL function.
+pub(crate) struct RowLoss {
+    /// The WGSL call of its function on the row's values (`v(role)`): `vec2(loss, d/d input)`,
+    /// or `vec3` with two differentiable inputs.
+    pub call: fn(&dyn TermParams, &dyn Fn(&str) -> String) -> String,
+    /// The differentiable roles and the component of `call`'s result holding each derivative.
+    pub grads: &'static [(&'static str, &'static str)],
+    /// The f64 reference of one row: (loss, the derivatives in `grads` order) from the values
+    /// of the roles in the loss type's order.
+    pub reference: fn(&dyn TermParams, &[f64]) -> (f64, [f64; 2]),
+}
+
+/// A term of the fused row group (see `src/losses/rows/`).
+pub(crate) trait RowTerm: fmt::Debug + Send + Sync {
+    /// The WGSL call of the term's function on the row's values (`v(tensor)`).
+    fn call(&self, v: &dyn Fn(&str) -> String) -> String;
+    /// The tensors that get a gradient, with the component of `call`'s result holding it.
+    fn grads(&self) -> Vec<(String, &'static str)>;
+    /// Every tensor the term reads per row.
+    fn tensors(&self) -> Vec<String>;
+    /// The batch-wide quantity the term needs before its loss (GHM-C, OHEM, F1), if any.
+    fn batch_wide(&self) -> Option<crate::losses::statistics::params::BatchWide>;
+    /// The tensor bound to `role`.
+    fn role_tensor(&self, role: &str) -> Option<String>;
+    /// Every role the row loss reads, with its tensor (what the host checks of its values).
+    fn bound_roles(&self) -> Vec<(Role, String)>;
+}
+
+/// A term over rows grouped by session (see `src/losses/pairwise/`, `src/losses/jrc/`).
+pub(crate) trait SessionTerm: fmt::Debug + Send + Sync {
+    /// Its passes: those before the combine pass, the one after it, and the partial slots it
+    /// uses beyond its own.
+    fn passes(
+        &self,
+        term: &Resolved,
+        ctx: &mut crate::losses::session::SessionCtx,
+    ) -> Result<crate::losses::session::TermPasses>;
+    /// Its regions of the shared buffers.
+    fn regions(&self, term: &Resolved, layout: &mut crate::layout::LayoutBuilder) {
+        let _ = (term, layout);
+    }
+    /// Its record of the combine pass's term table.
+    fn term_info(
+        &self,
+        term: &Resolved,
+        layout: &crate::layout::Layout,
+        info: &mut crate::combine::TermInfo,
+    );
+}
+
+/// A term with passes of its own over embeddings (see `src/losses/retrieval/`, `metric/`,
+/// `mining/`).
+pub(crate) trait EmbeddingTerm: fmt::Debug + Sync {
+    /// Its passes.
+    fn passes(
+        &self,
+        term: &Resolved,
+        dim: u64,
+        layout: &crate::layout::Layout,
+        ctx: &mut crate::losses::embedding::Ctx,
+    ) -> Result<crate::losses::embedding::TermPasses>;
+    /// Its regions of the shared buffers (a memory bank's head and fill).
+    fn regions(&self, term: &Resolved, layout: &mut crate::layout::LayoutBuilder) {
+        let _ = (term, layout);
+    }
+}
+
+/// The error of a term whose parameters are not of its loss type (a config built in code).
+pub(crate) fn wrong_params(term: &LossTerm) -> Error {
+    Error::term(
+        &term.name,
+        format!(
+            "its parameters are not those of loss_type '{}': {:?}",
+            term.kind.loss_type(),
+            term.kind.raw_params()
+        ),
+    )
+}

@@ -1,0 +1,147 @@
+//! The plan's internal buffers as requests (label, bytes, use, initial contents), made on the
+//! device only once the whole plan is known to fit the adapter: a plan that is refused allocates
+//! nothing.
+
+use crate::error::{Error, Result};
+
+/// What a buffer is used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Usage {
+    /// Read and written by kernels, copied to and from (most buffers).
+    Storage,
+    /// Read by kernels, written by the host only (settings, the term table, kernel parameters).
+    Constant,
+}
+
+impl Usage {
+    pub(crate) fn wgpu(self) -> wgpu::BufferUsages {
+        match self {
+            Usage::Storage => storage_usage(),
+            Usage::Constant => wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        }
+    }
+}
+
+/// The usage of storage buffers the plan reads, writes and copies.
+pub(crate) fn storage_usage() -> wgpu::BufferUsages {
+    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC
+}
+
+/// The bytes a buffer of `size` bytes is made with: at least 16 (bindings must not be empty), a
+/// multiple of 4.
+pub(crate) fn padded(size: u64) -> u64 {
+    size.max(16).next_multiple_of(4)
+}
+
+/// One internal buffer to make.
+#[derive(Clone, Debug)]
+pub(crate) struct BufferRequest {
+    pub label: String,
+    /// Bytes the plan uses (the buffer is [`padded`]).
+    pub size: u64,
+    pub usage: Usage,
+    /// Written once when the buffer is made (class weights, settings, the term table).
+    pub init: Option<Vec<u8>>,
+}
+
+impl BufferRequest {
+    /// Makes the buffer and writes its initial contents.
+    pub(crate) fn create(&self, device: &wgpu::Device, queue: &wgpu::Queue) -> wgpu::Buffer {
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(&self.label),
+            size: padded(self.size),
+            usage: self.usage.wgpu(),
+            mapped_at_creation: false,
+        });
+        if let Some(bytes) = &self.init {
+            queue.write_buffer(&buffer, 0, bytes);
+        }
+        buffer
+    }
+}
+
+/// The internal buffers requested so far; a buffer's index is its place in the list.
+#[derive(Debug)]
+pub(crate) struct Buffers {
+    pub requests: Vec<BufferRequest>,
+    max_buffer: u64,
+}
+
+impl Buffers {
+    /// No buffers yet, none larger than `max_buffer` bytes allowed.
+    pub(crate) fn new(max_buffer: u64) -> Self {
+        Self {
+            requests: Vec::new(),
+            max_buffer,
+        }
+    }
+
+    /// A storage buffer of `size` bytes; returns its index.
+    pub(crate) fn storage(&mut self, label: impl Into<String>, size: u64) -> Result<usize> {
+        self.request(label.into(), size, Usage::Storage, None)
+    }
+
+    /// A buffer kernels only read, holding `bytes`.
+    pub(crate) fn constant(&mut self, label: impl Into<String>, bytes: Vec<u8>) -> Result<usize> {
+        self.request(
+            label.into(),
+            bytes.len() as u64,
+            Usage::Constant,
+            Some(bytes),
+        )
+    }
+
+    /// A storage buffer initialised with `bytes`.
+    pub(crate) fn storage_with(
+        &mut self,
+        label: impl Into<String>,
+        bytes: Vec<u8>,
+    ) -> Result<usize> {
+        self.request(
+            label.into(),
+            bytes.len() as u64,
+            Usage::Storage,
+            Some(bytes),
+        )
+    }
+
+    /// Sets the size of buffer `index` (known only once the passes are laid out).
+    pub(crate) fn resize(&mut self, index: usize, size: u64) -> Result<()> {
+        check_size(&self.requests[index].label, size, self.max_buffer)?;
+        self.requests[index].size = size;
+        Ok(())
+    }
+
+    /// Replaces the initial contents of buffer `index`.
+    pub(crate) fn set_init(&mut self, index: usize, bytes: Vec<u8>) {
+        self.requests[index].size = bytes.len() as u64;
+        self.requests[index].init = Some(bytes);
+    }
+
+    fn request(
+        &mut self,
+        label: String,
+        size: u64,
+        usage: Usage,
+        init: Option<Vec<u8>>,
+    ) -> Result<usize> {
+        check_size(&label, size, self.max_buffer)?;
+        self.requests.push(BufferRequest {
+            label,
+            size,
+            usage,
+            init,
+        });
+        Ok(self.requests.len() - 1)
+    }
+}
+
+/// Refuses a buffer larger than the adapter's largest.
+pub(crate) fn check_size(label: &str, size: u64, max_buffer: u64) -> Result<()> {
+    if size > max_buffer {
+        return Err(Error::Unsupported(format!(
+            "buffer '{label}' needs {size} bytes, the adapter's largest buffer is {max_buffer}"
+        )));
+    }
+    Ok(())
+}

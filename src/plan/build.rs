@@ -1,0 +1,509 @@
+//! Building a plan without a device: every group's passes, every internal buffer as a request,
+//! the regions of the shared word buffers, the term table and the host checks. What the adapter
+//! contributes is only its limits ([`Limits`]), so the whole build runs (and is tested) without
+//! one; [`super::Plan::new`] then makes the buffers and pipelines.
+//!
+//! Group order: fused row groups first (their gradients are written before any backward pass),
+//! then the rest in config order. A gradient that an earlier group already wrote is added to.
+
+use super::alloc::{BufferRequest, Buffers};
+use super::checks::HostChecks;
+use super::chunking::{self, GroupPasses, PassBlueprint};
+use crate::batch::{DType, Shapes, TensorSpec};
+use crate::combine::{self, Settings, TermInfo};
+use crate::config::{LossConfig, Strategy};
+use crate::error::{Error, Result};
+use crate::kernel::{PassSpec, Work, WG};
+use crate::layout::{Layout, LayoutBuilder};
+use crate::losses::common::TermAux;
+use crate::losses::embedding::Ctx;
+use crate::losses::family::{Form, Resolved};
+use crate::losses::session::{self, Grouping, SessionBuffers, SessionCtx, Shared};
+use crate::losses::statistics::BatchWide;
+use crate::losses::{pairwise, rows, softmax, statistics};
+use crate::schedule::{schedule, Group};
+use std::collections::BTreeMap;
+
+/// What the build needs to know of the adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Storage buffers one kernel may bind.
+    pub max_storage_buffers: u32,
+    /// Bytes of the largest buffer.
+    pub max_buffer: u64,
+    /// Bytes one storage binding may cover (a multiple of `align`).
+    pub max_binding: u64,
+    /// Alignment of a binding's offset.
+    pub align: u64,
+    /// Workgroups per grid dimension.
+    pub max_grid: u32,
+    /// Bytes of workgroup memory.
+    pub workgroup_bytes: u64,
+    /// Whether the embedding sweeps stage rows through workgroup memory (all backends but GL:
+    /// GL llvmpipe takes minutes to compile a tile loop inside a loop with barriers).
+    pub tiled: bool,
+}
+
+/// The internal buffers every plan has, by index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Core {
+    pub partials: usize,
+    pub scalars: usize,
+    pub state: usize,
+    pub settings: usize,
+    pub term_table: usize,
+    pub aux: usize,
+}
+
+/// A plan before it meets the device.
+#[derive(Debug)]
+pub(crate) struct Blueprint {
+    pub buffers: Vec<BufferRequest>,
+    /// Bytes of the gradient of every differentiable input.
+    pub grads: BTreeMap<String, u64>,
+    /// Every pass, in the order a step runs them.
+    pub passes: Vec<PassBlueprint>,
+    pub core: Core,
+    /// Words of the state buffer.
+    pub state_words: usize,
+    /// Internal buffers saved with the state after its words (memory banks), in order.
+    pub state_buffers: Vec<usize>,
+    /// Memory banks: (first state word of (head, fill), rows M).
+    pub banks: Vec<(u32, u64)>,
+    pub checks: HostChecks,
+}
+
+/// Builds the blueprint of `config` over `shapes` for an adapter with `limits`.
+pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Result<Blueprint> {
+    config.validate()?;
+    let groups = groups(config, shapes, limits)?;
+    let terms = || groups.iter().flat_map(|(g, _)| g.terms());
+    let checks = HostChecks::of(terms(), shapes);
+    let grads = gradient_sizes(terms(), shapes, limits)?;
+    let layout = layout(config, &groups);
+    let mut buffers = Buffers::new(limits.max_buffer);
+    let core = core_buffers(&mut buffers, config, &layout)?;
+    let term_aux = batch_wide_aux(terms(), &layout, &mut buffers)?;
+    let mut builder = GroupBuilder {
+        buffers,
+        shapes,
+        limits,
+        core,
+        layout: &layout,
+        term_aux,
+        written: Vec::new(),
+        state_buffers: Vec::new(),
+        banks: Vec::new(),
+    };
+    let group_passes = groups
+        .iter()
+        .map(|(g, fused)| builder.group(g, *fused))
+        .collect::<Result<Vec<_>>>()?;
+    let GroupBuilder {
+        mut buffers,
+        state_buffers,
+        banks,
+        ..
+    } = builder;
+    let laid = chunking::lay_out(config, group_passes, limits, &layout)?;
+    buffers.resize(core.partials, laid.partial_count * 16)?;
+    buffers.set_init(
+        core.term_table,
+        bytemuck::cast_slice(&laid.term_table).to_vec(),
+    );
+    let mut settings = Settings::new(config);
+    let commit = layout.commit;
+    (
+        settings.commit_src,
+        settings.commit_dst,
+        settings.commit_count,
+    ) = (commit.src, commit.dst, commit.count);
+    buffers.set_init(core.settings, bytemuck::bytes_of(&settings).to_vec());
+    let any_fused = groups.iter().any(|(_, fused)| *fused);
+    let passes = chunking::step_order(laid, core, any_fused);
+    Ok(Blueprint {
+        buffers: buffers.requests,
+        grads,
+        passes,
+        core,
+        state_words: layout.state_words as usize,
+        state_buffers,
+        banks,
+        checks,
+    })
+}
+
+/// The scheduled groups, split to the adapter's storage-buffer limit, each with whether it is
+/// fused: a row group writes its gradients in its forward pass when every coefficient is known
+/// before the step (no flooding or EMA reweighting, which scale by this step's values, and no
+/// denominator that depends on the data). Decided before splitting, so the parts of a group
+/// agree.
+fn groups(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Result<Vec<(Group, bool)>> {
+    let fusable = !matches!(config.strategy, Strategy::EmaReweight(_)) && config.flooding.is_none();
+    let mut groups = Vec::new();
+    for g in schedule(config, shapes)? {
+        let fused = fusable
+            && matches!(g, Group::Rows { .. })
+            && g.terms().iter().all(|t| t.static_denominator().is_some());
+        for part in g.split(limits.max_storage_buffers, |g| match g {
+            Group::Rows { terms, .. } => rows::storage_bindings(terms),
+            Group::Softmax { terms, .. } => softmax::storage_bindings(terms),
+            Group::Sessions { terms, .. } => pairwise::storage_bindings(terms),
+            // One term each; its widest pass binds 9 storage buffers and the chunk.
+            Group::Embedding { .. } => 10,
+        })? {
+            groups.push((part, fused));
+        }
+    }
+    // Fused groups first: their gradients are written before any backward pass runs.
+    groups.sort_by_key(|(_, fused)| !fused);
+    Ok(groups)
+}
+
+/// Bytes of the gradient of every tensor bound to a differentiable role.
+fn gradient_sizes<'a>(
+    terms: impl Iterator<Item = &'a Resolved>,
+    shapes: &Shapes,
+    limits: &Limits,
+) -> Result<BTreeMap<String, u64>> {
+    let mut grads = BTreeMap::new();
+    for t in terms {
+        for role in t.loss_type.differentiable_roles() {
+            let name = t.input(role).to_string();
+            let bytes = shapes.get(&name).expect("checked by the scheduler").bytes();
+            super::alloc::check_size(&format!("grad/{name}"), bytes, limits.max_buffer)?;
+            grads.insert(name, bytes);
+        }
+    }
+    Ok(grads)
+}
+
+/// The regions of `aux` and the state: GHM-C's accumulators (committed when a step succeeds),
+/// each batch-wide term's statistics, then what the session and embedding terms ask for.
+fn layout(config: &LossConfig, groups: &[(Group, bool)]) -> Layout {
+    let mut layout = LayoutBuilder::new(combine::state_len(config.losses.len()) as u32);
+    let terms = || groups.iter().flat_map(|(g, _)| g.terms());
+    let batch_wide = || terms().filter_map(|t| Some((t, batch_wide(t)?)));
+    for (t, bw) in batch_wide() {
+        if let BatchWide::Ghm { bins, .. } = bw {
+            layout.committed(t.slot, "ghm", bins);
+        }
+    }
+    for (t, bw) in batch_wide() {
+        layout.aux(t.slot, "stats", statistics::aux_words(bw));
+    }
+    for t in terms() {
+        match &t.form {
+            Form::Session(s) => s.regions(t, &mut layout),
+            Form::Embedding { term, .. } => term.regions(t, &mut layout),
+            Form::Row(_) | Form::Softmax(_) => {}
+        }
+    }
+    layout.finish()
+}
+
+/// The batch-wide quantity a row term needs, if any.
+fn batch_wide(t: &Resolved) -> Option<BatchWide> {
+    match &t.form {
+        Form::Row(r) => r.batch_wide(),
+        _ => None,
+    }
+}
+
+/// The buffers every plan has: partials (sized once the passes are laid out), scalars, state,
+/// settings, the term table and aux.
+fn core_buffers(buffers: &mut Buffers, config: &LossConfig, layout: &Layout) -> Result<Core> {
+    let n_terms = config.losses.len();
+    let partials = buffers.storage("partials", 16)?;
+    let scalars = buffers.storage("scalars", combine::scalars_len(n_terms) as u64 * 4)?;
+    let state = buffers.storage("state", layout.state_words as u64 * 4)?;
+    let settings = buffers.constant("settings", vec![0; std::mem::size_of::<Settings>()])?;
+    let table = vec![0; std::mem::size_of::<TermInfo>() * n_terms];
+    let term_table = buffers.constant("terms", table)?;
+    let aux = buffers.storage("aux", layout.aux_words as u64 * 4)?;
+    Ok(Core {
+        partials,
+        scalars,
+        state,
+        settings,
+        term_table,
+        aux,
+    })
+}
+
+/// Where each batch-wide term keeps its data: its regions, and an OHEM term's key buffer.
+fn batch_wide_aux<'a>(
+    terms: impl Iterator<Item = &'a Resolved>,
+    layout: &Layout,
+    buffers: &mut Buffers,
+) -> Result<BTreeMap<usize, TermAux>> {
+    let mut aux = BTreeMap::new();
+    for t in terms {
+        let Some(bw) = batch_wide(t) else { continue };
+        let offset = |r: Option<crate::layout::Region>| r.map_or(0, |r| r.offset);
+        let keys = match bw {
+            BatchWide::Ohem { .. } => {
+                Some(buffers.storage(format!("ohem_keys/{}", t.term.name), t.rows * 4)?)
+            }
+            _ => None,
+        };
+        let a = TermAux {
+            base: offset(layout.aux(t.slot, "stats")),
+            keys,
+            pending: offset(layout.aux(t.slot, "ghm")),
+            acc: offset(layout.state(t.slot, "ghm")),
+        };
+        aux.insert(t.slot, a);
+    }
+    Ok(aux)
+}
+
+/// What building the groups' passes shares.
+struct GroupBuilder<'a> {
+    buffers: Buffers,
+    shapes: &'a Shapes,
+    limits: &'a Limits,
+    core: Core,
+    layout: &'a Layout,
+    term_aux: BTreeMap<usize, TermAux>,
+    /// Gradients written by the groups built so far.
+    written: Vec<String>,
+    state_buffers: Vec<usize>,
+    banks: Vec<(u32, u64)>,
+}
+
+impl GroupBuilder<'_> {
+    fn spec(&self, name: &str) -> &TensorSpec {
+        self.shapes.get(name).expect("checked by the scheduler")
+    }
+
+    fn written(&self, name: &str) -> bool {
+        self.written.iter().any(|w| w == name)
+    }
+
+    fn group(&mut self, g: &Group, fused: bool) -> Result<GroupPasses> {
+        match g {
+            Group::Rows { rows, terms } => self.rows(*rows, terms, fused),
+            Group::Softmax { logits, terms } => self.softmax(logits, terms),
+            Group::Sessions {
+                rows,
+                session,
+                terms,
+            } => self.sessions(*rows, session.as_deref(), terms),
+            Group::Embedding { terms } => self.embedding(&terms[0]),
+        }
+    }
+
+    fn rows(&mut self, rows: u64, terms: &[Resolved], fused: bool) -> Result<GroupPasses> {
+        // Workgroup memory of the statistics pass: the reduction buffer, one counter per GHM-C
+        // bin, one per OHEM term.
+        let shared: u64 = 16 * 256
+            + terms
+                .iter()
+                .map(|t| match batch_wide(t) {
+                    Some(BatchWide::Ghm { bins, .. }) => 4 * bins as u64,
+                    Some(BatchWide::Ohem { .. }) => 4,
+                    _ => 0,
+                })
+                .sum::<u64>();
+        let limit = self.limits.workgroup_bytes;
+        if shared > limit {
+            return Err(Error::Unsupported(format!(
+                "the ghm_c terms over {rows} rows need {shared} bytes of workgroup memory for \
+                 their bins, the adapter has {limit}; use fewer bins"
+            )));
+        }
+        let buffers = rows::Buffers {
+            partials: self.core.partials,
+            scalars: self.core.scalars,
+            aux: self.core.aux,
+            state: self.core.state,
+        };
+        let aux_of = |slot: usize| self.term_aux.get(&slot).copied().unwrap_or_default();
+        let p = rows::passes(terms, rows, buffers, &aux_of, fused, &|n| self.written(n));
+        self.written.extend(p.grads.iter().cloned());
+        let partial_work = p.forward.work;
+        let mut forward = p.pre;
+        forward.push(p.forward);
+        Ok(GroupPasses {
+            forward,
+            partial_work,
+            backward: p.backward.into_iter().collect(),
+            rows,
+            terms: terms.to_vec(),
+            ge_slots: vec![None; terms.len()],
+            partial_slots: p.partial_slots,
+            single_chunk: false,
+        })
+    }
+
+    fn softmax(&mut self, logits: &str, terms: &[Resolved]) -> Result<GroupPasses> {
+        let rows = terms[0].rows;
+        let Form::Softmax(first) = &terms[0].form else {
+            unreachable!("softmax groups hold softmax terms")
+        };
+        let classes = first.classes;
+        let mut buffers = Vec::new();
+        for t in terms {
+            let Form::Softmax(form) = &t.form else {
+                unreachable!("softmax groups hold softmax terms")
+            };
+            let class_weights = match &form.params.class_weights {
+                Some(w) => {
+                    let data: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+                    let label = format!("class_weights/{}", t.term.name);
+                    let bytes = bytemuck::cast_slice(&data).to_vec();
+                    Some(self.buffers.storage_with(label, bytes)?)
+                }
+                None => None,
+            };
+            let stats = self
+                .buffers
+                .storage(format!("row_stats/{}", t.term.name), rows * 8)?;
+            buffers.push(softmax::TermBuffers {
+                class_weights,
+                stats,
+            });
+        }
+        let accumulate = self.written(logits);
+        let input = softmax::GroupInput {
+            logits,
+            classes,
+            terms,
+            buffers: &buffers,
+        };
+        let dtype = |n: &str| self.spec(n).dtype;
+        let p = softmax::passes(
+            input,
+            self.core.partials,
+            self.core.scalars,
+            &dtype,
+            accumulate,
+        );
+        self.written.push(logits.to_string());
+        Ok(GroupPasses {
+            partial_work: p.forward.work,
+            forward: vec![p.forward],
+            backward: vec![p.backward],
+            rows,
+            terms: terms.to_vec(),
+            ge_slots: vec![None; terms.len()],
+            partial_slots: terms.len(),
+            single_chunk: false,
+        })
+    }
+
+    /// The session grouping's passes and buffers (none without a session tensor).
+    fn grouping(&mut self, rows: u64, session: Option<&str>) -> Result<(Vec<PassSpec>, Grouping)> {
+        let Some(name) = session else {
+            return Ok((Vec::new(), Grouping::Batch));
+        };
+        let mut idx = Vec::new();
+        for (i, size) in SessionBuffers::sizes(rows).iter().enumerate() {
+            idx.push(self.buffers.storage(format!("session/{name}/{i}"), *size)?);
+        }
+        let b = SessionBuffers {
+            keys: [idx[0], idx[1]],
+            vals: [idx[2], idx[3]],
+            counts: idx[4],
+            bounds: idx[5],
+        };
+        let label = format!("sessions[{name}]");
+        let passes = session::passes(&label, name, self.spec(name).dtype, b);
+        let grouping = Grouping::Sessions {
+            bounds: b.bounds,
+            order: b.vals[0],
+        };
+        Ok((passes, grouping))
+    }
+
+    fn sessions(
+        &mut self,
+        rows: u64,
+        session: Option<&str>,
+        terms: &[Resolved],
+    ) -> Result<GroupPasses> {
+        let (mut forward, grouping) = self.grouping(rows, session)?;
+        let shared = Shared {
+            grouping,
+            partials: self.core.partials,
+            scalars: self.core.scalars,
+            aux: self.core.aux,
+        };
+        let mut backward = Vec::new();
+        let mut ge_slots = Vec::new();
+        let mut next_slot = terms.len() as u32;
+        for (k, t) in terms.iter().enumerate() {
+            let Form::Session(term) = &t.form else {
+                unreachable!("session groups hold session terms")
+            };
+            let logits = t.input("logits").to_string();
+            let accumulate = self.written(&logits);
+            let buffers = &mut self.buffers;
+            let mut alloc = |label: String, bytes: u64| buffers.storage(label, bytes);
+            let mut ctx = SessionCtx {
+                alloc: &mut alloc,
+                shared,
+                slot: k as u32,
+                next_slot: &mut next_slot,
+                accumulate,
+                layout: self.layout,
+            };
+            let passes = term.passes(t, &mut ctx)?;
+            ge_slots.push(passes.second_slot);
+            self.written.push(logits);
+            forward.extend(passes.forward);
+            backward.push(passes.apply);
+        }
+        Ok(GroupPasses {
+            forward,
+            partial_work: Work::Rows { rows_per_wg: WG },
+            backward,
+            rows,
+            terms: terms.to_vec(),
+            ge_slots,
+            partial_slots: next_slot as usize,
+            single_chunk: true,
+        })
+    }
+
+    fn embedding(&mut self, t: &Resolved) -> Result<GroupPasses> {
+        let Form::Embedding { dim, term } = &t.form else {
+            unreachable!("embedding groups hold embedding terms")
+        };
+        let written_before = self.written.clone();
+        let shapes = self.shapes;
+        let buffers = &mut self.buffers;
+        let mut alloc = |label: String, bytes: u64| buffers.storage(label, bytes);
+        let mut ctx = Ctx {
+            alloc: &mut alloc,
+            partials: self.core.partials,
+            scalars: self.core.scalars,
+            state: self.core.state,
+            workgroup_bytes: self.limits.workgroup_bytes,
+            tiled: self.limits.tiled,
+            max_binding: self.limits.max_binding,
+            dtype: &|n| shapes.get(n).map_or(DType::F32, |s| s.dtype),
+            written: &|n| written_before.iter().any(|w| w == n),
+        };
+        let p = term.passes(t, *dim, self.layout, &mut ctx)?;
+        self.written.extend(p.grads);
+        if let Some(bank) = p.bank {
+            self.banks.push((bank.state_word, bank.rows));
+            self.state_buffers
+                .extend(bank.parts.iter().map(|&(b, _, _)| b));
+            self.state_buffers.push(bank.bias);
+            self.state_buffers.push(bank.ids);
+        }
+        Ok(GroupPasses {
+            forward: p.forward,
+            partial_work: crate::losses::embedding::ROWS,
+            backward: p.backward,
+            rows: p.rows,
+            terms: vec![t.clone()],
+            ge_slots: vec![None],
+            partial_slots: 1,
+            single_chunk: true,
+        })
+    }
+}

@@ -1,0 +1,387 @@
+//! A plan: every buffer, pipeline and bind group for one config and one set of shapes, built once;
+//! `step` records one command buffer and submits it once.
+//!
+//! A step runs: the `coefficients` dispatch (when some row group is fused, below), for every group
+//! its statistics passes if it has batch-wide terms (statistics, OHEM selection, prepare: see
+//! the `statistics` family) and its forward pass (per-workgroup partial sums), `combine` (term
+//! values), `weigh` (weights, flooding, gradient coefficients, state, GHM-C accumulators), the
+//! backward pass of every unfused group, then a copy of the scalars into a mappable buffer.
+//!
+//! A row group is fused when every gradient coefficient is known before the step (no flooding, no
+//! EMA reweighting, denominators independent of the data): its forward pass writes the gradients
+//! too, so each tensor is read once per step. Otherwise each tensor is read twice (forward and
+//! backward), however many terms read it: every gradient then needs this step's batch-wide values.
+//!
+//! The build ([`build`]) needs no device: it lays out every pass and buffer from the adapter's
+//! limits; this module then makes them ([`alloc`], [`record`]) and runs steps ([`step`]).
+
+mod alloc;
+pub(crate) mod build;
+mod checks;
+mod chunking;
+mod record;
+mod step;
+
+use crate::batch::Shapes;
+use crate::combine;
+use crate::config::{LossConfig, Strategy};
+use crate::engine::{Engine, EngineInner};
+use crate::error::{Error, Result};
+use crate::kernel::{Bind, Source};
+use crate::report::{read_buffer, Outputs, StepCounters};
+use build::{Blueprint, Core, Limits};
+use checks::HostChecks;
+use record::{Bound, Pass, Timing};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Buffers, pipelines and bind groups for one config and shapes. See the module docs.
+pub struct Plan {
+    engine: Arc<EngineInner>,
+    config: LossConfig,
+    shapes: Shapes,
+    /// Upload buffers, created on the first host upload of each tensor.
+    uploads: BTreeMap<String, wgpu::Buffer>,
+    grads: BTreeMap<String, wgpu::Buffer>,
+    internal: Vec<wgpu::Buffer>,
+    passes: Vec<Pass>,
+    core: Core,
+    /// Words of the state buffer (combine's block, then the terms' regions).
+    state_words: usize,
+    /// Internal buffers saved with the state after its words (memory banks).
+    state_buffers: Vec<usize>,
+    /// Memory banks: (first state word of (head, fill), rows M).
+    banks: Vec<(u32, u64)>,
+    checks: HostChecks,
+    readback: wgpu::Buffer,
+    /// Buffers the cached bind groups were built with, per read tensor.
+    bound: Option<Bound>,
+    totals: StepCounters,
+    timing: Option<Timing>,
+}
+
+impl Engine {
+    /// Builds a plan: every buffer, pipeline and bind group the config needs for these shapes.
+    pub fn plan(&self, config: &LossConfig, shapes: &Shapes) -> Result<Plan> {
+        Plan::new(self.inner.clone(), config, shapes)
+    }
+}
+
+impl Limits {
+    /// The limits of `engine`'s adapter (and of its options).
+    pub(crate) fn of(engine: &EngineInner) -> Self {
+        let l = &engine.limits;
+        Limits {
+            max_storage_buffers: l.max_storage_buffers_per_shader_stage,
+            max_buffer: l.max_buffer_size,
+            max_binding: engine.max_binding(),
+            align: l.min_storage_buffer_offset_alignment as u64,
+            max_grid: l.max_compute_workgroups_per_dimension,
+            workgroup_bytes: l.max_compute_workgroup_storage_size as u64,
+            tiled: !engine.summary.backend.eq_ignore_ascii_case("gl"),
+        }
+    }
+}
+
+impl Plan {
+    fn new(engine: Arc<EngineInner>, config: &LossConfig, shapes: &Shapes) -> Result<Self> {
+        let blueprint = build::build(config, shapes, &Limits::of(&engine))?;
+        let device = engine.device.clone();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let built = Self::create(engine, config, shapes, blueprint);
+        let oom_error = pollster::block_on(oom.pop());
+        let validation_error = pollster::block_on(scope.pop());
+        let plan = built?;
+        if let Some(e) = oom_error {
+            return Err(Error::Gpu(format!("out of memory building the plan: {e}")));
+        }
+        if let Some(e) = validation_error {
+            return Err(Error::Gpu(format!("building the plan: {e}")));
+        }
+        Ok(plan)
+    }
+
+    /// Makes the blueprint's buffers and pipelines on the device.
+    fn create(
+        engine: Arc<EngineInner>,
+        config: &LossConfig,
+        shapes: &Shapes,
+        bp: Blueprint,
+    ) -> Result<Self> {
+        let (device, queue) = (&engine.device, &engine.queue);
+        let internal = bp.buffers.iter().map(|r| r.create(device, queue)).collect();
+        let grads = bp
+            .grads
+            .iter()
+            .map(|(name, &bytes)| {
+                let request = alloc::BufferRequest {
+                    label: format!("grad/{name}"),
+                    size: bytes,
+                    usage: alloc::Usage::Storage,
+                    init: None,
+                };
+                (name.clone(), request.create(device, queue))
+            })
+            .collect();
+        let passes = bp
+            .passes
+            .into_iter()
+            .map(|p| Pass::new(&engine, p))
+            .collect::<Result<Vec<_>>>()?;
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("scalars readback"),
+            size: combine::scalars_len(config.losses.len()) as u64 * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let plan = Plan {
+            engine,
+            config: config.clone(),
+            shapes: shapes.clone(),
+            uploads: BTreeMap::new(),
+            grads,
+            internal,
+            passes,
+            core: bp.core,
+            state_words: bp.state_words,
+            state_buffers: bp.state_buffers,
+            banks: bp.banks,
+            checks: bp.checks,
+            readback,
+            bound: None,
+            totals: StepCounters::default(),
+            timing: None,
+        };
+        // Fresh buffers are zero, and so are the banks of the initial state.
+        plan.write_state(&plan.initial_state()[..plan.state_words]);
+        Ok(plan)
+    }
+
+    /// What a step's output reads.
+    fn outputs(&self) -> Outputs<'_> {
+        Outputs {
+            engine: &self.engine,
+            config: &self.config,
+            shapes: &self.shapes,
+            grads: &self.grads,
+            readback: &self.readback,
+        }
+    }
+
+    fn state_buffer_words(&self) -> usize {
+        self.state_buffers
+            .iter()
+            .map(|&i| (self.internal[i].size() / 4) as usize)
+            .sum()
+    }
+
+    /// The state a fresh plan starts with: its words, then the (zeroed) memory banks.
+    fn initial_state(&self) -> Vec<u32> {
+        let mut words = vec![0u32; self.state_words + self.state_buffer_words()];
+        if let Strategy::EmaReweight(e) = &self.config.strategy {
+            words[combine::ST_THETA] = (e.theta0 as f32).to_bits();
+        }
+        words
+    }
+
+    /// Writes state words: the state buffer's, then (when given) the memory banks'.
+    fn write_state(&self, words: &[u32]) {
+        let (head, mut rest) = words.split_at(self.state_words.min(words.len()));
+        let queue = &self.engine.queue;
+        queue.write_buffer(
+            &self.internal[self.core.state],
+            0,
+            bytemuck::cast_slice(head),
+        );
+        for &i in &self.state_buffers {
+            let b = &self.internal[i];
+            let n = ((b.size() / 4) as usize).min(rest.len());
+            if n > 0 {
+                queue.write_buffer(b, 0, bytemuck::cast_slice(&rest[..n]));
+            }
+            rest = &rest[n..];
+        }
+    }
+
+    /// The config the plan was built for.
+    pub fn config(&self) -> &LossConfig {
+        &self.config
+    }
+
+    /// The shapes the plan was built for.
+    pub fn shapes(&self) -> &Shapes {
+        &self.shapes
+    }
+
+    /// Tensors that receive a gradient.
+    pub fn grad_names(&self) -> impl Iterator<Item = &String> {
+        self.grads.keys()
+    }
+
+    /// Counters summed over every step so far.
+    pub fn counters(&self) -> &StepCounters {
+        &self.totals
+    }
+
+    /// The gradient buffer of a tensor (valid until the next step writes it).
+    pub fn grad(&self, tensor: &str) -> Result<&wgpu::Buffer> {
+        crate::report::grad_of(&self.grads, tensor)
+    }
+
+    /// Fills every output (gradients and scalars) with NaN, so that a test can tell an element
+    /// the next step did not write.
+    pub fn poison_outputs(&self) {
+        for b in self
+            .grads
+            .values()
+            .chain([&self.internal[self.core.scalars]])
+        {
+            let words = vec![f32::NAN.to_bits(); (b.size() / 4) as usize];
+            self.engine
+                .queue
+                .write_buffer(b, 0, bytemuck::cast_slice(&words));
+        }
+        self.engine.queue.submit([]);
+    }
+
+    /// Reads back the GPU-resident state (learned weights, optimiser moments, EMA θ, step count,
+    /// GHM-C accumulators, learned JRC weights, memory banks) as bytes for a checkpoint. Blocks
+    /// until the GPU is idle.
+    pub fn save_state(&self) -> Result<Vec<u8>> {
+        let b = &self.internal[self.core.state];
+        let bytes = read_buffer(&self.engine, b, 0, b.size())?;
+        let mut words: Vec<u32> = bytemuck::cast_slice(&bytes)[..self.state_words].to_vec();
+        for &i in &self.state_buffers {
+            let b = &self.internal[i];
+            let bytes = read_buffer(&self.engine, b, 0, b.size())?;
+            words.extend_from_slice(bytemuck::cast_slice(&bytes));
+        }
+        Ok(crate::state::encode(
+            crate::state::fingerprint(&self.config),
+            &words,
+        ))
+    }
+
+    /// Restores a state saved by a plan of the same config; the next step continues exactly as
+    /// the saved run would have.
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let words = crate::state::decode(
+            bytes,
+            crate::state::fingerprint(&self.config),
+            self.state_words + self.state_buffer_words(),
+        )?;
+        self.write_state(&words);
+        Ok(())
+    }
+
+    /// Marks every memory bank (`cross_batch_softmax`) full, keeping its rows as they are (zero in
+    /// a fresh plan), so that a benchmark measures the cost of a full bank without first stepping
+    /// M/B times. The next step uses all M rows as negatives.
+    pub fn fill_banks(&mut self) {
+        for &(word, rows) in &self.banks {
+            self.engine.queue.write_buffer(
+                &self.internal[self.core.state],
+                (word as u64 + 1) * 4,
+                bytemuck::bytes_of(&(rows as u32)),
+            );
+        }
+    }
+
+    /// Restores the state a fresh plan starts with.
+    pub fn reset_state(&mut self) {
+        let words = self.initial_state();
+        self.write_state(&words);
+    }
+
+    /// Records GPU timestamps around every pass from the next step on (one submission still),
+    /// for [`Plan::pass_times`]. Needs the adapter's `TIMESTAMP_QUERY` feature.
+    pub fn enable_pass_timing(&mut self) -> Result<()> {
+        let device = &self.engine.device;
+        if !device.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Unsupported(format!(
+                "{} has no timestamp queries",
+                self.engine.summary.label()
+            )));
+        }
+        self.timing = Some(Timing::new(device, self.passes.len()));
+        Ok(())
+    }
+
+    /// GPU seconds of every pass of the last step (label, seconds), when timing is enabled.
+    pub fn pass_times(&self) -> Result<Vec<(String, f64)>> {
+        let timing = self
+            .timing
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported("pass timing is not enabled".into()))?;
+        let ticks = timing.ticks(&self.engine)?;
+        let period = self.engine.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(self
+            .passes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
+                (p.spec.label.clone(), dt as f64 * period)
+            })
+            .collect())
+    }
+
+    /// Describes the passes (for docs, `lossfuse bench` and tests): label, dispatches, tensors read.
+    pub fn describe(&self) -> Vec<(String, usize, Vec<String>)> {
+        self.passes
+            .iter()
+            .map(|p| {
+                (
+                    p.spec.label.clone(),
+                    p.dispatches.len(),
+                    p.spec.reads.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The composed WGSL of every pass (label, source), for inspection and validation.
+    pub fn shader_sources(&self) -> Vec<(String, String)> {
+        self.passes
+            .iter()
+            .map(|p| (p.spec.label.clone(), p.source.clone()))
+            .collect()
+    }
+
+    /// Bytes of every buffer the plan owns: internal buffers (partials, state, sort and sweep
+    /// buffers, ...), gradients, upload buffers created so far and the read-back buffer. What a
+    /// plan allocates on the device, for checking that memory stays linear in the batch.
+    pub fn allocated_bytes(&self) -> u64 {
+        self.internal
+            .iter()
+            .chain(self.grads.values())
+            .chain(self.uploads.values())
+            .chain([&self.readback])
+            .map(|b| b.size())
+            .sum()
+    }
+
+    /// Bytes a step moves: every tensor read once per pass that reads it, every per-row internal
+    /// buffer (OHEM keys, softmax row statistics) once per pass that binds it, every gradient
+    /// written once. OHEM's index rounds are counted although they return at once when the k-th
+    /// value is not tied beyond k, so with OHEM this is an upper bound.
+    pub fn bytes_per_step(&self) -> u64 {
+        let mut bytes = 0u64;
+        for p in &self.passes {
+            for t in &p.spec.reads {
+                bytes += self.shapes.get(t).map(|s| s.bytes()).unwrap_or(0);
+            }
+            for b in &p.spec.binds {
+                if let Bind::Rows {
+                    source: Source::Internal(_),
+                    row_bytes,
+                } = &b.bind
+                {
+                    bytes += p.dispatches.iter().map(|c| c.rows * row_bytes).sum::<u64>();
+                }
+            }
+        }
+        bytes + self.grads.values().map(|b| b.size()).sum::<u64>()
+    }
+}

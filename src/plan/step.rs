@@ -1,0 +1,180 @@
+//! One step: check the batch against the plan (nothing is uploaded or recorded for a bad batch),
+//! upload host tensors, rebind when the batch's buffers changed, record every pass into one
+//! command buffer, submit it once.
+
+use super::record::{record, Bound};
+use super::Plan;
+use crate::batch::{Batch, Input, TensorSpec};
+use crate::error::{Error, Result};
+use crate::kernel::Source;
+use crate::report::{StepCounters, StepOutput};
+
+impl Plan {
+    /// Every tensor some pass reads, each once, in pass order.
+    fn read_tensors(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in self.passes.iter().flat_map(|p| p.spec.reads.iter()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names
+    }
+
+    /// Checks the batch against the plan before anything is uploaded or recorded, so that a bad
+    /// batch changes nothing.
+    fn check(&self, batch: &Batch) -> Result<()> {
+        for name in self.read_tensors() {
+            let spec = self.shapes.get(&name).expect("plan tensors have shapes");
+            let input = batch.get(&name).ok_or_else(|| {
+                Error::tensor(
+                    &name,
+                    None,
+                    format!(
+                        "missing from the batch (expected {:?} {})",
+                        spec.shape,
+                        spec.dtype.name()
+                    ),
+                )
+            })?;
+            check_input(&name, spec, input)?;
+        }
+        self.checks.check(batch, &self.shapes)
+    }
+
+    /// Uploads the host tensors of `batch`; returns the buffer of every read tensor.
+    fn upload(&mut self, batch: &Batch, counters: &mut StepCounters) -> Bound {
+        let mut sources = Bound::new();
+        for name in self.read_tensors() {
+            let buffer = match batch.get(&name).expect("checked") {
+                Input::Buffer(b) => (*b).clone(),
+                input => {
+                    let bytes = input.host_bytes().expect("a host input");
+                    let spec = self.shapes.get(&name).expect("plan tensors have shapes");
+                    let engine = &self.engine;
+                    let buffer = self
+                        .uploads
+                        .entry(name.clone())
+                        .or_insert_with(|| {
+                            engine.device.create_buffer(&wgpu::BufferDescriptor {
+                                label: Some(&format!("input/{name}")),
+                                size: super::alloc::padded(spec.bytes()),
+                                usage: super::alloc::storage_usage(),
+                                mapped_at_creation: false,
+                            })
+                        })
+                        .clone();
+                    if !bytes.is_empty() {
+                        self.engine.queue.write_buffer(&buffer, 0, bytes);
+                    }
+                    counters.bytes_uploaded += bytes.len() as u64;
+                    buffer
+                }
+            };
+            sources.insert(name, buffer);
+        }
+        sources
+    }
+
+    /// Runs one step: uploads host inputs, records every pass into one command buffer and
+    /// submits it once. Nothing is read back; see [`StepOutput`].
+    pub fn step(&mut self, batch: &Batch) -> Result<StepOutput<'_>> {
+        self.check(batch)?;
+        if let Some(e) = self.engine.take_uncaptured() {
+            return Err(Error::Gpu(e));
+        }
+        let mut counters = StepCounters::default();
+        let sources = self.upload(batch, &mut counters);
+        if self.bound.as_ref() != Some(&sources) {
+            self.rebind(&sources);
+            self.bound = Some(sources);
+        }
+        let device = &self.engine.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("lossfuse step"),
+        });
+        record(
+            &mut encoder,
+            &self.passes,
+            self.timing.as_ref(),
+            &mut counters,
+        );
+        let scalars = &self.internal[self.core.scalars];
+        encoder.copy_buffer_to_buffer(scalars, 0, &self.readback, 0, self.readback.size());
+        self.engine.queue.submit([encoder.finish()]);
+        counters.submissions += 1;
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("recording the step: {e}")));
+        }
+        self.totals.add(&counters);
+        Ok(StepOutput::new(self.outputs(), counters))
+    }
+
+    /// Rebuilds every pass's bind groups over `sources` (the batch's buffers).
+    fn rebind(&mut self, sources: &Bound) {
+        let (grads, internal) = (&self.grads, &self.internal);
+        let resolve = |s: &Source| -> wgpu::Buffer {
+            match s {
+                Source::Input(n) => sources[n].clone(),
+                Source::Grad(n) => grads[n].clone(),
+                Source::Internal(k) => internal[*k].clone(),
+            }
+        };
+        for pass in &mut self.passes {
+            pass.bind(&self.engine.device, &resolve);
+        }
+    }
+}
+
+/// Checks one input against its spec: a device buffer's usage and size, a host tensor's dtype and
+/// length.
+fn check_input(name: &str, spec: &TensorSpec, input: &Input) -> Result<()> {
+    if let Input::Buffer(b) = input {
+        if !b.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(Error::tensor(
+                name,
+                None,
+                "the buffer needs BufferUsages::STORAGE",
+            ));
+        }
+        if b.size() < spec.bytes() {
+            return Err(Error::tensor(
+                name,
+                None,
+                format!(
+                    "the buffer holds {} bytes, shape {:?} needs {}",
+                    b.size(),
+                    spec.shape,
+                    spec.bytes()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let dtype = input.host_dtype().expect("a host input");
+    let len = input.host_len().expect("a host input");
+    if dtype != spec.dtype {
+        return Err(Error::tensor(
+            name,
+            None,
+            format!(
+                "dtype {} given, the plan expects {}",
+                dtype.name(),
+                spec.dtype.name()
+            ),
+        ));
+    }
+    if len != spec.len() {
+        return Err(Error::tensor(
+            name,
+            None,
+            format!(
+                "{len} values given, shape {:?} needs {}",
+                spec.shape,
+                spec.len()
+            ),
+        ));
+    }
+    Ok(())
+}
