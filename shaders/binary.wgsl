@@ -1,11 +1,12 @@
-// Per-row binary and regression losses (LOSSES.md, "Per-row terms"). Each returns
-// vec2(loss, dloss/dinput) for one row; the fused row kernel (src/losses/binary.rs) calls them
-// for every term that reads the row, so the inputs are read once for all terms.
+// Per-row binary and regression losses (docs/LOSSES.md, "Per-row terms"). Each returns
+// vec2(loss, dloss/dinput) for one row (vec3 with two differentiable inputs); the fused row
+// kernel (src/losses/rows/) calls them for every term that reads the row, so the inputs are read
+// once for all terms.
 
 //#import common.wgsl
 
 // Rows each invocation of a row group's forward and statistics passes sums before the workgroup
-// reduction (`ROWS_PER_INVOCATION` in src/losses/binary.rs).
+// reduction (`ROWS_PER_INVOCATION` in src/losses/rows/kernel.rs).
 const ROWS_PER_INVOCATION: u32 = 8u;
 
 // Sigmoid CE with a (possibly smoothed) label y: softplus(x) - x*y, written as
@@ -89,4 +90,17 @@ fn esmm(a: f32, b: f32, click: f32, buy: f32) -> vec3<f32> {
     let da = ctr.y * sa * sna + ctcvr.y * sb * sa * sna;
     let db = ctcvr.y * sa * sb * snb;
     return vec3<f32>(ctr.x + ctcvr.x, da, db);
+}
+
+// order_calibrate_loss (AITM, Xi et al. KDD 2021; EasyRec ORDER_CALIBRATE_LOSS): relu(σ(x) − σ(xr))
+// for a tower x that should not exceed its relation tower xr. Returns (loss, dloss/dx,
+// dloss/dxr): σ'(x) and −σ'(xr) where σ(x) > σ(xr), 0 elsewhere (relu's derivative at 0 is 0).
+fn order_calibrate(x: f32, xr: f32) -> vec3<f32> {
+    let p = sigmoid(x);
+    let pr = sigmoid(xr);
+    let d = p - pr;
+    if d > 0.0 {
+        return vec3<f32>(d, p * sigmoid(-x), -pr * sigmoid(-xr));
+    }
+    return vec3<f32>(0.0);
 }

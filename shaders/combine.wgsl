@@ -1,5 +1,5 @@
 // The combine pass: `combine` (one workgroup) reduces per-term partial sums -> term values; the weighting strategy
-// (LOSSES.md, "Combining terms"); flooding; the gradient coefficient of every term; learned-weight
+// (docs/LOSSES.md, "Combining terms"); flooding; the gradient coefficient of every term; learned-weight
 // gradients and their optimiser step; state updates. Everything the host would otherwise have to
 // read back stays here, so a step is one submission.
 

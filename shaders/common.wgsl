@@ -1,4 +1,4 @@
-// Shared by every lossfuse kernel: stable numerics (LOSSES.md: max-subtraction, log1p, softplus of
+// Shared by every lossfuse kernel: stable numerics (docs/LOSSES.md: max-subtraction, log1p, softplus of
 // -|x|), the chunk a dispatch covers, and a deterministic workgroup reduction.
 
 const WG: u32 = 256u;

@@ -1,4 +1,4 @@
-// GHM-C (LOSSES.md, "Gradient-density terms"; Li et al. AAAI 2019, mmdetection GHMC): the
+// GHM-C (docs/LOSSES.md, "Gradient-density terms"; Li et al. AAAI 2019, mmdetection GHMC): the
 // gradient norm of a row and its bin. The counts are taken in the statistics pass and turned
 // into weights by `ghm_prepare` (prepare.wgsl).
 

@@ -56,7 +56,7 @@ fn ghm_prepare(hist: u32, beta: u32, pending: u32, acc: u32, bins: u32, momentum
 
 // F1-reweighted: from s0 = (tp, n_pos, Σ_pos w·CE, Σ_neg w·CE) and s1 = (Σ_pos w, Σ_neg w,
 // #pos w≠0, #neg w≠0) writes aux[out] = neg_w, aux[out+1] = 1/D, aux[out+2] = dL/dneg_w ·
-// dneg_w/dtp (the gradient every logit gets through tp, per σ(1 − σ)). LOSSES.md, "F1-reweighted".
+// dneg_w/dtp (the gradient every logit gets through tp, per σ(1 − σ)). docs/LOSSES.md, "F1-reweighted".
 fn f1_prepare(out: u32, s0: vec4<f32>, s1: vec4<f32>, beta_square: f32, reduction: u32, rows: f32) {
     let tp = s0.x;
     let n_pos = s0.y;

@@ -4,7 +4,7 @@
 // far (`select_histogram`, integer atomics, so the counts do not depend on the order), then one
 // workgroup picks the digit holding the k-th largest key (`select_pick`). Four value rounds give
 // the k-th largest key t exactly; when more keys equal t than are still needed, index rounds
-// pick the lowest indices among them (LOSSES.md: "ties: keep exactly k, lowest index first").
+// pick the lowest indices among them (docs/LOSSES.md: "ties: keep exactly k, lowest index first").
 // The number of dispatches is fixed by the row count; rounds with nothing left to do return at
 // once. Consumers call `select_kept` (common.wgsl) with the state's PREFIX and INDEX words.
 // Each dispatch's parameters are a `SelectRound` (mirrored in src/losses/select.rs).

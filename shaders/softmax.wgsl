@@ -1,4 +1,4 @@
-// Softmax cross-entropy helpers (LOSSES.md, "Softmax cross-entropy"): a one-sweep log-sum-exp
+// Softmax cross-entropy helpers (docs/LOSSES.md, "Softmax cross-entropy"): a one-sweep log-sum-exp
 // kept as (running max, Σ exp(z - max)) (Milakov & Gimelshein 2018), and its reduction over the
 // invocations that share a row. The row kernels are below.
 

@@ -65,55 +65,75 @@ pub(crate) fn state_len(terms: usize) -> usize {
     ST_TERM_BASE + terms * ST_TERM_STRIDE
 }
 
-/// `Settings` of combine.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Settings {
-    pub term_count: u32,
-    pub strategy: u32,
-    pub optimizer: u32,
-    pub seed: u32,
-    pub flooding: u32,
-    pub flood_level: f32,
-    pub learning_rate: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub epsilon: f32,
-    pub ema_main: u32,
-    pub ema_aux: u32,
-    pub ema_alpha: f32,
-    pub ema_lambda: f32,
-    /// Words of `aux` from `commit_src` copied onto `state` from `commit_dst` when a step
-    /// succeeds (the GHM-C accumulators).
-    pub commit_src: u32,
-    pub commit_dst: u32,
-    pub commit_count: u32,
-    pub _pad: [u32; 3],
+crate::gpu_struct! {
+    /// The combine pass's settings (`Settings` in combine.wgsl): the strategy, its optimiser,
+    /// flooding, EMA reweighting and the commit of the GHM-C accumulators.
+    pub(crate) struct Settings in "combine.wgsl" test settings_layout {
+        term_count: u32,
+        /// 0 fixed, 1 uncertainty, 2 random, 3 ema_reweight.
+        strategy: u32,
+        /// 0 none, 1 sgd, 2 adam.
+        optimizer: u32,
+        seed: u32,
+        /// 1 when a flood level is set.
+        flooding: u32,
+        flood_level: f32,
+        learning_rate: f32,
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+        ema_main: u32,
+        ema_aux: u32,
+        ema_alpha: f32,
+        ema_lambda: f32,
+        /// Words of `aux` from `commit_src` copied onto `state` from `commit_dst` when a step
+        /// succeeds (the GHM-C accumulators).
+        commit_src: u32,
+        commit_dst: u32,
+        commit_count: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
-/// `TermInfo` of combine.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct TermInfo {
-    pub partial_base: u32,
-    pub partial_count: u32,
-    pub reduction: u32,
-    pub learn: u32,
-    pub rows: f32,
-    pub weight: f32,
-    pub half: f32,
-    pub static_denom: f32,
-    pub kind: u32,
-    pub ge_partial_base: u32,
-    pub alpha: f32,
-    pub jrc_learn: u32,
-    pub jrc_state: u32,
-    pub optimizer: u32,
-    pub learning_rate: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub epsilon: f32,
-    pub _pad: [u32; 2],
+crate::gpu_struct! {
+    /// One term's record for the combine pass (`TermInfo` in combine.wgsl): where its partials
+    /// are, how they reduce, and its weighting.
+    pub(crate) struct TermInfo in "combine.wgsl" test term_info_layout {
+        partial_base: u32,
+        partial_count: u32,
+        /// 0 nonzero_mean, 1 weighted_mean, 2 mean, 3 sum.
+        reduction: u32,
+        /// 1 when the uncertainty strategy learns this weight.
+        learn: u32,
+        /// B, the denominator of `mean`.
+        rows: f32,
+        /// The fixed weight.
+        weight: f32,
+        /// c_k of the uncertainty form: 0.5 for regression terms, else 1.
+        half: f32,
+        /// The reduction's denominator when it does not depend on the data, else 0.
+        static_denom: f32,
+        /// [`KIND_ROWS`], [`KIND_PAIRS`] or [`KIND_JRC`].
+        kind: u32,
+        /// JRC: the listwise part's partials (as many as the CE's).
+        ge_partial_base: u32,
+        /// JRC fixed: α·ce + (1 − α)·ge.
+        alpha: f32,
+        /// JRC: 1 for the learned form.
+        jrc_learn: u32,
+        /// JRC: first state word of u1, m1, v1, u2, m2, v2, Adam step.
+        jrc_state: u32,
+        /// JRC's optimiser of u: 0 none, 1 sgd, 2 adam.
+        optimizer: u32,
+        learning_rate: f32,
+        beta1: f32,
+        beta2: f32,
+        epsilon: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// The optimiser code and parameters of `opt` (combine.wgsl: 0 none, 1 sgd, 2 adam).

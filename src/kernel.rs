@@ -129,6 +129,37 @@ pub(crate) fn internal(name: impl Into<String>, index: usize) -> Binding {
     bind(name, Bind::Whole(Source::Internal(index)))
 }
 
+/// Bindings a kernel's generated code declares (a row group's tensors, a softmax group's
+/// labels and class weights): each one's WGSL declaration and what is bound to it come from one
+/// `push`, so the two cannot disagree.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Generated {
+    /// The binding index of the next declaration.
+    next: usize,
+    /// `@group(0) @binding(i) var<...> name: ...;` lines.
+    pub wgsl: String,
+    pub binds: Vec<Binding>,
+}
+
+impl Generated {
+    /// Declarations from binding index `first`.
+    pub(crate) fn from(first: usize) -> Self {
+        Self {
+            next: first,
+            ..Self::default()
+        }
+    }
+
+    /// Declares `decl` (`var<...> name: type;`, with any comment) at the next binding index,
+    /// bound to `binding`.
+    pub(crate) fn push(&mut self, decl: String, binding: Binding) {
+        use std::fmt::Write;
+        let _ = writeln!(self.wgsl, "@group(0) @binding({}) {decl}", self.next);
+        self.next += 1;
+        self.binds.push(binding);
+    }
+}
+
 /// How many workgroups a chunk of `rows` rows needs.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Work {

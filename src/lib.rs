@@ -66,13 +66,13 @@ pub use wgpu;
 /// Each loss type's parameters, for configs built in code with [`TermKind::new`]: EasyRec's keys
 /// and defaults (`Default`), checked by [`LossConfig::validate`]. Formulas: `docs/LOSSES.md`.
 pub mod params {
-    pub use crate::losses::family::NoParams;
     pub use crate::losses::jrc::params::JrcParams;
     pub use crate::losses::metric::params::{CircleParams, MultiSimilarityParams};
     pub use crate::losses::mining::params::MiningParams;
     pub use crate::losses::pairwise::params::{
         PairWiseParams, PairwiseFocalParams, PairwiseHingeParams, PairwiseLogisticParams,
     };
+    pub use crate::losses::params::NoParams;
     pub use crate::losses::retrieval::params::{
         ContrastiveParams, CrossBatchParams, InBatchParams, MAX_BANK_SIZE,
     };

@@ -8,7 +8,8 @@ use crate::config::{
     TermKind, TERM_COMMON_KEYS, WEIGHT_STRATEGIES,
 };
 use crate::error::{Error, Result};
-use crate::losses::family::{LossType, ParamContext};
+use crate::losses::family::LossType;
+use crate::losses::params::ParamContext;
 use crate::losses::registry;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;

@@ -22,7 +22,7 @@ pub(crate) fn resolve(slot: usize, term: &LossTerm, shapes: &Shapes) -> Result<R
             format!("unknown loss_type '{}'", term.kind.loss_type()),
         )
     })?;
-    let (form, rows) = loss_type.family.resolve(term, shapes)?;
+    let (form, rows) = loss_type.family.resolve(loss_type, term, shapes)?;
     let weights = shapes::sample_weights(term, shapes, rows)?;
     Ok(Resolved {
         slot,

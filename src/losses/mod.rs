@@ -7,8 +7,8 @@
 //! - [`pairwise`] and [`jrc`]: terms over rows grouped by session ([`session`]);
 //! - [`retrieval`], [`metric`], [`mining`]: terms over embeddings ([`embedding`]).
 //!
-//! Shared mechanisms exist once: [`family`] (what every family declares), [`registry`] (every
-//! loss type), [`shapes`] (checks), [`common`] (kernel helpers), [`select`] (GPU top-k),
+//! Shared mechanisms exist once: [`family`] (what every family declares), [`params`] (typed
+//! parameters), [`registry`] (every loss type), [`shapes`] (checks), [`common`] (kernel helpers), [`select`] (GPU top-k),
 //! [`session`] (grouping by session), [`embedding`] (prep and apply of similarity rows).
 
 pub(crate) mod common;
@@ -18,6 +18,7 @@ pub(crate) mod jrc;
 pub(crate) mod metric;
 pub(crate) mod mining;
 pub(crate) mod pairwise;
+pub(crate) mod params;
 pub(crate) mod registry;
 pub(crate) mod retrieval;
 pub(crate) mod rows;

@@ -60,7 +60,7 @@ pub(crate) fn index_digits(rows: u64) -> u32 {
     bits.div_ceil(8).max(1)
 }
 
-/// k = max(1, round(rows·ratio)), rounding half away from zero (LOSSES.md, OHEM).
+/// k = max(1, round(rows·ratio)), rounding half away from zero (docs/LOSSES.md, OHEM).
 pub(crate) fn keep_count(rows: u64, ratio: f64) -> u32 {
     ((rows as f64 * ratio).round() as u64).clamp(1, rows.max(1)) as u32
 }

@@ -145,3 +145,34 @@ pub(crate) fn check_size(label: &str, size: u64, max_buffer: u64) -> Result<()> 
     }
     Ok(())
 }
+
+/// What the build needs to know of the adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Storage buffers one kernel may bind.
+    pub max_storage_buffers: u32,
+    /// Bytes of the largest buffer.
+    pub max_buffer: u64,
+    /// Bytes one storage binding may cover (a multiple of `align`).
+    pub max_binding: u64,
+    /// Alignment of a binding's offset.
+    pub align: u64,
+    /// Workgroups per grid dimension.
+    pub max_grid: u32,
+    /// Bytes of workgroup memory.
+    pub workgroup_bytes: u64,
+    /// Whether the embedding sweeps stage rows through workgroup memory (all backends but GL:
+    /// GL llvmpipe takes minutes to compile a tile loop inside a loop with barriers).
+    pub tiled: bool,
+}
+
+/// The internal buffers every plan has, by index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Core {
+    pub partials: usize,
+    pub scalars: usize,
+    pub state: usize,
+    pub settings: usize,
+    pub term_table: usize,
+    pub aux: usize,
+}

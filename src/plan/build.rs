@@ -7,6 +7,7 @@
 //! then the rest in config order. A gradient that an earlier group already wrote is added to.
 
 use super::alloc::{BufferRequest, Buffers};
+pub(crate) use super::alloc::{Core, Limits};
 use super::checks::HostChecks;
 use super::chunking::{self, GroupPasses, PassBlueprint};
 use crate::batch::{DType, Shapes, TensorSpec};
@@ -23,37 +24,6 @@ use crate::losses::statistics::BatchWide;
 use crate::losses::{pairwise, rows, softmax, statistics};
 use crate::schedule::{schedule, Group};
 use std::collections::BTreeMap;
-
-/// What the build needs to know of the adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Limits {
-    /// Storage buffers one kernel may bind.
-    pub max_storage_buffers: u32,
-    /// Bytes of the largest buffer.
-    pub max_buffer: u64,
-    /// Bytes one storage binding may cover (a multiple of `align`).
-    pub max_binding: u64,
-    /// Alignment of a binding's offset.
-    pub align: u64,
-    /// Workgroups per grid dimension.
-    pub max_grid: u32,
-    /// Bytes of workgroup memory.
-    pub workgroup_bytes: u64,
-    /// Whether the embedding sweeps stage rows through workgroup memory (all backends but GL:
-    /// GL llvmpipe takes minutes to compile a tile loop inside a loop with barriers).
-    pub tiled: bool,
-}
-
-/// The internal buffers every plan has, by index.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Core {
-    pub partials: usize,
-    pub scalars: usize,
-    pub state: usize,
-    pub settings: usize,
-    pub term_table: usize,
-    pub aux: usize,
-}
 
 /// A plan before it meets the device.
 #[derive(Debug)]
@@ -146,7 +116,7 @@ fn groups(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Result<Vec<(
             && matches!(g, Group::Rows { .. })
             && g.terms().iter().all(|t| t.static_denominator().is_some());
         for part in g.split(limits.max_storage_buffers, |g| match g {
-            Group::Rows { terms, .. } => rows::storage_bindings(terms),
+            Group::Rows { terms, .. } => rows::kernel::storage_bindings(terms),
             Group::Softmax { terms, .. } => softmax::storage_bindings(terms),
             Group::Sessions { terms, .. } => pairwise::storage_bindings(terms),
             // One term each; its widest pass binds 9 storage buffers and the chunk.
@@ -313,14 +283,14 @@ impl GroupBuilder<'_> {
                  their bins, the adapter has {limit}; use fewer bins"
             )));
         }
-        let buffers = rows::Buffers {
+        let buffers = rows::kernel::Buffers {
             partials: self.core.partials,
             scalars: self.core.scalars,
             aux: self.core.aux,
             state: self.core.state,
         };
         let aux_of = |slot: usize| self.term_aux.get(&slot).copied().unwrap_or_default();
-        let p = rows::passes(terms, rows, buffers, &aux_of, fused, &|n| self.written(n));
+        let p = rows::passes::passes(terms, rows, buffers, &aux_of, fused, &|n| self.written(n));
         self.written.extend(p.grads.iter().cloned());
         let partial_work = p.forward.work;
         let mut forward = p.pre;

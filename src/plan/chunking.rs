@@ -3,7 +3,7 @@
 //! per chunk with its own parameters, and each term's partial sums given their place in the
 //! `partials` buffer, recorded in the combine pass's term table.
 
-use super::build::{Core, Limits};
+use super::alloc::{Core, Limits};
 use crate::combine::{self, TermInfo, KIND_PAIRS};
 use crate::config::LossConfig;
 use crate::error::{Error, Result};

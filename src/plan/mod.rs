@@ -21,6 +21,8 @@ mod checks;
 mod chunking;
 mod record;
 mod step;
+#[cfg(test)]
+mod tests;
 
 use crate::batch::Shapes;
 use crate::combine;
@@ -29,7 +31,8 @@ use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Source};
 use crate::report::{read_buffer, Outputs, StepCounters};
-use build::{Blueprint, Core, Limits};
+use alloc::{Core, Limits};
+use build::Blueprint;
 use checks::HostChecks;
 use record::{Bound, Pass, Timing};
 use std::collections::BTreeMap;

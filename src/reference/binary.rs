@@ -1,4 +1,4 @@
-//! Per-row binary losses in f64 (LOSSES.md, "Per-row terms", "Binary focal" and "Combining terms"
+//! Per-row binary losses in f64 (docs/LOSSES.md, "Per-row terms", "Binary focal" and "Combining terms"
 //! for ESMM): each function returns the row's loss l_i and its derivative with respect to the
 //! differentiable input, written analytically from the formulas. Reduction over rows happens in
 //! [`super::combine`].
@@ -19,7 +19,7 @@ pub(crate) fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// softplus(z) = max(z, 0) + ln(1 + exp(−|z|)) (LOSSES.md, notation).
+/// softplus(z) = max(z, 0) + ln(1 + exp(−|z|)) (docs/LOSSES.md, notation).
 pub(crate) fn softplus(z: f64) -> f64 {
     z.max(0.0) + (-z.abs()).exp().ln_1p()
 }
@@ -82,7 +82,7 @@ pub(crate) struct Focal {
     pub label_smoothing: f64,
 }
 
-/// `binary_focal_loss` for one row (LOSSES.md, "Binary focal"): l = W'·CE with
+/// `binary_focal_loss` for one row (docs/LOSSES.md, "Binary focal"): l = W'·CE with
 /// CE = softplus(x) − x·y' (smoothed label), W' = (1 − p_t)^γ·α_t, p = clip(σ(x), 1e-7, 1 − 1e-7),
 /// p_t = y·p + (1 − y)(1 − p) with the unsmoothed y, α_t = α·y + (1 − α)(1 − y) (1 without α).
 /// The modulator is not detached: dl/dx = dW'/dx·CE + W'·(σ(x) − y'), where dp/dx = σ(1 − σ)
@@ -111,7 +111,7 @@ pub(crate) fn focal(x: f64, y: f64, f: &Focal) -> (f64, f64) {
     (modulator * ce, d_modulator * ce + modulator * (s - y_s))
 }
 
-/// ESMM for one row (LOSSES.md, "Combining terms"): with ctr = σ(a) and ctcvr = σ(a)σ(b),
+/// ESMM for one row (docs/LOSSES.md, "Combining terms"): with ctr = σ(a) and ctcvr = σ(a)σ(b),
 /// l = ce(ctr, click) + ce(ctcvr, buy) ([`prob_ce`]). Returns (l, dl/da, dl/db) by the chain rule:
 /// dl/da = (ce'(ctr) + ce'(ctcvr)·σ(b))·σ(a)(1 − σ(a)), dl/db = ce'(ctcvr)·σ(a)·σ(b)(1 − σ(b)).
 pub(crate) fn esmm(a: f64, b: f64, click: f64, buy: f64) -> (f64, f64, f64) {
@@ -123,9 +123,42 @@ pub(crate) fn esmm(a: f64, b: f64, click: f64, buy: f64) -> (f64, f64, f64) {
     (l_ctr + l_ctcvr, da, db)
 }
 
+/// `order_calibrate_loss` for one row (docs/LOSSES.md, "order_calibrate_loss"; AITM, Xi et al.
+/// KDD 2021; EasyRec `ORDER_CALIBRATE_LOSS`: `relu(y_t − y_rt)` on the two towers'
+/// probabilities): l = max(0, σ(x) − σ(xr)). Returns (l, dl/dx, dl/dxr) = (l, σ'(x), −σ'(xr))
+/// where σ(x) > σ(xr) and zeros elsewhere (TensorFlow's relu gradient is 0 at 0).
+pub(crate) fn order_calibrate(x: f64, xr: f64) -> (f64, f64, f64) {
+    let (p, pr) = (sigmoid(x), sigmoid(xr));
+    if p > pr {
+        (p - pr, p * sigmoid(-x), -pr * sigmoid(-xr))
+    } else {
+        (0.0, 0.0, 0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn order_calibrate_hand_values() {
+        // σ(1) − σ(0) > 0: the loss and both derivatives.
+        let (l, dx, dr) = order_calibrate(1.0, 0.0);
+        assert!(close(l, sigmoid(1.0) - 0.5, 1e-15));
+        assert!(close(dx, sigmoid(1.0) * sigmoid(-1.0), 1e-15));
+        assert!(close(dr, -0.25, 1e-15));
+        // The tower below its relation, or equal to it: nothing.
+        assert_eq!(order_calibrate(-1.0, 2.0), (0.0, 0.0, 0.0));
+        assert_eq!(order_calibrate(0.3, 0.3), (0.0, 0.0, 0.0));
+        // Central differences where the relu is open.
+        for &(x, xr) in &[(0.7, -0.4), (3.0, 2.5), (-1.0, -2.0)] {
+            let h = 1e-6;
+            let (_, dx, dr) = order_calibrate(x, xr);
+            let fx = (order_calibrate(x + h, xr).0 - order_calibrate(x - h, xr).0) / (2.0 * h);
+            let fr = (order_calibrate(x, xr + h).0 - order_calibrate(x, xr - h).0) / (2.0 * h);
+            assert!(close(dx, fx, 1e-8) && close(dr, fr, 1e-8), "{x} {xr}");
+        }
+    }
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol * (1.0 + b.abs())

@@ -1,5 +1,5 @@
 //! Reductions of per-row losses to a term value, and the weighting strategies that combine term
-//! values into the total (LOSSES.md, "Reduction", "Binary focal" for OHEM, and "Combining terms").
+//! values into the total (docs/LOSSES.md, "Reduction", "Binary focal" for OHEM, and "Combining terms").
 
 use super::{JrcState, ReferenceState};
 use crate::config::{LossConfig, Optimizer, Reduction, Strategy};
@@ -62,7 +62,7 @@ pub(crate) fn reduce_counted(
     }
 }
 
-/// OHEM (LOSSES.md, "Binary focal"): with v_i = w_i·l_i, keep the k = max(1, round(B·r)) largest
+/// OHEM (docs/LOSSES.md, "Binary focal"): with v_i = w_i·l_i, keep the k = max(1, round(B·r)) largest
 /// (ties at the k-th value: exactly k kept, lowest index first), drop kept values ≤ 0, and take
 /// the plain mean of the rest (0 when none is left). Only kept rows get a factor, w_i / count.
 /// `round` is half away from zero (`f64::round`).
@@ -276,6 +276,16 @@ pub(crate) fn step_jrc_u(optimizer: &Optimizer, grads: [f64; 2], state: &mut Jrc
             }
         }
     }
+}
+
+/// Multiplies each row's derivatives (`width` values per row) by its factor dL/dl_i.
+pub(crate) fn scale_rows(mut grad: Vec<f64>, width: usize, reduced: &Reduced) -> Vec<f64> {
+    if width > 0 {
+        for (row, factor) in grad.chunks_mut(width).zip(&reduced.row_factor) {
+            row.iter_mut().for_each(|g| *g *= factor);
+        }
+    }
+    grad
 }
 
 #[cfg(test)]

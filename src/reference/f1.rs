@@ -1,4 +1,4 @@
-//! F1-reweighted sigmoid CE in f64 (LOSSES.md, "F1-reweighted"; EasyRec `F1_REWEIGHTED_LOSS`).
+//! F1-reweighted sigmoid CE in f64 (docs/LOSSES.md, "F1-reweighted"; EasyRec `F1_REWEIGHTED_LOSS`).
 //!
 //! tp = Σ_all σ(x_i), n_pos = #{y_i = 1}, neg_w = tp / ((β² − 1)·n_pos + tp + 1e-8). A row is a
 //! positive when its (unsmoothed) label is exactly 1; positives weigh 1, the other rows neg_w,

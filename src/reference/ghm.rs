@@ -1,4 +1,4 @@
-//! GHM-C in f64 (LOSSES.md, "Gradient-density terms"; Li et al. AAAI 2019, mmdetection `GHMC`).
+//! GHM-C in f64 (docs/LOSSES.md, "Gradient-density terms"; Li et al. AAAI 2019, mmdetection `GHMC`).
 //!
 //! g_i = |σ(x_i) − y_i| is binned into `bins` equal bins (last edge 1 + 1e-6); the valid rows
 //! (w_i > 0) of each bin are counted; β_k = tot / n_k (or tot / acc_k with momentum, acc being

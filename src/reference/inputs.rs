@@ -207,7 +207,7 @@ pub(crate) fn binary_labels<'a>(
     Ok(y)
 }
 
-/// The per-row sample weights w_i of a term (LOSSES.md, "Reduction"): 1 without `sample_weights`,
+/// The per-row sample weights w_i of a term (docs/LOSSES.md, "Reduction"): 1 without `sample_weights`,
 /// the tensor's values for a tensor, Σ coefficient·tensor_i for a combination.
 pub(crate) fn sample_weights(
     batch: &HostBatch,

@@ -1,4 +1,4 @@
-//! `jrc_loss` in f64 (LOSSES.md, "jrc_loss"; EasyRec `JRC_LOSS`, Sheng et al. 2023, joint
+//! `jrc_loss` in f64 (docs/LOSSES.md, "jrc_loss"; EasyRec `JRC_LOSS`, Sheng et al. 2023, joint
 //! ranking-calibration): a calibration part ce (softmax CE over the two columns of each row) and a
 //! ranking part ge (a listwise softmax over the rows of each session). Combining them (fixed α or
 //! learned uncertainty weights) happens in [`evaluate`].
@@ -128,7 +128,7 @@ pub(crate) fn jrc(
     }
 }
 
-/// `jrc_loss` (LOSSES.md, "jrc_loss"; [`jrc::jrc`]): finite logits `[B, 2]`, labels exactly 0 or
+/// `jrc_loss` (docs/LOSSES.md, "jrc_loss"; [`jrc::jrc`]): finite logits `[B, 2]`, labels exactly 0 or
 /// 1 with B rows, integer session ids with B rows, sample weights (for ce only). Combines the
 /// parts as
 /// - `fixed`: L = α·ce + (1 − α)·ge;

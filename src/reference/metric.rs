@@ -1,4 +1,4 @@
-//! Metric-learning terms in f64 (LOSSES.md, "Retrieval and embedding terms"): `circle_loss` (Sun
+//! Metric-learning terms in f64 (docs/LOSSES.md, "Retrieval and embedding terms"): `circle_loss` (Sun
 //! et al. CVPR 2020; EasyRec `circle_loss`) and `multi_similarity_loss` (Wang et al. CVPR 2019;
 //! EasyRec `ms_loss` without `ms_mining`) over one batch of embeddings e `[B, d]` with class
 //! labels and optional session ids.

@@ -1,4 +1,4 @@
-//! The float64 CPU reference: every term and weighting strategy of `shared/LOSSES.md`, written
+//! The float64 CPU reference: every term and weighting strategy of `docs/LOSSES.md`, written
 //! plainly so that a reader can check it against the formulas, and so that the GPU engine can be
 //! tested against it.
 //!
@@ -10,7 +10,7 @@
 //! between steps (learned s, Adam moments, EMA θ, step counter, GHM-C accumulators, JRC u, the
 //! memory banks of `cross_batch_softmax`) changes only when a step succeeds.
 //!
-//! Choices LOSSES.md leaves open, made here (the GPU must match them):
+//! Choices docs/LOSSES.md leaves open, made here (the GPU must match them):
 //! - binary labels (classification with one logit, focal, `cross_entropy_loss`, ESMM) and the
 //!   probabilities of `cross_entropy_loss` must lie in [0, 1]; `l2_loss` and `sigmoid_l2_loss`
 //!   labels are any reals;
@@ -108,13 +108,50 @@ mod tests_pairwise;
 #[cfg(test)]
 mod tests_retrieval;
 
+use crate::config::Strategy;
 use crate::config::{LossConfig, LossTerm};
 use crate::error::{Error, Result};
 use crate::losses::jrc::params::{JrcParams, JrcWeighting};
 use crate::losses::retrieval::params::CrossBatchParams;
+use crate::losses::statistics::params::GhmParams;
 use crate::tensor::HostBatch;
 pub use state::{BankRow, BankState, JrcState, ReferenceState};
 use std::collections::BTreeMap;
+
+impl ReferenceState {
+    /// The state before the first step of `config`.
+    pub fn initial(config: &LossConfig) -> Self {
+        let k = config.losses.len();
+        Self {
+            step: 0,
+            log_vars: vec![0.0; k],
+            adam_m: vec![0.0; k],
+            adam_v: vec![0.0; k],
+            adam_t: 0,
+            ema_theta: match &config.strategy {
+                Strategy::EmaReweight(ema) => ema.theta0,
+                _ => 0.0,
+            },
+            ghm_acc: config
+                .losses
+                .iter()
+                .map(|t| match t.kind.params::<GhmParams>() {
+                    Some(p) => vec![0.0; p.bins as usize],
+                    None => Vec::new(),
+                })
+                .collect(),
+            jrc: vec![JrcState::default(); k],
+            banks: config
+                .losses
+                .iter()
+                .map(|t| {
+                    let p = t.kind.params::<CrossBatchParams>()?;
+                    Some(BankState::empty(p.bank_rows() as usize))
+                })
+                .collect(),
+        }
+    }
+}
 
 /// What one reference step gives back.
 #[derive(Clone, Debug, PartialEq)]
@@ -305,5 +342,5 @@ fn evaluate(
             term.kind.loss_type()
         ))
     })?;
-    entry.family.reference(term, batch, state)
+    entry.family.reference(entry, term, batch, state)
 }

@@ -1,4 +1,4 @@
-//! Pairwise-in-session losses in f64 (LOSSES.md, "Pairwise-in-session terms"; EasyRec
+//! Pairwise-in-session losses in f64 (docs/LOSSES.md, "Pairwise-in-session terms"; EasyRec
 //! `pair_wise_loss`, `pairwise_logistic_loss`, `pairwise_focal_loss`, `pairwise_hinge_loss`).
 //!
 //! The pairs are the (i, j) with y_i > y_j (strict) and session_i = session_j (every pair of the
@@ -204,7 +204,7 @@ pub(crate) fn pairwise(
     (numerator / denominator, grad)
 }
 
-/// A pairwise-in-session term (LOSSES.md, "Pairwise-in-session terms"; [`pairwise::pairwise`]):
+/// A pairwise-in-session term (docs/LOSSES.md, "Pairwise-in-session terms"; [`pairwise::pairwise`]):
 /// finite logits `[B]` or `[B, 1]`, finite graded labels (any reals) with B rows, optional integer
 /// session ids with B rows, sample weights.
 pub(crate) fn evaluate(

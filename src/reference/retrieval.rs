@@ -1,4 +1,4 @@
-//! Retrieval and contrastive terms in f64 (LOSSES.md, "Retrieval and embedding terms"):
+//! Retrieval and contrastive terms in f64 (docs/LOSSES.md, "Retrieval and embedding terms"):
 //! `in_batch_softmax` and `cross_batch_softmax` (TFRS `Retrieval` with the logQ correction of Yi et
 //! al. RecSys 2019; the memory bank of Wang et al. SIGIR 2021), `contrastive_loss` (EasyRec
 //! `info_nce_loss` and SimCLR/EasyRec `nce_loss`) and `softmax_cross_entropy_with_negative_mining`
@@ -143,7 +143,7 @@ pub(crate) struct Towers<'a> {
 }
 
 /// The sampled softmax of `in_batch_softmax`, and of `cross_batch_softmax` with the bank rows
-/// `bank` (empty during warm-up or before any step; LOSSES.md, "Retrieval and embedding terms").
+/// `bank` (empty during warm-up or before any step; docs/LOSSES.md, "Retrieval and embedding terms").
 ///
 /// Row i has the logits s_ij = sim(u_i, v_j)/T − log_q_j for the B batch columns (log_q_j = 0
 /// without log_q, applied to the positive too) followed by sim(u_i, e_m)/T − log_q_m for the bank

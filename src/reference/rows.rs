@@ -3,7 +3,7 @@
 //! row with the loss type's f64 row function ([`RowLoss::reference`], in [`super::binary`]),
 //! reduce ([`super::combine`]), and scale the row derivatives into dL/d(tensor).
 
-use super::combine::{self, Reduced};
+use super::combine::{self, scale_rows};
 use super::inputs::{binary_labels, bound, is_column, real_column, sample_weights, unit_interval};
 use super::terms::TermValue;
 use super::{f1, ghm};
@@ -14,16 +14,6 @@ use crate::losses::rows::params::ClassificationParams;
 use crate::losses::softmax::params::SoftmaxParams;
 use crate::losses::statistics::params::F1Params;
 use crate::tensor::{HostBatch, HostTensor};
-
-/// Multiplies each row's derivatives (`width` values per row) by its factor dL/dl_i.
-pub(crate) fn scale_rows(mut grad: Vec<f64>, width: usize, reduced: &Reduced) -> Vec<f64> {
-    if width > 0 {
-        for (row, factor) in grad.chunks_mut(width).zip(&reduced.row_factor) {
-            row.iter_mut().for_each(|g| *g *= factor);
-        }
-    }
-    grad
-}
 
 /// Reads the column bound to `role` with the checks its kind asks for; the first role sets B.
 fn column(

@@ -1,4 +1,4 @@
-//! Softmax cross-entropy for one row in f64 (LOSSES.md, "Softmax cross-entropy"; PyTorch
+//! Softmax cross-entropy for one row in f64 (docs/LOSSES.md, "Softmax cross-entropy"; PyTorch
 //! `F.cross_entropy` semantics, plus the PaLM z-loss).
 //!
 //! With z = x/T, lse = ln Σ_c e^{z_c}, p = softmax(z), the row's target distribution q (one-hot
@@ -7,13 +7,12 @@
 //!
 //! l = Σ_c c_c·q_c·(lse − z_c) + z_loss·lse²,
 //!
-//! which for a class id is (1−ε)·c_y·(lse − z_y) + (ε/C)·Σ_c c_c·(lse − z_c) as LOSSES.md writes
+//! which for a class id is (1−ε)·c_y·(lse − z_y) + (ε/C)·Σ_c c_c·(lse − z_c) as docs/LOSSES.md writes
 //! it. Its gradient with respect to x_c is [(Σ_k c_k q_k)·p_c − c_c q_c + 2·z_loss·lse·p_c] / T.
 //! Ignored rows, sample weights and the reduction are handled by the caller.
 
-use super::combine;
+use super::combine::{self, scale_rows};
 use super::inputs::{bound, id_column, sample_weights};
-use super::rows::scale_rows;
 use super::terms::TermValue;
 use crate::config::LossTerm;
 use crate::error::{Error, Result};
@@ -26,7 +25,7 @@ pub(crate) enum Target<'a> {
     /// A class id in [0, C) (already checked, not the ignore index).
     Class(usize),
     /// A probability row t of length C: t' = t(1 − ε) + ε/C. With class weights the loss is
-    /// PyTorch's Σ_c c_c·t'_c·(lse − z_c) (LOSSES.md does not cover that combination).
+    /// PyTorch's Σ_c c_c·t'_c·(lse − z_c) (docs/LOSSES.md does not cover that combination).
     Probabilities(&'a [f64]),
 }
 
@@ -86,7 +85,7 @@ mod tests {
 
     #[test]
     fn smoothing_weights_temperature_and_z_loss_by_hand() {
-        // The LOSSES.md form, term by term, at x = [0.5, −1, 2, 0], y = 2.
+        // The docs/LOSSES.md form, term by term, at x = [0.5, −1, 2, 0], y = 2.
         let x = [0.5, -1.0, 2.0, 0.0];
         let c = [0.5, 2.0, 1.5, 1.0];
         let params = SoftmaxParams {
@@ -134,7 +133,7 @@ mod tests {
     }
 }
 
-/// Softmax CE over `[B, C]` logits (LOSSES.md, "Softmax cross-entropy") with class-id labels
+/// Softmax CE over `[B, C]` logits (docs/LOSSES.md, "Softmax cross-entropy") with class-id labels
 /// (integers, `[B]`; rows equal to `ignore_index` get w_i = 0, ω_i = c_{y_i}·w_i) or probability
 /// labels (reals, `[B, C]`; ω_i = w_i; `ignore_index` has no effect there, as in PyTorch).
 pub(crate) fn evaluate(

@@ -2,11 +2,7 @@
 //! step counter, learned weights and their optimiser moments, EMA θ, GHM-C accumulators, learned
 //! JRC weights and the memory banks of `cross_batch_softmax`.
 
-use crate::config::{LossConfig, Strategy};
-use crate::losses::retrieval::params::CrossBatchParams;
-use crate::losses::statistics::params::GhmParams;
-
-/// The state the reference carries from one step to the next (LOSSES.md, "Combining terms").
+/// The state the reference carries from one step to the next (docs/LOSSES.md, "Combining terms").
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReferenceState {
     /// Successful steps so far; the `random` strategy draws its weights at this counter.
@@ -31,7 +27,7 @@ pub struct ReferenceState {
     pub banks: Vec<Option<BankState>>,
 }
 
-/// The learned (u1, u2) of one `jrc_loss` term with uncertainty weighting (LOSSES.md, "jrc_loss":
+/// The learned (u1, u2) of one `jrc_loss` term with uncertainty weighting (docs/LOSSES.md, "jrc_loss":
 /// e^{−u1}·ce + 0.5·u1 + e^{−u2}·ge + 0.5·u2), with the term's own Adam moments and step count.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct JrcState {
@@ -45,7 +41,7 @@ pub struct JrcState {
     pub t: u64,
 }
 
-/// The memory bank of one `cross_batch_softmax` term (LOSSES.md, "Memory bank"): M slots written
+/// The memory bank of one `cross_batch_softmax` term (docs/LOSSES.md, "Memory bank"): M slots written
 /// first-in first-out at `head`, of which the first `fill` hold a row.
 ///
 /// Writing starts at slot 0 and wraps, so the filled slots are always `slots[..fill]`; while the
@@ -141,40 +137,5 @@ impl BankState {
             }
         }
         Ok(())
-    }
-}
-
-impl ReferenceState {
-    /// The state before the first step of `config`.
-    pub fn initial(config: &LossConfig) -> Self {
-        let k = config.losses.len();
-        Self {
-            step: 0,
-            log_vars: vec![0.0; k],
-            adam_m: vec![0.0; k],
-            adam_v: vec![0.0; k],
-            adam_t: 0,
-            ema_theta: match &config.strategy {
-                Strategy::EmaReweight(ema) => ema.theta0,
-                _ => 0.0,
-            },
-            ghm_acc: config
-                .losses
-                .iter()
-                .map(|t| match t.kind.params::<GhmParams>() {
-                    Some(p) => vec![0.0; p.bins as usize],
-                    None => Vec::new(),
-                })
-                .collect(),
-            jrc: vec![JrcState::default(); k],
-            banks: config
-                .losses
-                .iter()
-                .map(|t| {
-                    let p = t.kind.params::<CrossBatchParams>()?;
-                    Some(BankState::empty(p.bank_rows() as usize))
-                })
-                .collect(),
-        }
     }
 }

@@ -8,7 +8,7 @@
 //! levels one unit away from the total.
 
 use super::*;
-use crate::config::Strategy;
+use crate::config::{Reduction, Strategy};
 use crate::rng;
 use crate::tensor::{HostData, HostTensor};
 use std::collections::BTreeSet;
@@ -131,7 +131,7 @@ pub(super) fn assert_close(analytic: f64, numeric: f64, what: &str) {
 
 /// Runs one step of `config` from `state` (the initial state when `None`) and checks every
 /// gradient of `total`, for inputs and for the learned s_k, against central differences. For
-/// `ema_reweight` θ is detached (LOSSES.md), so the differences are taken with this step's weights
+/// `ema_reweight` θ is detached (docs/LOSSES.md), so the differences are taken with this step's weights
 /// frozen.
 pub(super) fn check(
     config: &LossConfig,
@@ -330,6 +330,38 @@ fn esmm_all_reductions_and_weights() {
             check(&config, &batch, None);
         }
     }
+}
+
+#[test]
+fn order_calibrate_all_reductions_and_weights() {
+    let batch = test_batch(6);
+    for reduction in REDUCTIONS {
+        for weights in WEIGHTS {
+            let config = parse(&format!(
+                "[[losses]]\nloss_type = \"order_calibrate_loss\"\nlogits = \"a\"\n\
+                 relation_logits = \"b\"\n{reduction}\n{weights}\n"
+            ));
+            check(&config, &batch, None);
+        }
+    }
+    // EasyRec's reduce_mean over the rows by default: the rows below their relation count in
+    // the denominator too.
+    let config = parse(
+        "[[losses]]\nloss_type = \"order_calibrate_loss\"\nlogits = \"a\"\nrelation_logits = \"b\"\n",
+    );
+    assert_eq!(config.losses[0].effective_reduction(), Reduction::Mean);
+    let out = Reference::new(&config).unwrap().step(&batch).unwrap();
+    let (a, b) = (
+        batch["a"].reals("a", None).unwrap(),
+        batch["b"].reals("b", None).unwrap(),
+    );
+    let want: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &r)| (binary::sigmoid(x) - binary::sigmoid(r)).max(0.0))
+        .sum::<f64>()
+        / a.len() as f64;
+    assert!((out.total - want).abs() < 1e-14, "{} vs {want}", out.total);
 }
 
 /// Five terms; `ctr`, `focal` and `sl2` share the logits `x`, so their gradients add up.

@@ -598,7 +598,11 @@ fn ohem_over_pairs() {
     );
     let s = super::binary::sigmoid(-1.0) / 2.0;
     assert_eq!(g, vec![-s, 0.0, s, 0.0]);
+}
 
+#[test]
+fn ohem_over_pairs_drops_what_is_not_positive() {
+    let logistic = PairLoss::Logistic { margin: 0.0 };
     // Kept values ≤ 0 are dropped: hinge pairs already satisfied have v = 0, and so do pairs
     // of zero weight. Hinge margin 1 on x = [3, 0, 0.5], y = [1, 0, 0]: (0, 1) d = 3 → 0,
     // (0, 2) d = 2.5 → 0; P = 2, k = 2, both dropped.

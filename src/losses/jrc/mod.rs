@@ -13,9 +13,8 @@
 
 pub(crate) mod params;
 
-use super::family::{
-    wrong_params, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind, SessionTerm,
-};
+use super::family::{wrong_params, Family, Form, LossType, Resolved, Role, RoleKind, SessionTerm};
+use super::params::ParamSpec;
 use super::session::{term_shader, SessionCtx, Shared, TermPasses};
 use crate::batch::{DType, Shapes};
 use crate::combine::{optimizer_words, TermInfo, JRC_STATE_WORDS, KIND_JRC, T_COEF2};
@@ -49,7 +48,12 @@ pub(crate) static LOSS_TYPES: &[&LossType] = &[&JRC_TYPE];
 struct JrcFamily;
 
 impl Family for JrcFamily {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        _: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         let p: &JrcParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         let name = term.input("logits").expect("required");
         let logits = super::shapes::spec(shapes, term, name, "logits")?;
@@ -79,7 +83,13 @@ impl Family for JrcFamily {
         Ok((Form::Session(Arc::new(jrc)), b))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        state: TermState,
+    ) -> Result<TermValue> {
         let p: &JrcParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         crate::reference::jrc::evaluate(term, batch, p, state.jrc_u)
     }

@@ -2,8 +2,8 @@
 
 use crate::config::{parse_optimizer, Optimizer};
 use crate::error::Error;
-use crate::losses::family::{ParamContext, ParamError, Params};
-use crate::losses::rows::params::in_range;
+use crate::losses::params::in_range;
+use crate::losses::params::{ParamContext, ParamError, Params};
 use serde::{Deserialize, Serialize};
 
 /// How `jrc_loss` combines its calibration (CE) and ranking (generalisation) parts.

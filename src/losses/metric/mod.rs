@@ -1,4 +1,4 @@
-//! Circle loss and multi-similarity loss on the GPU (`shaders/metric.wgsl`). Formulas: LOSSES.md,
+//! Circle loss and multi-similarity loss on the GPU (`shaders/metric.wgsl`). Formulas: docs/LOSSES.md,
 //! "Retrieval and embedding terms"; reference: `reference/metric.rs`.
 //!
 //! `prep` normalises the embeddings; `rowinfo` gathers each row's weight and key (label and
@@ -12,8 +12,9 @@ pub(crate) mod params;
 
 use super::embedding::{self, check_binding, id_kind, Apply, Ctx, TermPasses};
 use super::family::{
-    wrong_params, EmbeddingTerm, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind,
+    wrong_params, EmbeddingTerm, Family, Form, LossType, Resolved, Role, RoleKind,
 };
+use super::params::ParamSpec;
 use crate::batch::Shapes;
 use crate::config::LossTerm;
 use crate::error::{Error, Result};
@@ -63,7 +64,12 @@ fn metric_params(term: &LossTerm) -> Result<(bool, [f64; 5])> {
 struct MetricFamily;
 
 impl Family for MetricFamily {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        _: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         metric_params(term)?;
         let (b, d, _) = super::shapes::embeddings(term, ROLES, shapes)?;
         Ok((
@@ -75,7 +81,13 @@ impl Family for MetricFamily {
         ))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        _: TermState,
+    ) -> Result<TermValue> {
         crate::reference::metric::evaluate(term, batch)
     }
 }

@@ -1,8 +1,7 @@
 //! The parameters of `circle_loss` and `multi_similarity_loss` (docs/LOSSES.md, "Retrieval and
 //! embedding terms").
 
-use crate::losses::family::{ParamContext, ParamError, Params};
-use crate::losses::rows::params::{non_negative, positive};
+use crate::losses::params::{non_negative, positive, ParamContext, ParamError, Params};
 use serde::{Deserialize, Serialize};
 
 /// `circle_loss` (Sun et al. CVPR 2020; EasyRec `circle_loss`).

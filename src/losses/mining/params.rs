@@ -1,8 +1,8 @@
 //! The parameters of `softmax_cross_entropy_with_negative_mining` (docs/LOSSES.md, "Retrieval and
 //! embedding terms"; EasyRec `softmax_loss_with_negative_mining`).
 
-use crate::losses::family::{ParamContext, ParamError, Params};
-use crate::losses::rows::params::positive;
+use crate::losses::params::positive;
+use crate::losses::params::{ParamContext, ParamError, Params};
 use serde::{Deserialize, Serialize};
 
 /// SV-softmax (Wang et al. AAAI 2020) with cyclic shifts of the item batch as negatives.

@@ -17,9 +17,8 @@
 
 pub(crate) mod params;
 
-use super::family::{
-    wrong_params, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind, SessionTerm,
-};
+use super::family::{wrong_params, Family, Form, LossType, Resolved, Role, RoleKind, SessionTerm};
+use super::params::ParamSpec;
 use super::select;
 use super::session::{term_shader, SessionCtx, Shared, TermPasses};
 use crate::batch::Shapes;
@@ -98,9 +97,13 @@ impl PairwiseFamily {
 }
 
 impl Family for PairwiseFamily {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        lt: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         let (loss, temperature, ohem_ratio) = self.pair(term)?;
-        let lt = super::registry::lookup(term.kind.loss_type()).expect("validated");
         let b = super::rows::check_columns(term, lt, shapes)?;
         let ohem = (ohem_ratio < 1.0).then_some(ohem_ratio);
         if ohem.is_some() && b > MAX_OHEM_ROWS {
@@ -118,7 +121,13 @@ impl Family for PairwiseFamily {
         Ok((Form::Session(Arc::new(pair)), b))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        _: TermState,
+    ) -> Result<TermValue> {
         let (loss, temperature, ohem_ratio) = self.pair(term)?;
         crate::reference::pairwise::evaluate(term, batch, &loss, temperature, ohem_ratio)
     }

@@ -1,8 +1,8 @@
 //! The parameters of the pairwise-in-session terms (docs/LOSSES.md, "Pairwise-in-session terms";
 //! EasyRec's pairwise losses): each loss type's own, and the per-pair loss they define.
 
-use crate::losses::family::{ParamContext, ParamError, Params};
-use crate::losses::rows::params::{check_focal, check_ohem_ratio, positive};
+use crate::losses::params::{positive, ParamContext, ParamError, Params};
+use crate::losses::rows::params::{check_focal, check_ohem_ratio};
 use serde::{Deserialize, Serialize};
 
 /// The per-pair loss of a pairwise-in-session term, with d = (x_i − x_j)/T for a pair whose first

@@ -1,6 +1,6 @@
 //! Softmax over columns on the GPU (`shaders/retrieval.wgsl`): `in_batch_softmax`,
 //! `cross_batch_softmax` with its memory bank, and `contrastive_loss` (InfoNCE and NT-Xent).
-//! Formulas: LOSSES.md, "Retrieval and embedding terms"; reference: `reference/retrieval.rs`.
+//! Formulas: docs/LOSSES.md, "Retrieval and embedding terms"; reference: `reference/retrieval.rs`.
 //!
 //! Loss rows q_i and columns k_j (the similarity-ready rows: normalised under cosine) are
 //! written by `prep`; s_ij = q_i·k_j/T − bias_j. Per loss row, passes stream the columns through
@@ -19,12 +19,13 @@ pub(crate) mod params;
 
 use super::embedding::{self, check_binding, id_kind, Apply, Bank, Ctx, TermPasses};
 use super::family::{
-    wrong_params, EmbeddingTerm, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind,
+    wrong_params, EmbeddingTerm, Family, Form, LossType, Resolved, Role, RoleKind,
 };
+use super::params::ParamSpec;
 use crate::batch::Shapes;
 use crate::config::LossTerm;
 use crate::error::{Error, Result};
-use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Source, Work};
+use crate::kernel::{bind, internal, Bind, Binding, Chunk, Params, PassSpec, Source, Work};
 use crate::layout::{Layout, LayoutBuilder};
 use crate::reference::terms::{TermState, TermValue};
 use crate::tensor::HostBatch;
@@ -120,12 +121,14 @@ fn options(term: &LossTerm) -> Result<Options> {
 struct RetrievalFamily;
 
 impl Family for RetrievalFamily {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        lt: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         options(term)?;
-        let roles = super::registry::lookup(term.kind.loss_type())
-            .expect("validated")
-            .roles;
-        let (b, d, _) = super::shapes::embeddings(term, roles, shapes)?;
+        let (b, d, _) = super::shapes::embeddings(term, lt.roles, shapes)?;
         Ok((
             Form::Embedding {
                 dim: d,
@@ -135,7 +138,13 @@ impl Family for RetrievalFamily {
         ))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        state: TermState,
+    ) -> Result<TermValue> {
         crate::reference::retrieval::evaluate(term, batch, state)
     }
 }
@@ -216,268 +225,347 @@ fn rows_per_binding(bytes_per_row: u64, max_binding: u64) -> u64 {
     }
 }
 
-/// The passes of an `in_batch_softmax`, `cross_batch_softmax` or `contrastive_loss` term.
-/// `bank_state` is the first state word of a cross-batch term's (head, fill).
-fn passes(t: &Resolved, dim: u64, bank_state: Option<u32>, ctx: &mut Ctx) -> Result<TermPasses> {
-    let b = t.rows;
-    let d = dim;
-    let name = &t.term.name;
-    let label = format!("{} {name}", t.term.kind.loss_type());
-    let Options {
-        similarity,
-        temperature,
-        hits,
-        nt_xent,
-        bank: bank_spec,
-    } = options(&t.term)?;
-    let cosine = similarity == Similarity::Cosine;
-    let (q_role, k_role) = if t.term.kind.params::<ContrastiveParams>().is_some() {
-        ("view_a", "view_b")
-    } else {
-        ("user", "item")
-    };
-    let q_in = t.input(q_role).to_string();
-    let k_in = t.input(k_role).to_string();
-    let nq = if nt_xent { 2 * b } else { b };
-    let nk = nq;
-    check_binding(name, "the similarity rows", nq * d * 4, ctx.max_binding)?;
-    let tc = embedding::tile_columns(d, 16, ctx.workgroup_bytes).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "term '{name}': one row of d = {d} floats does not fit the adapter's {} bytes of \
-             workgroup memory",
-            ctx.workgroup_bytes
-        ))
-    })?;
+/// The internal buffers of one retrieval term.
+#[derive(Clone, Copy)]
+struct Buffers {
+    /// Loss rows q_i and columns k_j (the same buffer under NT-Xent).
+    q: usize,
+    k: usize,
+    /// Per column: the logit bias (log_q) and the id.
+    bias: usize,
+    ids: usize,
+    /// Per loss row: the weight, the (lse, Σ) statistics, dq.
+    row_w: usize,
+    stats: usize,
+    dq: usize,
+    /// Per column: dk.
+    dk: usize,
+}
 
-    // Internal buffers.
-    let q = (ctx.alloc)(format!("{name}/q"), nq * d * 4)?;
-    let k = if nt_xent {
-        q
-    } else {
-        (ctx.alloc)(format!("{name}/k"), nk * d * 4)?
-    };
-    let bias = (ctx.alloc)(format!("{name}/bias"), nk * 4)?;
-    let ids = (ctx.alloc)(format!("{name}/ids"), nk * 8)?;
-    let row_w = (ctx.alloc)(format!("{name}/row_w"), nq * 4)?;
-    let stats = (ctx.alloc)(format!("{name}/stats"), nq * 8)?;
-    let dq = (ctx.alloc)(format!("{name}/dq"), nq * d * 4)?;
-    let dk = (ctx.alloc)(format!("{name}/dk"), nk * d * 4)?;
-    let bank = match (bank_spec, bank_state) {
-        (Some((m, _)), Some(state_word)) => {
-            let per_part = rows_per_binding(d * 4, ctx.max_binding);
-            let mut parts = Vec::new();
-            let mut first = 0;
-            while first < m {
-                let rows = per_part.min(m - first);
-                let buffer = (ctx.alloc)(format!("{name}/bank/{}", parts.len()), rows * d * 4)?;
-                parts.push((buffer, first, rows));
-                first += rows;
-            }
-            check_binding(name, "the bank's ids", m * 8, ctx.max_binding)?;
-            Some(Bank {
-                parts,
-                bias: (ctx.alloc)(format!("{name}/bank/log_q"), m * 4)?,
-                ids: (ctx.alloc)(format!("{name}/bank/ids"), m * 8)?,
-                state_word,
-                rows: m,
-            })
-        }
-        _ => None,
-    };
+/// What every pass of one retrieval term shares.
+struct Kernels {
+    label: String,
+    /// Batch rows B, dimension d, loss rows and columns (2B under NT-Xent).
+    b: u64,
+    d: u64,
+    nq: u64,
+    nk: u64,
+    q_in: String,
+    k_in: String,
+    cosine: bool,
+    nt_xent: bool,
+    buffers: Buffers,
+    bank: Option<Bank>,
+    spec: Specialization,
+}
 
-    let (bank_m, warmup, bank_word) = match (&bank, bank_spec) {
-        (Some(bk), Some((_, warmup))) => (bk.rows as u32, warmup, bk.state_word),
-        _ => (1, 0, 0),
-    };
-    let spec = Specialization::new()
-        .u32("D", d as u32)
-        .u32("TC", tc)
-        .bool("TILED", ctx.tiled)
-        .u32("TILE_FLOATS", tc * d as u32)
-        .f32("INV_T", 1.0 / temperature)
-        .bool("NT_XENT", nt_xent)
-        .bool("HIT_MASK", hits)
-        .u32("BANK_M", bank_m)
-        .u32("BANK_STATE", bank_word)
-        .u32("WARMUP", warmup);
-    let kernel = |label: String, spec: Specialization, entry, binds, params| {
-        embedding::pass(label, "retrieval.wgsl", entry, spec, binds, params)
-    };
-    let range_params = |first: u64, count: u64, source_first: u64, bank: bool| {
-        Params::of(&ColumnRange {
-            chunk: Chunk::default(),
-            first: first as u32,
-            count: count as u32,
-            source_first: source_first as u32,
-            bank: bank as u32,
-        })
-    };
-
-    let mut forward = Vec::new();
-    if nt_xent {
-        forward.push(embedding::prep(&label, &q_in, b, d, cosine, q, 0));
-        forward.push(embedding::prep(&label, &k_in, b, d, cosine, q, b));
-    } else {
-        forward.push(embedding::prep(&label, &q_in, b, d, cosine, q, 0));
-        forward.push(embedding::prep(&label, &k_in, b, d, cosine, k, 0));
+/// The bank of a cross-batch term with `m` rows: its embedding parts (each within one binding),
+/// log_q and ids.
+fn bank_buffers(name: &str, m: u64, d: u64, state_word: u32, ctx: &mut Ctx) -> Result<Bank> {
+    let per_part = rows_per_binding(d * 4, ctx.max_binding);
+    let mut parts = Vec::new();
+    let mut first = 0;
+    while first < m {
+        let rows = per_part.min(m - first);
+        let buffer = (ctx.alloc)(format!("{name}/bank/{}", parts.len()), rows * d * 4)?;
+        parts.push((buffer, first, rows));
+        first += rows;
     }
-    forward.push(rowinfo(t, &label, &spec, ctx, [row_w, bias, ids], b));
+    check_binding(name, "the bank's ids", m * 8, ctx.max_binding)?;
+    Ok(Bank {
+        parts,
+        bias: (ctx.alloc)(format!("{name}/bank/log_q"), m * 4)?,
+        ids: (ctx.alloc)(format!("{name}/bank/ids"), m * 8)?,
+        state_word,
+        rows: m,
+    })
+}
 
-    let sweep = |grad: bool, cols: usize, col_bias: usize, col_ids: usize, params, what: &str| {
-        kernel(
-            format!("{label} {} {what}", if grad { "grad_rows" } else { "lse" }),
-            spec.clone().bool("GRAD", grad),
+fn range_params(first: u64, count: u64, source_first: u64, bank: bool) -> Params {
+    Params::of(&ColumnRange {
+        chunk: Chunk::default(),
+        first: first as u32,
+        count: count as u32,
+        source_first: source_first as u32,
+        bank: bank as u32,
+    })
+}
+
+/// Ranges of at most `range` of `n` items: (first, count).
+fn ranges(n: u64, range: u64) -> impl Iterator<Item = (u64, u64)> {
+    (0..n)
+        .step_by(range as usize)
+        .map(move |f| (f, range.min(n - f)))
+}
+
+impl Kernels {
+    /// The term's buffers and specialisation. `bank_state` is the first state word of a
+    /// cross-batch term's (head, fill).
+    fn new(t: &Resolved, dim: u64, bank_state: Option<u32>, ctx: &mut Ctx) -> Result<Self> {
+        let (b, d) = (t.rows, dim);
+        let name = &t.term.name;
+        let o = options(&t.term)?;
+        let (q_role, k_role) = if t.term.kind.params::<ContrastiveParams>().is_some() {
+            ("view_a", "view_b")
+        } else {
+            ("user", "item")
+        };
+        let nq = if o.nt_xent { 2 * b } else { b };
+        let nk = nq;
+        check_binding(name, "the similarity rows", nq * d * 4, ctx.max_binding)?;
+        let tc = embedding::tile_columns(d, 16, ctx.workgroup_bytes).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "term '{name}': one row of d = {d} floats does not fit the adapter's {} bytes of \
+                 workgroup memory",
+                ctx.workgroup_bytes
+            ))
+        })?;
+        let q = (ctx.alloc)(format!("{name}/q"), nq * d * 4)?;
+        let k = if o.nt_xent {
+            q
+        } else {
+            (ctx.alloc)(format!("{name}/k"), nk * d * 4)?
+        };
+        let buffers = Buffers {
+            q,
+            k,
+            bias: (ctx.alloc)(format!("{name}/bias"), nk * 4)?,
+            ids: (ctx.alloc)(format!("{name}/ids"), nk * 8)?,
+            row_w: (ctx.alloc)(format!("{name}/row_w"), nq * 4)?,
+            stats: (ctx.alloc)(format!("{name}/stats"), nq * 8)?,
+            dq: (ctx.alloc)(format!("{name}/dq"), nq * d * 4)?,
+            dk: (ctx.alloc)(format!("{name}/dk"), nk * d * 4)?,
+        };
+        let bank = match (o.bank, bank_state) {
+            (Some((m, _)), Some(state_word)) => Some(bank_buffers(name, m, d, state_word, ctx)?),
+            _ => None,
+        };
+        let (bank_m, warmup, bank_word) = match (&bank, o.bank) {
+            (Some(bk), Some((_, warmup))) => (bk.rows as u32, warmup, bk.state_word),
+            _ => (1, 0, 0),
+        };
+        let spec = Specialization::new()
+            .u32("D", d as u32)
+            .u32("TC", tc)
+            .bool("TILED", ctx.tiled)
+            .u32("TILE_FLOATS", tc * d as u32)
+            .f32("INV_T", 1.0 / o.temperature)
+            .bool("NT_XENT", o.nt_xent)
+            .bool("HIT_MASK", o.hits)
+            .u32("BANK_M", bank_m)
+            .u32("BANK_STATE", bank_word)
+            .u32("WARMUP", warmup);
+        Ok(Self {
+            label: format!("{} {name}", t.term.kind.loss_type()),
+            b,
+            d,
+            nq,
+            nk,
+            q_in: t.input(q_role).to_string(),
+            k_in: t.input(k_role).to_string(),
+            cosine: o.similarity == Similarity::Cosine,
+            nt_xent: o.nt_xent,
+            buffers,
+            bank,
+            spec,
+        })
+    }
+
+    fn kernel(
+        &self,
+        label: String,
+        spec: Specialization,
+        entry: &'static str,
+        binds: Vec<Binding>,
+        params: Params,
+    ) -> PassSpec {
+        embedding::pass(label, "retrieval.wgsl", entry, spec, binds, params)
+    }
+
+    /// One sweep of the loss rows over a range of columns (`cols`, their bias and ids): the
+    /// online log-sum-exp, or with `grad` dq.
+    fn sweep(
+        &self,
+        grad: bool,
+        cols: [usize; 3],
+        params: Params,
+        what: &str,
+        state: usize,
+    ) -> PassSpec {
+        let u = &self.buffers;
+        let [cols, col_bias, col_ids] = cols;
+        self.kernel(
+            format!(
+                "{} {} {what}",
+                self.label,
+                if grad { "grad_rows" } else { "lse" }
+            ),
+            self.spec.clone().bool("GRAD", grad),
             "sweep_rows",
             vec![
                 bind("range", Bind::Chunk),
-                internal("state", ctx.state),
-                internal("q", q),
+                internal("state", state),
+                internal("q", u.q),
                 internal("cols", cols),
                 internal("col_bias", col_bias),
                 internal("col_ids", col_ids),
-                internal("row_ids", ids),
-                internal("stats", stats),
-                internal("dq", dq),
+                internal("row_ids", u.ids),
+                internal("stats", u.stats),
+                internal("dq", u.dq),
             ],
             params,
         )
-    };
-    // Column ranges short enough for llvmpipe's loop limiter (see retrieval.wgsl).
-    let range = embedding::columns_per_dispatch(d);
-    let ranges = |n: u64| {
-        (0..n)
-            .step_by(range as usize)
-            .map(move |f| (f, range.min(n - f)))
-    };
-    for grad in [false, true] {
-        for (first, count) in ranges(nk) {
-            forward.push(sweep(
-                grad,
-                k,
-                bias,
-                ids,
-                range_params(first, count, first, false),
-                &format!("batch columns {first}.."),
-            ));
-        }
-        if let Some(bk) = &bank {
-            for (i, &(buffer, part_first, rows)) in bk.parts.iter().enumerate() {
-                for (first, count) in ranges(rows) {
-                    forward.push(sweep(
-                        grad,
-                        buffer,
-                        bk.bias,
-                        bk.ids,
-                        range_params(part_first + first, count, first, true),
-                        &format!("bank part {i} rows {first}.."),
-                    ));
+    }
+
+    /// Both sweeps over the batch's columns and the bank's parts (the log-sum-exp, `finish`,
+    /// then dq), in column ranges short enough for llvmpipe's loop limiter (see retrieval.wgsl).
+    fn sweeps(&self, ctx: &Ctx, out: &mut Vec<PassSpec>) {
+        let u = &self.buffers;
+        let range = embedding::columns_per_dispatch(self.d);
+        for grad in [false, true] {
+            for (first, count) in ranges(self.nk, range) {
+                let params = range_params(first, count, first, false);
+                let what = format!("batch columns {first}..");
+                out.push(self.sweep(grad, [u.k, u.bias, u.ids], params, &what, ctx.state));
+            }
+            if let Some(bk) = &self.bank {
+                for (i, &(buffer, part_first, rows)) in bk.parts.iter().enumerate() {
+                    for (first, count) in ranges(rows, range) {
+                        let params = range_params(part_first + first, count, first, true);
+                        let what = format!("bank part {i} rows {first}..");
+                        let cols = [buffer, bk.bias, bk.ids];
+                        out.push(self.sweep(grad, cols, params, &what, ctx.state));
+                    }
                 }
             }
+            if !grad {
+                out.push(self.finish(ctx));
+            }
         }
-        if !grad {
-            forward.push(kernel(
-                format!("{label} finish"),
-                spec.clone(),
-                "finish",
+    }
+
+    /// `finish`: l_i = lse_i − s_i,pos(i) and the partials.
+    fn finish(&self, ctx: &Ctx) -> PassSpec {
+        let u = &self.buffers;
+        self.kernel(
+            format!("{} finish", self.label),
+            self.spec.clone(),
+            "finish",
+            vec![
+                bind("chunk", Bind::Chunk),
+                internal("q", u.q),
+                internal("k", u.k),
+                internal("col_bias", u.bias),
+                internal("row_w", u.row_w),
+                internal("stats", u.stats),
+                internal("partials", ctx.partials),
+            ],
+            Params::none(),
+        )
+    }
+
+    /// The passes before the combine: prep, rowinfo, the sweeps, then dk per batch column.
+    fn forward(&self, t: &Resolved, ctx: &Ctx) -> Vec<PassSpec> {
+        let (u, b, d, label) = (&self.buffers, self.b, self.d, &self.label);
+        let k_out = if self.nt_xent { (u.q, b) } else { (u.k, 0) };
+        let mut forward = vec![
+            embedding::prep(label, &self.q_in, b, d, self.cosine, u.q, 0),
+            embedding::prep(label, &self.k_in, b, d, self.cosine, k_out.0, k_out.1),
+            rowinfo(t, label, &self.spec, ctx, [u.row_w, u.bias, u.ids], b),
+        ];
+        self.sweeps(ctx, &mut forward);
+        for (first, count) in ranges(self.nq, embedding::columns_per_dispatch(d)) {
+            forward.push(self.kernel(
+                format!("{label} grad_cols rows {first}.."),
+                self.spec.clone().bool("GRAD_COLS", true),
+                "grad_cols",
                 vec![
-                    bind("chunk", Bind::Chunk),
-                    internal("q", q),
-                    internal("k", k),
-                    internal("col_bias", bias),
-                    internal("row_w", row_w),
-                    internal("stats", stats),
-                    internal("partials", ctx.partials),
+                    bind("range", Bind::Chunk),
+                    internal("q", u.q),
+                    internal("k", u.k),
+                    internal("col_bias", u.bias),
+                    internal("row_ids", u.ids),
+                    internal("stats", u.stats),
+                    internal("row_w", u.row_w),
+                    internal("dk", u.dk),
                 ],
-                Params::none(),
+                range_params(first, count, 0, false),
             ));
         }
+        forward
     }
-    for (first, count) in ranges(nq) {
-        forward.push(kernel(
-            format!("{label} grad_cols rows {first}.."),
-            spec.clone().bool("GRAD_COLS", true),
-            "grad_cols",
+
+    /// The `apply` pass of `input` (its loss rows' gradient with `apply_rows`, else its columns'),
+    /// from row `offset` of the similarity rows.
+    fn apply(
+        &self,
+        t: &Resolved,
+        ctx: &Ctx,
+        input: &str,
+        apply_rows: bool,
+        offset: u64,
+        accumulate: bool,
+    ) -> PassSpec {
+        let u = &self.buffers;
+        let parts = if self.nt_xent {
             vec![
-                bind("range", Bind::Chunk),
-                internal("q", q),
-                internal("k", k),
-                internal("col_bias", bias),
-                internal("row_ids", ids),
-                internal("stats", stats),
-                internal("row_w", row_w),
-                internal("dk", dk),
-            ],
-            range_params(first, count, 0, false),
-        ));
-    }
-    // After the combine: gradients of the inputs, then the bank.
-    let coef = super::common::coef_index(t.slot);
-    let mut backward = Vec::new();
-    let mut grads: Vec<String> = Vec::new();
-    let mut apply = |input: &str, apply_rows: bool, offset: u64| {
-        let accumulate = (ctx.written)(input) || grads.iter().any(|g| g == input);
-        grads.push(input.to_string());
-        let parts = if nt_xent {
-            vec![
-                internal("row_w", row_w),
-                internal("dq", dq),
-                internal("dk", dk),
-                internal("q", q),
+                internal("row_w", u.row_w),
+                internal("dq", u.dq),
+                internal("dk", u.dk),
+                internal("q", u.q),
             ]
         } else if apply_rows {
             vec![
-                internal("row_w", row_w),
-                internal("dq", dq),
-                internal("k", k),
+                internal("row_w", u.row_w),
+                internal("dq", u.dq),
+                internal("k", u.k),
             ]
         } else {
             vec![
-                internal("row_w", row_w),
-                internal("dk", dk),
-                internal("q", q),
+                internal("row_w", u.row_w),
+                internal("dk", u.dk),
+                internal("q", u.q),
             ]
         };
+        let spec = self
+            .spec
+            .clone()
+            .bool("APPLY_ROWS", apply_rows)
+            .u32("ROW_OFF", offset as u32)
+            .u32("POS_SHIFT", if self.nt_xent { self.b as u32 } else { 0 })
+            .u32("NK", self.nk as u32);
         embedding::apply(
-            &label,
+            &self.label,
             Apply {
                 file: "retrieval.wgsl",
                 input,
-                n: b,
-                d,
-                cosine,
+                n: self.b,
+                d: self.d,
+                cosine: self.cosine,
                 scalars: ctx.scalars,
-                coef,
-                spec: spec
-                    .clone()
-                    .bool("APPLY_ROWS", apply_rows)
-                    .u32("ROW_OFF", offset as u32)
-                    .u32("POS_SHIFT", if nt_xent { b as u32 } else { 0 })
-                    .u32("NK", nk as u32),
+                coef: super::common::coef_index(t.slot),
+                spec,
                 parts,
                 accumulate,
             },
         )
-    };
-    if nt_xent {
-        // Each z row is a loss row and a column (q and k are the same rows): both gradients.
-        backward.push(apply(&q_in, true, 0));
-        backward.push(apply(&k_in, true, b));
-    } else {
-        backward.push(apply(&q_in, true, 0));
-        backward.push(apply(&k_in, false, 0));
     }
-    if let Some(bk) = &bank {
+
+    /// The bank's passes after the combine: the batch's columns written at the head, then the
+    /// head and fill advanced.
+    fn bank_passes(&self, bk: &Bank, ctx: &Ctx, out: &mut Vec<PassSpec>) {
+        let u = &self.buffers;
         for (i, &(buffer, first, rows)) in bk.parts.iter().enumerate() {
-            backward.push(kernel(
-                format!("{label} bank_write part {i}"),
-                spec.clone(),
+            out.push(self.kernel(
+                format!("{} bank_write part {i}", self.label),
+                self.spec.clone(),
                 "bank_write",
                 vec![
                     bind("range", Bind::Chunk),
                     internal("state", ctx.state),
-                    internal("k", k),
-                    internal("col_bias", bias),
-                    internal("row_ids", ids),
+                    internal("k", u.k),
+                    internal("col_bias", u.bias),
+                    internal("row_ids", u.ids),
                     internal("bank", buffer),
                     internal("bank_bias", bk.bias),
                     internal("bank_ids", bk.ids),
@@ -485,22 +573,43 @@ fn passes(t: &Resolved, dim: u64, bank_state: Option<u32>, ctx: &mut Ctx) -> Res
                 range_params(first, rows, 0, false),
             ));
         }
-        backward.push(PassSpec {
+        out.push(PassSpec {
             work: Work::Single,
-            ..kernel(
-                format!("{label} bank_advance"),
-                spec.clone(),
+            ..self.kernel(
+                format!("{} bank_advance", self.label),
+                self.spec.clone(),
                 "bank_advance",
                 vec![bind("chunk", Bind::Chunk), internal("state_rw", ctx.state)],
                 Params::none(),
             )
         });
     }
+}
+
+/// The passes of an `in_batch_softmax`, `cross_batch_softmax` or `contrastive_loss` term.
+/// `bank_state` is the first state word of a cross-batch term's (head, fill).
+fn passes(t: &Resolved, dim: u64, bank_state: Option<u32>, ctx: &mut Ctx) -> Result<TermPasses> {
+    let kernels = Kernels::new(t, dim, bank_state, ctx)?;
+    let forward = kernels.forward(t, ctx);
+    // After the combine: gradients of the inputs, then the bank.
+    let (q_in, k_in, b) = (&kernels.q_in, &kernels.k_in, kernels.b);
+    let q_accumulates = (ctx.written)(q_in);
+    let k_accumulates = (ctx.written)(k_in) || k_in == q_in;
+    let mut backward = vec![kernels.apply(t, ctx, q_in, true, 0, q_accumulates)];
+    if kernels.nt_xent {
+        // Each z row is a loss row and a column (q and k are the same rows): both gradients.
+        backward.push(kernels.apply(t, ctx, k_in, true, b, k_accumulates));
+    } else {
+        backward.push(kernels.apply(t, ctx, k_in, false, 0, k_accumulates));
+    }
+    if let Some(bk) = &kernels.bank {
+        kernels.bank_passes(bk, ctx, &mut backward);
+    }
     Ok(TermPasses {
         forward,
         backward,
-        rows: nq,
-        grads,
-        bank,
+        rows: kernels.nq,
+        grads: vec![q_in.clone(), k_in.clone()],
+        bank: kernels.bank.clone(),
     })
 }

@@ -1,8 +1,8 @@
 //! The parameters of the retrieval terms (docs/LOSSES.md, "Retrieval and embedding terms"):
 //! `in_batch_softmax`, `cross_batch_softmax` and `contrastive_loss`.
 
-use crate::losses::family::{ParamContext, ParamError, Params};
-use crate::losses::rows::params::positive;
+use crate::losses::params::positive;
+use crate::losses::params::{ParamContext, ParamError, Params};
 use serde::{Deserialize, Serialize};
 
 /// The largest `bank_size` of `cross_batch_softmax`.

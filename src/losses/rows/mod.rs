@@ -10,24 +10,21 @@
 //! reference per row) and a [`LossType`] (its name, roles and parameters) in this file, beside
 //! its WGSL function in binary.wgsl; nothing else names it.
 
+pub(crate) mod kernel;
 pub(crate) mod params;
+pub(crate) mod passes;
 
-use super::common::{coef_index, weight_expr, Inputs, TermAux};
-use super::family::{
-    wrong_params, Family, Form, LossType, NoParams, ParamSpec, Resolved, Role, RoleKind, RowLoss,
-    RowTerm,
-};
+use super::family::{wrong_params, Family, Form, LossType, Role, RoleKind, RowLoss, RowTerm};
+use super::params::{NoParams, ParamSpec};
 use super::shapes::{expect_vector, rows_of, spec};
-use super::statistics::{self, BatchWide};
+use super::statistics::params::BatchWide;
 use crate::batch::{DType, Shapes};
 use crate::config::{LossTerm, Reduction, TermParams};
 use crate::error::{Error, Result};
-use crate::kernel::{bind, internal, Bind, Binding, Params, PassSpec, Shader, Source, Work, WG};
 use crate::reference::terms::{TermState, TermValue};
 use crate::tensor::HostBatch;
-use crate::wgsl::{f32_literal, Specialization};
+use crate::wgsl::f32_literal;
 use params::{ClassificationParams, FocalParams};
-use std::fmt::Write;
 use std::sync::Arc;
 
 fn lit(x: f64) -> String {
@@ -71,6 +68,7 @@ pub(crate) static SIGMOID_CE: RowLoss = RowLoss {
             crate::reference::binary::sigmoid_ce(x[0], x[1], p.label_smoothing, p.pos_weight);
         (l, [g, 0.0])
     },
+    default_reduction: Reduction::NonzeroMean,
 };
 
 static L2: RowLoss = RowLoss {
@@ -80,6 +78,7 @@ static L2: RowLoss = RowLoss {
         let (l, g) = crate::reference::binary::l2(x[0], x[1]);
         (l, [g, 0.0])
     },
+    default_reduction: Reduction::NonzeroMean,
 };
 
 /// `l2_loss`: (x − y)².
@@ -98,6 +97,7 @@ static SIGMOID_L2: RowLoss = RowLoss {
         let (l, g) = crate::reference::binary::sigmoid_l2(x[0], x[1]);
         (l, [g, 0.0])
     },
+    default_reduction: Reduction::NonzeroMean,
 };
 
 /// `sigmoid_l2_loss`: (σ(x) − y)².
@@ -116,6 +116,7 @@ static PROB_CE: RowLoss = RowLoss {
         let (l, g) = crate::reference::binary::prob_ce(x[0], x[1]);
         (l, [g, 0.0])
     },
+    default_reduction: Reduction::NonzeroMean,
 };
 
 /// `cross_entropy_loss`: binary CE on probabilities with ε = 1e-7.
@@ -145,6 +146,7 @@ static ESMM: RowLoss = RowLoss {
         let (l, da, db) = crate::reference::binary::esmm(x[0], x[1], x[2], x[3]);
         (l, [da, db])
     },
+    default_reduction: Reduction::NonzeroMean,
 };
 
 /// `esmm` (Ma et al. SIGIR 2018): CE(σ(a), click) + CE(σ(a)σ(b), buy).
@@ -184,6 +186,27 @@ static FOCAL: RowLoss = RowLoss {
         let (l, g) = crate::reference::binary::focal(x[0], x[1], &focal);
         (l, [g, 0.0])
     },
+    default_reduction: Reduction::NonzeroMean,
+};
+
+static ORDER_CALIBRATE: RowLoss = RowLoss {
+    call: |_, v| format!("order_calibrate({}, {})", v("logits"), v("relation_logits")),
+    grads: &[("logits", "y"), ("relation_logits", "z")],
+    reference: |_, x| {
+        let (l, dx, dr) = crate::reference::binary::order_calibrate(x[0], x[1]);
+        (l, [dx, dr])
+    },
+    default_reduction: Reduction::Mean,
+};
+
+/// `order_calibrate_loss` (AITM, Xi et al. KDD 2021; EasyRec `ORDER_CALIBRATE_LOSS`): the mean
+/// over rows of relu(σ(logits) − σ(relation_logits)).
+static ORDER_CALIBRATE_TYPE: LossType = LossType {
+    name: "order_calibrate_loss",
+    roles: &[LOGITS, Role::required("relation_logits", RoleKind::Logits)],
+    params: ParamSpec::of::<NoParams>(),
+    regression: false,
+    family: &ORDER_CALIBRATE,
 };
 
 /// `binary_focal_loss` (EasyRec `BINARY_FOCAL_LOSS`), with OHEM when `ohem_ratio` < 1.
@@ -212,6 +235,7 @@ pub(crate) static LOSS_TYPES: &[&LossType] = &[
     &PROB_CE_TYPE,
     &FOCAL_TYPE,
     &ESMM_TYPE,
+    &ORDER_CALIBRATE_TYPE,
 ];
 
 /// A resolved row term: its loss, parameters, tensors by role, and batch-wide quantity.
@@ -328,19 +352,29 @@ pub(crate) fn row_form(
     }))
 }
 
-fn loss_type(term: &LossTerm) -> &'static LossType {
-    super::registry::lookup(term.kind.loss_type()).expect("validated config")
-}
-
 impl Family for RowLoss {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
-        let lt = loss_type(term);
+    fn resolve(
+        &'static self,
+        lt: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         let b = check_columns(term, lt, shapes)?;
         Ok((row_form(term, lt.roles, self, None), b))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
-        crate::reference::rows::evaluate(term, loss_type(term).roles, self, None, batch)
+    fn reference(
+        &self,
+        lt: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        _: TermState,
+    ) -> Result<TermValue> {
+        crate::reference::rows::evaluate(term, lt.roles, self, None, batch)
+    }
+
+    fn default_reduction(&self, _: &LossTerm) -> Reduction {
+        self.default_reduction
     }
 }
 
@@ -348,7 +382,12 @@ impl Family for RowLoss {
 struct FocalFamily;
 
 impl Family for FocalFamily {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        _: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         let p: &FocalParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         let b = check_columns(term, &FOCAL_TYPE, shapes)?;
         let ohem = (p.ohem_ratio < 1.0).then_some(BatchWide::Ohem {
@@ -357,7 +396,13 @@ impl Family for FocalFamily {
         Ok((row_form(term, FOCAL_TYPE.roles, &FOCAL, ohem), b))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        _: TermState,
+    ) -> Result<TermValue> {
         let p: &FocalParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         let ohem = (p.ohem_ratio < 1.0).then_some(p.ohem_ratio);
         crate::reference::rows::evaluate(term, FOCAL_TYPE.roles, &FOCAL, ohem, batch)
@@ -368,7 +413,12 @@ impl Family for FocalFamily {
 struct ClassificationFamily;
 
 impl Family for ClassificationFamily {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        _: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         let p: &ClassificationParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         let logits = spec(shapes, term, input(term, "logits"), "logits")?;
         if rows_of(logits).is_none() {
@@ -410,7 +460,13 @@ impl Family for ClassificationFamily {
         Ok((row_form(term, SIGMOID_ROLES, &SIGMOID_CE, None), b))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        _: TermState,
+    ) -> Result<TermValue> {
         let p: &ClassificationParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         crate::reference::rows::classification(term, batch, p, &SIGMOID_CE, SIGMOID_ROLES)
     }
@@ -425,365 +481,5 @@ impl Family for ClassificationFamily {
         } else {
             Reduction::NonzeroMean
         }
-    }
-}
-
-/// Rows each invocation of the forward and statistics passes sums before the workgroup reduction
-/// (`ROWS_PER_INVOCATION` in binary.wgsl).
-pub(crate) const ROWS_PER_INVOCATION: u32 = 8;
-
-/// The first binding index of a row kernel's generated tensor bindings (rows.wgsl,
-/// statistics.wgsl).
-pub(crate) const FIRST_BINDING: usize = 10;
-
-/// The internal buffers a row group binds.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Buffers {
-    pub partials: usize,
-    pub scalars: usize,
-    pub aux: usize,
-    pub state: usize,
-}
-
-/// The passes of a row group.
-pub(crate) struct RowPasses {
-    /// Statistics, selections and prepare, in order (empty without batch-wide terms).
-    pub pre: Vec<PassSpec>,
-    pub forward: PassSpec,
-    /// None when the forward pass writes the gradients itself (fused).
-    pub backward: Option<PassSpec>,
-    /// Tensors whose gradient the backward pass writes, in binding order.
-    pub grads: Vec<String>,
-    /// Partial-sum slots per workgroup: one per term, then the statistics slots.
-    pub partial_slots: usize,
-}
-
-/// The row term of a resolved term of a row group.
-pub(crate) fn row_term(term: &Resolved) -> &dyn RowTerm {
-    match &term.form {
-        Form::Row(r) => &**r,
-        _ => unreachable!("row groups hold row terms"),
-    }
-}
-
-/// The row's factor dL/dl_i·(1/coefficient) of term `k` (`f{k}`) and, for F1, the gradient every
-/// row gets through tp (`e{k}`); `w{k}` and `lg{k}` are in scope, and `key{k}` for OHEM.
-fn factor(k: usize, term: &Resolved, aux: &TermAux, v: &dyn Fn(&str) -> String) -> String {
-    let row = row_term(term);
-    match row.batch_wide() {
-        Some(bw) => statistics::factor(k, row, bw, aux, v),
-        None => format!("let f{k} = w{k};"),
-    }
-}
-
-/// The tensors the group reads and those whose gradient it writes, each once, in binding order.
-fn bound_tensors(terms: &[Resolved]) -> (Inputs, Inputs) {
-    let mut inputs = Inputs::default();
-    let mut grads = Inputs::default();
-    for t in terms {
-        for n in row_term(t).tensors() {
-            inputs.index(&n);
-        }
-        for (w, _) in &t.weights {
-            inputs.index(w);
-        }
-        for (g, _) in row_term(t).grads() {
-            grads.index(&g);
-        }
-    }
-    (inputs, grads)
-}
-
-/// Storage buffers the passes of a row group bind (the largest of its passes).
-pub(crate) fn storage_bindings(terms: &[Resolved]) -> u32 {
-    let (inputs, grads) = bound_tensors(terms);
-    let keys = terms.iter().filter(|t| is_ohem(t)).count() as u32;
-    // chunk, partials, scalars and aux (all in a fused forward pass), inputs, OHEM keys, gradients
-    4 + inputs.names.len() as u32 + keys + grads.names.len() as u32
-}
-
-/// Whether the term selects its rows by OHEM.
-pub(crate) fn is_ohem(term: &Resolved) -> bool {
-    matches!(row_term(term).batch_wide(), Some(BatchWide::Ohem { .. }))
-}
-
-/// Binds every name of `names` by rows (4 bytes each), as inputs (`in<i>`) or as gradients
-/// (`grad<i>`).
-pub(crate) fn row_binds(names: &[String], grad: bool) -> Vec<Binding> {
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let (var, source) = if grad {
-                (format!("grad{i}"), Source::Grad(n.clone()))
-            } else {
-                (format!("in{i}"), Source::Input(n.clone()))
-            };
-            bind(
-                var,
-                Bind::Rows {
-                    source,
-                    row_bytes: 4,
-                },
-            )
-        })
-        .collect()
-}
-
-/// What the generated code of a row group shares: the tensors, their WGSL names, the terms and
-/// where their batch-wide data lives.
-pub(crate) struct RowKernel<'a> {
-    pub terms: &'a [Resolved],
-    pub inputs: Inputs,
-    pub grads: Inputs,
-    /// (term index in the group, its keys buffer) for the OHEM terms, in binding order.
-    pub keys: Vec<(usize, usize)>,
-    pub aux: Vec<TermAux>,
-}
-
-impl<'a> RowKernel<'a> {
-    /// The kernel of `terms`, with `aux[k]` the batch-wide data of term k.
-    pub(crate) fn new(terms: &'a [Resolved], aux: Vec<TermAux>) -> Self {
-        let (inputs, grads) = bound_tensors(terms);
-        let keys = terms
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| is_ohem(t))
-            .map(|(k, _)| (k, aux[k].keys.expect("OHEM terms have a keys buffer")))
-            .collect();
-        RowKernel {
-            terms,
-            inputs,
-            grads,
-            keys,
-            aux,
-        }
-    }
-
-    pub(crate) fn value(&self, name: &str) -> String {
-        format!("v{}", self.inputs.position(name))
-    }
-
-    /// `@binding` declarations of the inputs from `first`, then (optionally) the OHEM keys and
-    /// the gradients; returns the next free binding.
-    pub(crate) fn declare(
-        &self,
-        src: &mut String,
-        first: usize,
-        keys: Option<&str>,
-        with_grads: bool,
-    ) -> usize {
-        let mut b = first;
-        for (i, n) in self.inputs.names.iter().enumerate() {
-            let _ = writeln!(
-                src,
-                "@group(0) @binding({b}) var<storage, read> in{i}: array<f32>; // {n}"
-            );
-            b += 1;
-        }
-        if let Some(access) = keys {
-            for (j, (k, _)) in self.keys.iter().enumerate() {
-                let _ = writeln!(
-                    src,
-                    "@group(0) @binding({b}) var<storage, {access}> keys{j}: array<u32>; // {}",
-                    self.terms[*k].term.name
-                );
-                b += 1;
-            }
-        }
-        if with_grads {
-            for (i, n) in self.grads.names.iter().enumerate() {
-                let _ = writeln!(
-                    src,
-                    "@group(0) @binding({b}) var<storage, read_write> grad{i}: array<f32>; // {n}"
-                );
-                b += 1;
-            }
-        }
-        b
-    }
-
-    /// The binds matching [`RowKernel::declare`].
-    pub(crate) fn binds(&self, keys: bool, with_grads: bool) -> Vec<Binding> {
-        let mut v = row_binds(&self.inputs.names, false);
-        if keys {
-            v.extend(self.keys.iter().enumerate().map(|(j, (_, buffer))| {
-                let rows = Bind::Rows {
-                    source: Source::Internal(*buffer),
-                    row_bytes: 4,
-                };
-                bind(format!("keys{j}"), rows)
-            }));
-        }
-        if with_grads {
-            v.extend(row_binds(&self.grads.names, true));
-        }
-        v
-    }
-
-    /// `let v{i} = in{i}[r];` for every input.
-    pub(crate) fn load(&self, src: &mut String, indent: &str) {
-        for i in 0..self.inputs.names.len() {
-            let _ = writeln!(src, "{indent}let v{i} = in{i}[r];");
-        }
-    }
-
-    /// `w{k}` (sample weight) of every term.
-    pub(crate) fn weights(&self, src: &mut String, indent: &str) {
-        let value = |n: &str| self.value(n);
-        for (k, t) in self.terms.iter().enumerate() {
-            let _ = writeln!(
-                src,
-                "{indent}let w{k} = {}; // {}",
-                weight_expr(&t.weights, value),
-                t.term.name
-            );
-        }
-    }
-
-    /// `w{k}`, `lg{k}` (loss, derivative), `f{k}` (row factor) and for F1 `e{k}`, of every term.
-    fn term_values(&self, src: &mut String, indent: &str) {
-        let value = |n: &str| self.value(n);
-        self.weights(src, indent);
-        for (j, (k, _)) in self.keys.iter().enumerate() {
-            let _ = writeln!(src, "{indent}let key{k} = keys{j}[r];");
-        }
-        for (k, t) in self.terms.iter().enumerate() {
-            let _ = writeln!(src, "{indent}let lg{k} = {};", row_term(t).call(&value));
-            for line in factor(k, t, &self.aux[k], &value).lines() {
-                let _ = writeln!(src, "{indent}{line}");
-            }
-        }
-    }
-
-    /// Σ_k coef_k · (f_k · dl_k/dx + e_k) into each gradient.
-    fn write_grads(&self, src: &mut String, indent: &str, grad_accumulates: &dyn Fn(&str) -> bool) {
-        for i in 0..self.grads.names.len() {
-            let _ = writeln!(src, "{indent}var g{i} = 0.0;");
-        }
-        for (k, t) in self.terms.iter().enumerate() {
-            let _ = writeln!(
-                src,
-                "{indent}{{\n{indent}    let c = scalars[{}];",
-                coef_index(t.slot),
-            );
-            let extra = if matches!(row_term(t).batch_wide(), Some(BatchWide::F1 { .. })) {
-                format!(" + e{k}")
-            } else {
-                String::new()
-            };
-            for (g, comp) in row_term(t).grads() {
-                let i = self.grads.position(&g);
-                let _ = writeln!(
-                    src,
-                    "{indent}    g{i} = g{i} + c * (f{k} * lg{k}.{comp}{extra});"
-                );
-            }
-            let _ = writeln!(src, "{indent}}}");
-        }
-        for (i, n) in self.grads.names.iter().enumerate() {
-            if grad_accumulates(n) {
-                let _ = writeln!(src, "{indent}grad{i}[r] = grad{i}[r] + g{i};");
-            } else {
-                let _ = writeln!(src, "{indent}grad{i}[r] = g{i};");
-            }
-        }
-    }
-
-    /// rows.wgsl's `terms` splice: the tensors' bindings, `forward_row` (with the gradients when
-    /// `fused`) and `backward_row`.
-    fn splice(&self, fused: bool, grad_accumulates: &dyn Fn(&str) -> bool) -> String {
-        let mut src = String::new();
-        self.declare(&mut src, FIRST_BINDING, Some("read"), true);
-        let indent = "    ";
-        src.push_str("\nfn forward_row(r: u32) {\n");
-        self.load(&mut src, indent);
-        self.term_values(&mut src, indent);
-        for k in 0..self.terms.len() {
-            let _ = writeln!(
-                src,
-                "{indent}acc[{k}] = acc[{k}] + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
-            );
-        }
-        if fused {
-            self.write_grads(&mut src, indent, grad_accumulates);
-        }
-        src.push_str("}\n\nfn backward_row(r: u32) {\n");
-        self.load(&mut src, indent);
-        self.term_values(&mut src, indent);
-        self.write_grads(&mut src, indent, grad_accumulates);
-        src.push_str("}\n");
-        src
-    }
-
-    pub(crate) fn label(&self) -> String {
-        format!(
-            "rows[{}]",
-            self.terms
-                .iter()
-                .map(|t| t.term.name.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-    }
-}
-
-/// Builds the passes of a row group of `rows` rows. `aux_of(slot)` says where a batch-wide term
-/// keeps its data. `grad_accumulates(tensor)` says whether an earlier pass already wrote that
-/// gradient this step (then this one adds to it). With `fused`, every term's gradient
-/// coefficient is known before the step (the `coefficients` dispatch), so the forward pass also
-/// writes the gradients and there is no backward pass.
-pub(crate) fn passes(
-    terms: &[Resolved],
-    rows: u64,
-    buffers: Buffers,
-    aux_of: &dyn Fn(usize) -> TermAux,
-    fused: bool,
-    grad_accumulates: &dyn Fn(&str) -> bool,
-) -> RowPasses {
-    let kernel = RowKernel::new(terms, terms.iter().map(|t| aux_of(t.slot)).collect());
-    let label = kernel.label();
-    let spec = Specialization::new()
-        .u32("TERMS", terms.len() as u32)
-        .splice("terms", kernel.splice(fused, grad_accumulates));
-    let mut binds = vec![
-        bind("chunk", Bind::Chunk),
-        internal("partials", buffers.partials),
-        internal("aux", buffers.aux),
-        internal("scalars", buffers.scalars),
-    ];
-    binds.extend(kernel.binds(true, true));
-    // Forward: per-term vec4(Σ f·l, Σ f, #{f ≠ 0}, 0) per workgroup (and, fused, the gradients).
-    let forward = PassSpec {
-        label: format!(
-            "{label} {}",
-            if fused { "forward+gradient" } else { "forward" }
-        ),
-        shader: Shader::File("rows.wgsl", spec.clone()),
-        entry: "forward",
-        binds: binds.clone(),
-        work: Work::Rows {
-            rows_per_wg: WG * ROWS_PER_INVOCATION,
-        },
-        reads: kernel.inputs.names.clone(),
-        params: Params::none(),
-    };
-    // Backward: one invocation per row.
-    let backward = (!fused).then(|| PassSpec {
-        label: format!("{label} backward"),
-        shader: Shader::File("rows.wgsl", spec),
-        entry: "backward",
-        binds,
-        work: Work::Rows { rows_per_wg: WG },
-        reads: kernel.inputs.names.clone(),
-        params: Params::none(),
-    });
-    let (pre, stat_slots) = statistics::passes(&kernel, rows, buffers, &label);
-    RowPasses {
-        pre,
-        forward,
-        backward,
-        grads: kernel.grads.names,
-        partial_slots: terms.len() + stat_slots,
     }
 }

@@ -1,41 +1,8 @@
 //! The parameters of the per-row terms (docs/LOSSES.md, "Per-row terms"): EasyRec's names and
 //! defaults, checked against their meaning.
 
-use crate::losses::family::{ParamContext, ParamError, Params};
+use crate::losses::params::{in_range, non_negative, positive, ParamContext, ParamError, Params};
 use serde::{Deserialize, Serialize};
-
-/// Checks that `x` lies in [lo, hi].
-pub(crate) fn in_range(key: &str, x: f64, lo: f64, hi: f64) -> Result<(), ParamError> {
-    if x < lo || x > hi {
-        return Err(ParamError::new(
-            key,
-            format!("'{key}' must be in [{lo}, {hi}], got {x}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that `x` > 0.
-pub(crate) fn positive(key: &str, x: f64) -> Result<(), ParamError> {
-    if x <= 0.0 {
-        return Err(ParamError::new(
-            key,
-            format!("'{key}' must be > 0, got {x}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks that `x` ≥ 0.
-pub(crate) fn non_negative(key: &str, x: f64) -> Result<(), ParamError> {
-    if x < 0.0 {
-        return Err(ParamError::new(
-            key,
-            format!("'{key}' must be >= 0, got {x}"),
-        ));
-    }
-    Ok(())
-}
 
 /// `classification`: sigmoid CE for one logit per row, softmax CE for C ≥ 2 (by shape; the
 /// softmax options are those of `softmax_cross_entropy`).
@@ -71,8 +38,8 @@ impl Default for ClassificationParams {
 
 impl ClassificationParams {
     /// The softmax options, for C ≥ 2.
-    pub fn softmax(&self) -> crate::losses::softmax::SoftmaxParams {
-        crate::losses::softmax::SoftmaxParams {
+    pub fn softmax(&self) -> crate::losses::softmax::params::SoftmaxParams {
+        crate::losses::softmax::params::SoftmaxParams {
             label_smoothing: self.label_smoothing,
             temperature: self.temperature,
             ignore_index: self.ignore_index,

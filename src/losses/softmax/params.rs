@@ -1,8 +1,7 @@
 //! The parameters of softmax cross-entropy (docs/LOSSES.md, "Softmax cross-entropy"; PyTorch
 //! `F.cross_entropy` semantics) and a resolved softmax term's form.
 
-use crate::losses::family::{ParamContext, ParamError, Params};
-use crate::losses::rows::params::{in_range, non_negative, positive};
+use crate::losses::params::{in_range, non_negative, positive, ParamContext, ParamError, Params};
 use serde::{Deserialize, Serialize};
 
 /// Options of the softmax cross-entropy forms (`softmax_cross_entropy`, and `classification`

@@ -20,16 +20,15 @@ pub(crate) mod params;
 
 use super::common::TermAux;
 use super::family::{
-    wrong_params, Family, Form, LossType, ParamSpec, Resolved, Role, RoleKind, RowLoss, RowTerm,
+    wrong_params, Family, Form, LossType, Resolved, Role, RoleKind, RowLoss, RowTerm,
 };
-use super::rows::{
-    check_columns, row_form, row_term, smoothed, Buffers, RowKernel, FIRST_BINDING,
-    ROWS_PER_INVOCATION,
-};
+use super::params::ParamSpec;
+use super::rows::kernel::{row_term, Buffers, RowKernel, FIRST_BINDING, ROWS_PER_INVOCATION};
+use super::rows::{check_columns, row_form, smoothed};
 use super::select;
 use crate::batch::Shapes;
 use crate::combine::reduction_code;
-use crate::config::LossTerm;
+use crate::config::{LossTerm, Reduction};
 use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Params, PassSpec, Shader, Work, WG};
 use crate::reference::terms::{TermState, TermValue};
@@ -56,6 +55,7 @@ static GHM_ROW: RowLoss = RowLoss {
         let (l, g) = crate::reference::binary::sigmoid_ce(x[0], x[1], 0.0, None);
         (l, [g, 0.0])
     },
+    default_reduction: Reduction::NonzeroMean,
 };
 
 /// `ghm_c` (Li et al. AAAI 2019; mmdetection `GHMC`).
@@ -83,6 +83,7 @@ static F1_ROW: RowLoss = RowLoss {
         let (l, g) = crate::reference::binary::sigmoid_ce(x[0], x[1], p.label_smoothing, None);
         (l, [g, 0.0])
     },
+    default_reduction: Reduction::NonzeroMean,
 };
 
 /// `f1_reweighted_loss` (EasyRec `F1_REWEIGHTED_LOSS`).
@@ -100,7 +101,12 @@ pub(crate) static LOSS_TYPES: &[&LossType] = &[&GHM_TYPE, &F1_TYPE];
 struct GhmFamily;
 
 impl Family for GhmFamily {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        _: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         let p: &GhmParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         let b = check_columns(term, &GHM_TYPE, shapes)?;
         let bw = BatchWide::Ghm {
@@ -110,7 +116,13 @@ impl Family for GhmFamily {
         Ok((row_form(term, ROLES, &GHM_ROW, Some(bw)), b))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, state: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        state: TermState,
+    ) -> Result<TermValue> {
         let p: &GhmParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         crate::reference::rows::ghm(term, batch, p.bins, p.momentum, state.ghm_acc)
     }
@@ -130,7 +142,12 @@ impl Family for GhmFamily {
 struct F1Family;
 
 impl Family for F1Family {
-    fn resolve(&'static self, term: &LossTerm, shapes: &Shapes) -> Result<(Form, u64)> {
+    fn resolve(
+        &'static self,
+        _: &'static LossType,
+        term: &LossTerm,
+        shapes: &Shapes,
+    ) -> Result<(Form, u64)> {
         let p: &F1Params = term.kind.params().ok_or_else(|| wrong_params(term))?;
         let b = check_columns(term, &F1_TYPE, shapes)?;
         let bw = BatchWide::F1 {
@@ -139,7 +156,13 @@ impl Family for F1Family {
         Ok((row_form(term, ROLES, &F1_ROW, Some(bw)), b))
     }
 
-    fn reference(&self, term: &LossTerm, batch: &HostBatch, _: TermState) -> Result<TermValue> {
+    fn reference(
+        &self,
+        _: &'static LossType,
+        term: &LossTerm,
+        batch: &HostBatch,
+        _: TermState,
+    ) -> Result<TermValue> {
         let p: &F1Params = term.kind.params().ok_or_else(|| wrong_params(term))?;
         crate::reference::rows::f1(term, batch, p)
     }
@@ -236,8 +259,10 @@ pub(crate) fn passes(
         internal("partials", buffers.partials),
         internal("aux", buffers.aux),
     ];
-    binds.extend(kernel.binds(true, false));
-    let spec = Specialization::new().splice("terms", stats_splice(&kernel, &slot_of));
+    let generated = kernel.bindings(FIRST_BINDING, Some("read_write"), false);
+    binds.extend(generated.binds);
+    let spec =
+        Specialization::new().splice("terms", stats_splice(&kernel, &generated.wgsl, &slot_of));
     let mut out = vec![PassSpec {
         label: format!("{label} statistics"),
         shader: Shader::File("statistics.wgsl", spec),
@@ -284,13 +309,12 @@ pub(crate) fn passes(
     (out, 2 * f1_slots.len())
 }
 
-/// statistics.wgsl's `terms` splice: bindings, the terms' counters and sums, `stats_begin`,
+/// statistics.wgsl's `terms` splice: the `bindings`, the terms' counters and sums, `stats_begin`,
 /// `stats_row` and `stats_end`. `slot_of(k)` is F1 term k's first partial slot.
-fn stats_splice(kernel: &RowKernel, slot_of: &dyn Fn(usize) -> usize) -> String {
+fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> usize) -> String {
     let terms = kernel.terms;
     let value = |n: &str| kernel.value(n);
-    let mut s = String::new();
-    kernel.declare(&mut s, FIRST_BINDING, Some("read_write"), false);
+    let mut s = bindings.to_string();
     for (k, t) in terms.iter().enumerate() {
         let _ = match bw(t) {
             BatchWide::Ghm { bins, .. } => {

@@ -1,8 +1,7 @@
 //! The parameters of the batch-wide terms (docs/LOSSES.md, "Gradient-density terms" and
 //! "F1-reweighted"), and the batch-wide quantity a row term needs before its loss.
 
-use crate::losses::family::{ParamContext, ParamError, Params};
-use crate::losses::rows::params::{in_range, positive};
+use crate::losses::params::{in_range, positive, ParamContext, ParamError, Params};
 use serde::{Deserialize, Serialize};
 
 /// The largest `bins` of `ghm_c`: the GPU keeps one workgroup counter per bin.

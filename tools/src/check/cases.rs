@@ -11,7 +11,7 @@ use lossfuse::rng::SplitMix64;
 use lossfuse::{HostBatch, HostTensor};
 use serde::{Deserialize, Serialize};
 
-/// How far a GPU result may be from the reference (LOSSES.md: float32 against float64).
+/// How far a GPU result may be from the reference (docs/LOSSES.md: float32 against float64).
 ///
 /// A scalar passes when |a − b| ≤ `rel`·max(|a|, |b|) + `abs`; a gradient when
 /// ‖g − g_ref‖ ≤ `grad_norm`·‖g_ref‖ and max_i |g_i − g_ref,i| ≤ `grad_elem`·max_i |g_ref,i|.
@@ -420,6 +420,9 @@ fn per_row(c: &mut Catalogue) {
         1, ROW_TOL, |d| rows(d, 1000, 6.0));
     c.add(f, "esmm", "CTR and CTCVR through p_ctr·p_cvr",
         one("loss_type = 'esmm'\nctr_logits = 'x'\ncvr_logits = 'x2'\nctr_labels = 'y'\nctcvr_labels = 'buy'"),
+        1, ROW_TOL, |d| rows(d, 1000, 5.0));
+    c.add(f, "order_calibrate_loss", "relu(σ(x) − σ(x_rel)), gradients to both towers",
+        one("loss_type = 'order_calibrate_loss'\nlogits = 'x'\nrelation_logits = 'x2'\nweight = 0.5"),
         1, ROW_TOL, |d| rows(d, 1000, 5.0));
     c.add(f, "per-row/fused", "four per-row terms on shared logits in one pass",
         "[[losses]]\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n\

@@ -1,0 +1,179 @@
+//! The passes of a row group: the fused row kernel (`shaders/rows.wgsl`, a static skeleton with
+//! the group's term list spliced in), and before it the statistics passes of its batch-wide
+//! terms ([`crate::losses::statistics`]).
+
+use super::kernel::{row_term, Buffers, RowKernel, FIRST_BINDING, ROWS_PER_INVOCATION};
+use crate::kernel::{bind, internal, Bind, Params, PassSpec, Shader, Work, WG};
+use crate::losses::common::{coef_index, TermAux};
+use crate::losses::family::Resolved;
+use crate::losses::statistics::{self, BatchWide};
+use crate::wgsl::Specialization;
+use std::fmt::Write;
+
+/// The passes of a row group.
+pub(crate) struct RowPasses {
+    /// Statistics, selections and prepare, in order (empty without batch-wide terms).
+    pub pre: Vec<PassSpec>,
+    pub forward: PassSpec,
+    /// None when the forward pass writes the gradients itself (fused).
+    pub backward: Option<PassSpec>,
+    /// Tensors whose gradient the backward pass writes, in binding order.
+    pub grads: Vec<String>,
+    /// Partial-sum slots per workgroup: one per term, then the statistics slots.
+    pub partial_slots: usize,
+}
+
+/// The row's factor dL/dl_i·(1/coefficient) of term `k` (`f{k}`) and, for F1, the gradient every
+/// row gets through tp (`e{k}`); `w{k}` and `lg{k}` are in scope, and `key{k}` for OHEM.
+fn factor(k: usize, term: &Resolved, aux: &TermAux, v: &dyn Fn(&str) -> String) -> String {
+    let row = row_term(term);
+    match row.batch_wide() {
+        Some(bw) => statistics::factor(k, row, bw, aux, v),
+        None => format!("let f{k} = w{k};"),
+    }
+}
+
+impl RowKernel<'_> {
+    /// `w{k}`, `lg{k}` (loss, derivative), `f{k}` (row factor) and for F1 `e{k}`, of every term.
+    fn term_values(&self, src: &mut String, indent: &str) {
+        let value = |n: &str| self.value(n);
+        self.weights(src, indent);
+        for (j, (k, _)) in self.keys.iter().enumerate() {
+            let _ = writeln!(src, "{indent}let key{k} = keys{j}[r];");
+        }
+        for (k, t) in self.terms.iter().enumerate() {
+            let _ = writeln!(src, "{indent}let lg{k} = {};", row_term(t).call(&value));
+            for line in factor(k, t, &self.aux[k], &value).lines() {
+                let _ = writeln!(src, "{indent}{line}");
+            }
+        }
+    }
+
+    /// Σ_k coef_k · (f_k · dl_k/dx + e_k) into each gradient.
+    fn write_grads(&self, src: &mut String, indent: &str, grad_accumulates: &dyn Fn(&str) -> bool) {
+        for i in 0..self.grads.names.len() {
+            let _ = writeln!(src, "{indent}var g{i} = 0.0;");
+        }
+        for (k, t) in self.terms.iter().enumerate() {
+            let _ = writeln!(
+                src,
+                "{indent}{{\n{indent}    let c = scalars[{}];",
+                coef_index(t.slot),
+            );
+            let extra = if matches!(row_term(t).batch_wide(), Some(BatchWide::F1 { .. })) {
+                format!(" + e{k}")
+            } else {
+                String::new()
+            };
+            for (g, comp) in row_term(t).grads() {
+                let i = self.grads.position(&g);
+                let _ = writeln!(
+                    src,
+                    "{indent}    g{i} = g{i} + c * (f{k} * lg{k}.{comp}{extra});"
+                );
+            }
+            let _ = writeln!(src, "{indent}}}");
+        }
+        for (i, n) in self.grads.names.iter().enumerate() {
+            if grad_accumulates(n) {
+                let _ = writeln!(src, "{indent}grad{i}[r] = grad{i}[r] + g{i};");
+            } else {
+                let _ = writeln!(src, "{indent}grad{i}[r] = g{i};");
+            }
+        }
+    }
+
+    /// rows.wgsl's `terms` splice: the tensors' `bindings`, `forward_row` (with the gradients when
+    /// `fused`) and `backward_row`.
+    fn splice(
+        &self,
+        bindings: &str,
+        fused: bool,
+        grad_accumulates: &dyn Fn(&str) -> bool,
+    ) -> String {
+        let mut src = bindings.to_string();
+        let indent = "    ";
+        src.push_str("\nfn forward_row(r: u32) {\n");
+        self.load(&mut src, indent);
+        self.term_values(&mut src, indent);
+        for k in 0..self.terms.len() {
+            let _ = writeln!(
+                src,
+                "{indent}acc[{k}] = acc[{k}] + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
+            );
+        }
+        if fused {
+            self.write_grads(&mut src, indent, grad_accumulates);
+        }
+        src.push_str("}\n\nfn backward_row(r: u32) {\n");
+        self.load(&mut src, indent);
+        self.term_values(&mut src, indent);
+        self.write_grads(&mut src, indent, grad_accumulates);
+        src.push_str("}\n");
+        src
+    }
+}
+
+/// Builds the passes of a row group of `rows` rows. `aux_of(slot)` says where a batch-wide term
+/// keeps its data. `grad_accumulates(tensor)` says whether an earlier pass already wrote that
+/// gradient this step (then this one adds to it). With `fused`, every term's gradient
+/// coefficient is known before the step (the `coefficients` dispatch), so the forward pass also
+/// writes the gradients and there is no backward pass.
+pub(crate) fn passes(
+    terms: &[Resolved],
+    rows: u64,
+    buffers: Buffers,
+    aux_of: &dyn Fn(usize) -> TermAux,
+    fused: bool,
+    grad_accumulates: &dyn Fn(&str) -> bool,
+) -> RowPasses {
+    let kernel = RowKernel::new(terms, terms.iter().map(|t| aux_of(t.slot)).collect());
+    let label = kernel.label();
+    let generated = kernel.bindings(FIRST_BINDING, Some("read"), true);
+    let spec = Specialization::new()
+        .u32("TERMS", terms.len() as u32)
+        .splice(
+            "terms",
+            kernel.splice(&generated.wgsl, fused, grad_accumulates),
+        );
+    let mut binds = vec![
+        bind("chunk", Bind::Chunk),
+        internal("partials", buffers.partials),
+        internal("aux", buffers.aux),
+        internal("scalars", buffers.scalars),
+    ];
+    binds.extend(generated.binds);
+    // Forward: per-term vec4(Σ f·l, Σ f, #{f ≠ 0}, 0) per workgroup (and, fused, the gradients).
+    let forward = PassSpec {
+        label: format!(
+            "{label} {}",
+            if fused { "forward+gradient" } else { "forward" }
+        ),
+        shader: Shader::File("rows.wgsl", spec.clone()),
+        entry: "forward",
+        binds: binds.clone(),
+        work: Work::Rows {
+            rows_per_wg: WG * ROWS_PER_INVOCATION,
+        },
+        reads: kernel.inputs.names.clone(),
+        params: Params::none(),
+    };
+    // Backward: one invocation per row.
+    let backward = (!fused).then(|| PassSpec {
+        label: format!("{label} backward"),
+        shader: Shader::File("rows.wgsl", spec),
+        entry: "backward",
+        binds,
+        work: Work::Rows { rows_per_wg: WG },
+        reads: kernel.inputs.names.clone(),
+        params: Params::none(),
+    });
+    let (pre, stat_slots) = statistics::passes(&kernel, rows, buffers, &label);
+    RowPasses {
+        pre,
+        forward,
+        backward,
+        grads: kernel.grads.names,
+        partial_slots: terms.len() + stat_slots,
+    }
+}
