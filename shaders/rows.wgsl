@@ -1,17 +1,16 @@
 // The fused row kernel: every per-row term over the same B rows in one forward and one backward
 // pass, each tensor read once per pass whatever the number of terms (docs/LOSSES.md, "Per-row
-// terms"; host side src/losses/rows.rs). The term list is what varies, so it alone is generated
-// and spliced in (`//#splice terms`): the tensors' bindings and
-//   fn forward_row(r: u32)    this row's terms into `acc` (and, FUSED, their gradients)
-//   fn backward_row(r: u32)   this row's gradients, scaled by the terms' coefficients
+// terms"; host side src/losses/rows/). The term list is what varies, so it alone is generated
+// and spliced in (`//#splice terms`): the tensors' bindings, one accumulator per term and
+//   fn forward_row(r: u32)               this row's terms into the accumulators (and, fused,
+//                                        their gradients)
+//   fn write_partials(lid: u32, wg: u32) each term's workgroup sum into its partial slot
+//   fn backward_row(r: u32)              this row's gradients, scaled by the terms' coefficients
 // which call the loss functions of binary.wgsl and ghm.wgsl. The default below is one
 // classification term, so that the file stands alone.
 
 //#import binary.wgsl
 //#import ghm.wgsl
-
-// Terms of the group: partial slots 0..TERMS.
-const TERMS: u32 = 1u; // @spec
 
 @group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;
@@ -23,17 +22,22 @@ fn aux_f32(i: u32) -> f32 {
     return bitcast<f32>(aux[i]);
 }
 
-// Each term's (Σ f·l, Σ f, #{f ≠ 0}, 0) over this invocation's rows.
-var<private> acc: array<vec4<f32>, TERMS>;
-
 //#splice terms
 @group(0) @binding(10) var<storage, read> in0: array<f32>;
 @group(0) @binding(11) var<storage, read> in1: array<f32>;
 @group(0) @binding(12) var<storage, read_write> grad0: array<f32>;
 
+// Each term's (Σ f·l, Σ f, #{f ≠ 0}, 0) over this invocation's rows.
+var<private> acc0: vec4<f32>;
+
 fn forward_row(r: u32) {
     let lg0 = sigmoid_ce(in0[r], in1[r]);
-    acc[0] = acc[0] + vec4<f32>(lg0.x, 1.0, 1.0, 0.0);
+    acc0 = acc0 + vec4<f32>(lg0.x, 1.0, 1.0, 0.0);
+}
+
+fn write_partials(lid: u32, wg: u32) {
+    let sum0 = workgroup_sum(lid, acc0);
+    if (lid == 0u && wg < chunk.wgs) { partials[partial_index(chunk, 0u, wg)] = sum0; }
 }
 
 fn backward_row(r: u32) {
@@ -53,12 +57,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
             forward_row(r);
         }
     }
-    for (var k = 0u; k < TERMS; k = k + 1u) {
-        let sum = workgroup_sum(lid, acc[k]);
-        if (lid == 0u && wg < chunk.wgs) {
-            partials[partial_index(chunk, k, wg)] = sum;
-        }
-    }
+    write_partials(lid, wg);
 }
 
 // One invocation per row.

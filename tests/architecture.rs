@@ -174,8 +174,11 @@ fn resolve(
         .find(|m| modules.contains_key(m))
 }
 
+/// Modules (by path) and the modules each imports.
+type Graph = BTreeMap<Vec<String>, BTreeSet<Vec<String>>>;
+
 /// Files of `src/` and the files each imports.
-fn import_graph() -> (BTreeMap<Vec<String>, BTreeSet<Vec<String>>>, Vec<String>) {
+fn import_graph() -> (Graph, Vec<String>) {
     let src = root().join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -212,7 +215,7 @@ fn import_graph() -> (BTreeMap<Vec<String>, BTreeSet<Vec<String>>>, Vec<String>)
 }
 
 /// A cycle of the graph, if there is one.
-fn find_cycle(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Option<Vec<String>> {
+fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Open,
@@ -220,7 +223,7 @@ fn find_cycle(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Option<Ve
     }
     fn visit(
         node: &Vec<String>,
-        graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+        graph: &Graph,
         marks: &mut BTreeMap<Vec<String>, Mark>,
         stack: &mut Vec<Vec<String>>,
     ) -> Option<Vec<String>> {

@@ -122,21 +122,6 @@ fn esmm_pair() {
 }
 
 #[test]
-fn order_calibrate_towers() {
-    let b = rows(5, 1000, 5.0);
-    for extra in ["", "\nsample_weights = 'w'\nreduction = 'sum'"] {
-        check_all(
-            &term(&format!(
-                "loss_type = 'order_calibrate_loss'\nlogits = 'x'\nrelation_logits = 'x2'{extra}"
-            )),
-            &b,
-            1,
-            TOL,
-        );
-    }
-}
-
-#[test]
 fn sample_weights_as_a_combination_of_labels() {
     let b = rows(6, 1000, 4.0);
     check_all(

@@ -196,18 +196,24 @@ impl Resolved {
     }
 }
 
+/// The WGSL call of a row function on the row's values (`v(role)` gives a role's value).
+pub(crate) type RowCall = fn(&dyn TermParams, &dyn Fn(&str) -> String) -> String;
+
+/// The f64 reference of one row: (loss, up to two derivatives) from the roles' values.
+pub(crate) type RowReference = fn(&dyn TermParams, &[f64]) -> (f64, [f64; 2]);
+
 /// A plain per-row term: l_i = f(row i of its inputs), its gradient to each differentiable input,
 /// reduced with the term's reduction. One `static` per loss type in its family module, beside its
 /// WGSL function.
 pub(crate) struct RowLoss {
     /// The WGSL call of its function on the row's values (`v(role)`): `vec2(loss, d/d input)`,
     /// or `vec3` with two differentiable inputs.
-    pub call: fn(&dyn TermParams, &dyn Fn(&str) -> String) -> String,
+    pub call: RowCall,
     /// The differentiable roles and the component of `call`'s result holding each derivative.
     pub grads: &'static [(&'static str, &'static str)],
     /// The f64 reference of one row: (loss, the derivatives in `grads` order) from the values
     /// of the roles in the loss type's order.
-    pub reference: fn(&dyn TermParams, &[f64]) -> (f64, [f64; 2]),
+    pub reference: RowReference,
     /// The reduction when the term names none.
     pub default_reduction: Reduction,
 }

@@ -69,15 +69,16 @@ pub struct NoParams {}
 
 impl Params for NoParams {}
 
+/// Parses and checks parameters from a term's table of parameter keys.
+pub(crate) type ParseParams =
+    fn(&Map<String, Value>, &ParamContext) -> std::result::Result<Arc<dyn TermParams>, ParamError>;
+
 /// How a loss type reads its parameters.
 pub(crate) struct ParamSpec {
     /// The keys it takes, in declaration order.
     pub fields: fn() -> &'static [&'static str],
     /// Parses and checks them from the term's table (only the parameter keys).
-    pub parse: fn(
-        &Map<String, Value>,
-        &ParamContext,
-    ) -> std::result::Result<Arc<dyn TermParams>, ParamError>,
+    pub parse: ParseParams,
     /// Whether `params` are of this loss type's parameter type (a config built in code).
     pub accepts: fn(&dyn TermParams) -> bool,
     /// Checks parameters of this type against their meaning (a config built in code).

@@ -50,7 +50,8 @@ fn shapes_for(config: &LossConfig, rows: usize) -> Shapes {
     shapes
 }
 
-/// One config per loss type and option that changes the kernels.
+/// Configs of the options that change the kernels (every loss type also runs with its defaults,
+/// [`defaults`]).
 const VARIANTS: &[&str] = &[
     "loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\nlabel_smoothing = 0.1\npos_weight = 2.0",
     "loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'cls'\nlabel_smoothing = 0.1\ntemperature = 2.0\nignore_index = 3\nclass_weights = [1, 2, 1, 1, 3, 1, 1]\nz_loss = 0.01",
@@ -60,7 +61,6 @@ const VARIANTS: &[&str] = &[
     "loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nalpha = 0.25\nlabel_smoothing = 0.1",
     "loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nohem_ratio = 0.5\nsample_weights = 'w'",
     "loss_type = 'esmm'\nctr_logits = 'x'\ncvr_logits = 'x2'\nctr_labels = 'y'\nctcvr_labels = 'buy'",
-    "loss_type = 'order_calibrate_loss'\nlogits = 'x'\nrelation_logits = 'x2'",
     "loss_type = 'ghm_c'\nlogits = 'x'\nlabels = 'y'\nbins = 30\nmomentum = 0.75",
     "loss_type = 'f1_reweighted_loss'\nlogits = 'x'\nlabels = 'y'\nf1_beta_square = 2.0\nlabel_smoothing = 0.1",
     "loss_type = 'pair_wise_loss'\nlogits = 'x'\nlabels = 'g'\nsession = 's'\nmargin = 0.1",
@@ -79,15 +79,29 @@ const VARIANTS: &[&str] = &[
     "loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'cls_any'",
 ];
 
-fn configs() -> Vec<(String, LossConfig)> {
-    let mut out: Vec<(String, LossConfig)> = VARIANTS
-        .iter()
-        .map(|v| {
-            let text = format!("[[losses]]\n{v}\n");
-            let config = LossConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{v}: {e}"));
-            (v.lines().next().unwrap().to_string(), config)
+/// Every loss type whose defaults need no key, each role bound to a tensor of the role's name.
+fn defaults() -> Vec<(String, LossConfig)> {
+    crate::losses::registry::all()
+        .filter_map(|lt| {
+            let roles: String = lt
+                .roles
+                .iter()
+                .map(|r| format!("{0} = '{0}'\n", r.name))
+                .collect();
+            let text = format!("[[losses]]\nloss_type = '{}'\n{roles}", lt.name);
+            let config = LossConfig::from_toml_str(&text).ok()?;
+            Some((format!("{} (defaults)", lt.name), config))
         })
-        .collect();
+        .collect()
+}
+
+fn configs() -> Vec<(String, LossConfig)> {
+    let mut out = defaults();
+    out.extend(VARIANTS.iter().map(|v| {
+        let text = format!("[[losses]]\n{v}\n");
+        let config = LossConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{v}: {e}"));
+        (v.lines().next().unwrap().to_string(), config)
+    }));
     // All of them at once: the row terms fuse, the groups split at the binding limit.
     let all: String = VARIANTS
         .iter()

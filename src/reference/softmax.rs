@@ -62,77 +62,6 @@ pub(crate) fn softmax_ce_row(x: &[f64], target: Target, params: &SoftmaxParams) 
     (loss, grad)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn close(a: f64, b: f64, tol: f64) -> bool {
-        (a - b).abs() <= tol * (1.0 + b.abs())
-    }
-
-    #[test]
-    fn hand_computed_row() {
-        // x = [1, 2, 3], y = 0: lse = ln(e + e² + e³) = 3.40760596444438, loss = lse − 1.
-        let params = SoftmaxParams::default();
-        let (l, g) = softmax_ce_row(&[1.0, 2.0, 3.0], Target::Class(0), &params);
-        assert!(close(l, 2.40760596444438, 1e-13), "{l}");
-        let s = 1f64.exp() + 2f64.exp() + 3f64.exp();
-        let want = [1f64.exp() / s - 1.0, 2f64.exp() / s, 3f64.exp() / s];
-        for (gk, wk) in g.iter().zip(want) {
-            assert!(close(*gk, wk, 1e-14), "{gk} vs {wk}");
-        }
-    }
-
-    #[test]
-    fn smoothing_weights_temperature_and_z_loss_by_hand() {
-        // The docs/LOSSES.md form, term by term, at x = [0.5, −1, 2, 0], y = 2.
-        let x = [0.5, -1.0, 2.0, 0.0];
-        let c = [0.5, 2.0, 1.5, 1.0];
-        let params = SoftmaxParams {
-            label_smoothing: 0.1,
-            temperature: 2.0,
-            ignore_index: None,
-            class_weights: Some(c.to_vec()),
-            z_loss: 0.01,
-        };
-        let z: Vec<f64> = x.iter().map(|v| v / 2.0).collect();
-        let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
-        let smooth: f64 = (0..4).map(|k| c[k] * (lse - z[k])).sum();
-        let want = 0.9 * c[2] * (lse - z[2]) + 0.1 / 4.0 * smooth + 0.01 * lse * lse;
-        let (l, _) = softmax_ce_row(&x, Target::Class(2), &params);
-        assert!(close(l, want, 1e-14), "{l} vs {want}");
-    }
-
-    #[test]
-    fn one_hot_probabilities_equal_the_class_id() {
-        let params = SoftmaxParams {
-            label_smoothing: 0.2,
-            temperature: 0.7,
-            ignore_index: None,
-            class_weights: Some(vec![1.0, 3.0, 0.5]),
-            z_loss: 0.1,
-        };
-        let x = [0.3, -0.2, 1.1];
-        let (a, ga) = softmax_ce_row(&x, Target::Class(1), &params);
-        let (b, gb) = softmax_ce_row(&x, Target::Probabilities(&[0.0, 1.0, 0.0]), &params);
-        assert!(close(a, b, 1e-14));
-        for (u, v) in ga.iter().zip(&gb) {
-            assert!(close(*u, *v, 1e-14));
-        }
-    }
-
-    #[test]
-    fn large_logits_stay_finite() {
-        let (l, g) = softmax_ce_row(
-            &[800.0, -800.0],
-            Target::Class(1),
-            &SoftmaxParams::default(),
-        );
-        assert!(close(l, 1600.0, 1e-14), "{l}");
-        assert!(close(g[0], 1.0, 1e-14) && close(g[1], -1.0, 1e-14));
-    }
-}
-
 /// Softmax CE over `[B, C]` logits (docs/LOSSES.md, "Softmax cross-entropy") with class-id labels
 /// (integers, `[B]`; rows equal to `ignore_index` get w_i = 0, ω_i = c_{y_i}·w_i) or probability
 /// labels (reals, `[B, C]`; ω_i = w_i; `ignore_index` has no effect there, as in PyTorch).
@@ -225,4 +154,75 @@ pub(crate) fn evaluate(
         reduced.value,
         vec![(name.to_string(), scale_rows(grad, c, &reduced))],
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * (1.0 + b.abs())
+    }
+
+    #[test]
+    fn hand_computed_row() {
+        // x = [1, 2, 3], y = 0: lse = ln(e + e² + e³) = 3.40760596444438, loss = lse − 1.
+        let params = SoftmaxParams::default();
+        let (l, g) = softmax_ce_row(&[1.0, 2.0, 3.0], Target::Class(0), &params);
+        assert!(close(l, 2.40760596444438, 1e-13), "{l}");
+        let s = 1f64.exp() + 2f64.exp() + 3f64.exp();
+        let want = [1f64.exp() / s - 1.0, 2f64.exp() / s, 3f64.exp() / s];
+        for (gk, wk) in g.iter().zip(want) {
+            assert!(close(*gk, wk, 1e-14), "{gk} vs {wk}");
+        }
+    }
+
+    #[test]
+    fn smoothing_weights_temperature_and_z_loss_by_hand() {
+        // The docs/LOSSES.md form, term by term, at x = [0.5, −1, 2, 0], y = 2.
+        let x = [0.5, -1.0, 2.0, 0.0];
+        let c = [0.5, 2.0, 1.5, 1.0];
+        let params = SoftmaxParams {
+            label_smoothing: 0.1,
+            temperature: 2.0,
+            ignore_index: None,
+            class_weights: Some(c.to_vec()),
+            z_loss: 0.01,
+        };
+        let z: Vec<f64> = x.iter().map(|v| v / 2.0).collect();
+        let lse = z.iter().map(|v| v.exp()).sum::<f64>().ln();
+        let smooth: f64 = (0..4).map(|k| c[k] * (lse - z[k])).sum();
+        let want = 0.9 * c[2] * (lse - z[2]) + 0.1 / 4.0 * smooth + 0.01 * lse * lse;
+        let (l, _) = softmax_ce_row(&x, Target::Class(2), &params);
+        assert!(close(l, want, 1e-14), "{l} vs {want}");
+    }
+
+    #[test]
+    fn one_hot_probabilities_equal_the_class_id() {
+        let params = SoftmaxParams {
+            label_smoothing: 0.2,
+            temperature: 0.7,
+            ignore_index: None,
+            class_weights: Some(vec![1.0, 3.0, 0.5]),
+            z_loss: 0.1,
+        };
+        let x = [0.3, -0.2, 1.1];
+        let (a, ga) = softmax_ce_row(&x, Target::Class(1), &params);
+        let (b, gb) = softmax_ce_row(&x, Target::Probabilities(&[0.0, 1.0, 0.0]), &params);
+        assert!(close(a, b, 1e-14));
+        for (u, v) in ga.iter().zip(&gb) {
+            assert!(close(*u, *v, 1e-14));
+        }
+    }
+
+    #[test]
+    fn large_logits_stay_finite() {
+        let (l, g) = softmax_ce_row(
+            &[800.0, -800.0],
+            Target::Class(1),
+            &SoftmaxParams::default(),
+        );
+        assert!(close(l, 1600.0, 1e-14), "{l}");
+        assert!(close(g[0], 1.0, 1e-14) && close(g[1], -1.0, 1e-14));
+    }
 }

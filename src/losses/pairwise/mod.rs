@@ -49,8 +49,11 @@ fn pair_of<P: PairParams + 'static>(p: &dyn TermParams) -> Option<(PairLoss, f64
     p.as_any().downcast_ref::<P>().map(P::pair)
 }
 
+/// Reads (per-pair loss, T, OHEM ratio) from a loss type's parameters.
+type PairOf = fn(&dyn TermParams) -> Option<(PairLoss, f64, f64)>;
+
 /// A pairwise loss type: how it reads its per-pair loss from its parameters.
-struct PairwiseFamily(fn(&dyn TermParams) -> Option<(PairLoss, f64, f64)>);
+struct PairwiseFamily(PairOf);
 
 macro_rules! pairwise_type {
     ($(#[$doc:meta])* $name:ident, $loss_type:literal, $params:ty) => {

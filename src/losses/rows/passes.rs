@@ -83,8 +83,10 @@ impl RowKernel<'_> {
         }
     }
 
-    /// rows.wgsl's `terms` splice: the tensors' `bindings`, `forward_row` (with the gradients when
-    /// `fused`) and `backward_row`.
+    /// rows.wgsl's `terms` splice: the tensors' `bindings`, one accumulator per term,
+    /// `forward_row` (with the gradients when `fused`), `write_partials` and `backward_row`.
+    /// The accumulators are separate variables and the partials are written term by term: a
+    /// private array indexed in a loop stays in memory on llvmpipe (a third slower).
     fn splice(
         &self,
         bindings: &str,
@@ -93,17 +95,28 @@ impl RowKernel<'_> {
     ) -> String {
         let mut src = bindings.to_string();
         let indent = "    ";
+        for k in 0..self.terms.len() {
+            let _ = writeln!(src, "var<private> acc{k}: vec4<f32>;");
+        }
         src.push_str("\nfn forward_row(r: u32) {\n");
         self.load(&mut src, indent);
         self.term_values(&mut src, indent);
         for k in 0..self.terms.len() {
             let _ = writeln!(
                 src,
-                "{indent}acc[{k}] = acc[{k}] + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
+                "{indent}acc{k} = acc{k} + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
             );
         }
         if fused {
             self.write_grads(&mut src, indent, grad_accumulates);
+        }
+        src.push_str("}\n\nfn write_partials(lid: u32, wg: u32) {\n");
+        for k in 0..self.terms.len() {
+            let _ = writeln!(
+                src,
+                "{indent}let sum{k} = workgroup_sum(lid, acc{k});\n\
+                 {indent}if (lid == 0u && wg < chunk.wgs) {{ partials[partial_index(chunk, {k}u, wg)] = sum{k}; }}"
+            );
         }
         src.push_str("}\n\nfn backward_row(r: u32) {\n");
         self.load(&mut src, indent);
@@ -130,12 +143,10 @@ pub(crate) fn passes(
     let kernel = RowKernel::new(terms, terms.iter().map(|t| aux_of(t.slot)).collect());
     let label = kernel.label();
     let generated = kernel.bindings(FIRST_BINDING, Some("read"), true);
-    let spec = Specialization::new()
-        .u32("TERMS", terms.len() as u32)
-        .splice(
-            "terms",
-            kernel.splice(&generated.wgsl, fused, grad_accumulates),
-        );
+    let spec = Specialization::new().splice(
+        "terms",
+        kernel.splice(&generated.wgsl, fused, grad_accumulates),
+    );
     let mut binds = vec![
         bind("chunk", Bind::Chunk),
         internal("partials", buffers.partials),

@@ -424,6 +424,9 @@ fn per_row(c: &mut Catalogue) {
     c.add(f, "order_calibrate_loss", "relu(σ(x) − σ(x_rel)), gradients to both towers",
         one("loss_type = 'order_calibrate_loss'\nlogits = 'x'\nrelation_logits = 'x2'\nweight = 0.5"),
         1, ROW_TOL, |d| rows(d, 1000, 5.0));
+    c.add(f, "order_calibrate_loss/weighted", "sample weights, sum over the rows",
+        one("loss_type = 'order_calibrate_loss'\nlogits = 'x'\nrelation_logits = 'x2'\nsample_weights = 'w'\nreduction = 'sum'"),
+        1, ROW_TOL, |d| rows(d, 1000, 5.0));
     c.add(f, "per-row/fused", "four per-row terms on shared logits in one pass",
         "[[losses]]\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n\
          [[losses]]\nloss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nalpha = 0.25\n\
