@@ -35,7 +35,8 @@ fn segment_lse(lid: u32, width: u32, acc: vec2<f32>) -> vec2<f32> {
 //   fn forward_begin()                             start the terms' running sums
 //   fn forward_visit(c: u32, base: u32, xv: f32)   one logit into the terms' running sums
 //   fn forward_reduce(lid: u32)                    merge the sums of a row's R invocations
-//   fn forward_row(row: u32, base: u32)            the row's losses into `part`, stats written
+//   fn forward_row(row: u32, base: u32)            the row's losses into `part{k}`, stats written
+//   fn write_partials(lid: u32, wg: u32)           each term's workgroup sum into its slot
 //   fn backward_setup(row: u32)                    the row's label, weight, lse, coefficient
 //   fn backward_element(c: u32, e: u32, xv: f32) -> f32   d total / d logit e of the row
 
@@ -43,7 +44,6 @@ fn segment_lse(lid: u32, width: u32, acc: vec2<f32>) -> vec2<f32> {
 const C: u32 = 2u; // @spec
 const R: u32 = 1u; // @spec
 const RPW: u32 = WG / R;
-const TERMS: u32 = 1u; // @spec
 // The backward pass adds to a gradient another term wrote this step.
 const ACCUMULATE: bool = false; // @spec
 
@@ -53,10 +53,10 @@ const ACCUMULATE: bool = false; // @spec
 @group(0) @binding(3) var<storage, read> logits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> grad: array<f32>;
 
-// Each term's partial sums of this invocation's row.
-var<private> part: array<vec4<f32>, TERMS>;
-
 //#splice terms
+// Each term's partial sums of this invocation's row (one variable per term: a private array
+// indexed in a loop stays in memory on llvmpipe).
+var<private> part0: vec4<f32>;
 var<private> lse0: vec2<f32>;
 
 fn forward_begin() {
@@ -72,7 +72,12 @@ fn forward_reduce(lid: u32) {
 }
 
 fn forward_row(row: u32, base: u32) {
-    part[0] = vec4<f32>(lse0.x + log(lse0.y), 1.0, 1.0, 0.0);
+    part0 = vec4<f32>(lse0.x + log(lse0.y), 1.0, 1.0, 0.0);
+}
+
+fn write_partials(lid: u32, wg: u32) {
+    let sum0 = workgroup_sum(lid, part0);
+    if (lid == 0u && wg < chunk.wgs) { partials[partial_index(chunk, 0u, wg)] = sum0; }
 }
 
 fn backward_setup(row: u32) {}
@@ -100,12 +105,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     if (row_active && lane == 0u) {
         forward_row(row, row * C);
     }
-    for (var k = 0u; k < TERMS; k = k + 1u) {
-        let total = workgroup_sum(lid, part[k]);
-        if (lid == 0u && wg < chunk.wgs) {
-            partials[partial_index(chunk, k, wg)] = total;
-        }
-    }
+    write_partials(lid, wg);
 }
 
 // Row-mapped like the forward pass: the row's label, weight, lse and coefficient are loaded

@@ -323,7 +323,7 @@ impl Group<'_> {
         for k in 0..self.views.len() {
             let _ = writeln!(
                 f,
-                "var<private> acc_lse{k}: vec2<f32>;\nvar<private> acc_lin{k}: vec4<f32>;"
+                "var<private> part{k}: vec4<f32>;\nvar<private> acc_lse{k}: vec2<f32>;\nvar<private> acc_lin{k}: vec4<f32>;"
             );
         }
         f.push_str("\nfn forward_begin() {\n");
@@ -386,7 +386,7 @@ impl Group<'_> {
                 f.push_str(&self.id_row(k, "            "));
                 let _ = writeln!(
                     f,
-                    "            let zy = logits[base + yc{k}] * {};\n            let l = {} * cy{k} * (lse - zy) + {} * (lse * {} - acc_lin{k}.x) + {} * lse * lse;\n            part[{k}] = vec4<f32>(weff{k} * l, cy{k} * weff{k}, select(0.0, 1.0, weff{k} != 0.0), select(0.0, 1.0, bad{k}));\n            stats{k}[row] = vec2<f32>(lse, 0.0);",
+                    "            let zy = logits[base + yc{k}] * {};\n            let l = {} * cy{k} * (lse - zy) + {} * (lse * {} - acc_lin{k}.x) + {} * lse * lse;\n            part{k} = vec4<f32>(weff{k} * l, cy{k} * weff{k}, select(0.0, 1.0, weff{k} != 0.0), select(0.0, 1.0, bad{k}));\n            stats{k}[row] = vec2<f32>(lse, 0.0);",
                     lit(1.0 / v.p.temperature),
                     lit(1.0 - eps),
                     lit(eps / classes as f64),
@@ -396,11 +396,19 @@ impl Group<'_> {
             } else {
                 let _ = writeln!(
                     f,
-                    "            let l = lse * acc_lin{k}.z - acc_lin{k}.y + {} * lse * lse;\n            part[{k}] = vec4<f32>(w{k} * l, w{k}, select(0.0, 1.0, w{k} != 0.0), 0.0);\n            stats{k}[row] = vec2<f32>(lse, acc_lin{k}.z);",
+                    "            let l = lse * acc_lin{k}.z - acc_lin{k}.y + {} * lse * lse;\n            part{k} = vec4<f32>(w{k} * l, w{k}, select(0.0, 1.0, w{k} != 0.0), 0.0);\n            stats{k}[row] = vec2<f32>(lse, acc_lin{k}.z);",
                     lit(zl)
                 );
             }
             f.push_str("        }\n");
+        }
+        f.push_str("}\n\nfn write_partials(lid: u32, wg: u32) {\n");
+        for k in 0..self.views.len() {
+            let _ = writeln!(
+                f,
+                "    let sum{k} = workgroup_sum(lid, part{k});\n    \
+                 if (lid == 0u && wg < chunk.wgs) {{ partials[partial_index(chunk, {k}u, wg)] = sum{k}; }}"
+            );
         }
         f.push_str("}\n");
         f
@@ -541,7 +549,6 @@ pub(crate) fn passes(
     let spec = Specialization::new()
         .u32("C", classes as u32)
         .u32("R", r)
-        .u32("TERMS", terms.len() as u32)
         .bool("ACCUMULATE", grad_accumulates)
         .splice("terms", splice);
     let pass = |name: &str, entry: &'static str, binds| PassSpec {
