@@ -1,4 +1,5 @@
-//! `lossfuse-fuzz --target config-toml|config-json|safetensors|state [--iterations N] [--seed S]
+//! `lossfuse-fuzz --target config-toml|config-json|config-reference|safetensors|state
+//! [--iterations N] [--seed S]
 //! [--crash-dir DIR] [--timeout-ms T] [--alloc-cap-mb M] [--keep-going] [--quiet]`, or
 //! `lossfuse-fuzz --target T --replay FILE`. Exit code 0: nothing found; 1: a panic or a hang
 //! (the input is saved in the crash directory, its path printed); an abort (SIGABRT) with a
@@ -9,7 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USAGE: &str = "usage: lossfuse-fuzz --target config-toml|config-json|safetensors|state \
+const USAGE: &str = "usage: lossfuse-fuzz --target \
+config-toml|config-json|config-reference|safetensors|state \
 [--iterations N (100000)] [--seed S (1)] [--crash-dir DIR (fuzz/crashes)] [--timeout-ms T (2000)] \
 [--alloc-cap-mb M (512)] [--keep-going] [--quiet]\n       lossfuse-fuzz --target T --replay FILE";
 

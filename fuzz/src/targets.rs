@@ -4,6 +4,10 @@
 //!   (parse and validate), then, for a config that passes, the CLI's `example_batch` for it (the
 //!   code that turns any valid config into a batch). Seeds: the example configs, every `toml` /
 //!   `json` block of the README, the example configs as JSON (`fuzz/seeds/`).
+//! - `config-reference`: a TOML config that parses, then one step of the f64 reference
+//!   ([`lossfuse::reference::Reference`]) on its example batch of 16 rows: what a valid but odd
+//!   config does past the parser (a memory bank over 65,536 rows is not stepped: its reference
+//!   legitimately allocates gigabytes).
 //! - `safetensors`: [`lossfuse_cli::io::read_batch_bytes`] (the reader of `lossfuse eval`,
 //!   `compare` and `soak`). Seeds: the example batches of every example config at several sizes
 //!   and a file of every dtype, a scalar, an empty tensor and metadata.
@@ -30,13 +34,29 @@ pub trait Harness {
 }
 
 /// The targets `--target` takes.
-pub const TARGETS: &[&str] = &["config-toml", "config-json", "safetensors", "state"];
+pub const TARGETS: &[&str] = &[
+    "config-toml",
+    "config-json",
+    "config-reference",
+    "safetensors",
+    "state",
+];
 
 /// The harness named `name`.
 pub fn harness(name: &str) -> Result<Box<dyn Harness>, String> {
     Ok(match name {
-        "config-toml" => Box::new(Config { json: false }),
-        "config-json" => Box::new(Config { json: true }),
+        "config-toml" => Box::new(Config {
+            json: false,
+            reference: false,
+        }),
+        "config-json" => Box::new(Config {
+            json: true,
+            reference: false,
+        }),
+        "config-reference" => Box::new(Config {
+            json: false,
+            reference: true,
+        }),
         "safetensors" => Box::new(Safetensors),
         "state" => Box::new(State::new()?),
         "selftest-panic" | "selftest-hang" | "selftest-alloc" => Box::new(Selftest {
@@ -102,6 +122,16 @@ pub fn fenced_blocks(text: &str, lang: &str) -> Vec<String> {
 
 struct Config {
     json: bool,
+    /// Step the reference on configs that parse.
+    reference: bool,
+}
+
+/// Whether `config` has a memory bank too large to step the reference on within the fuzzer's
+/// allocation cap (rows × d × 8 bytes of f64).
+fn big_bank(config: &LossConfig) -> bool {
+    config.losses.iter().any(|t| {
+        matches!(t.kind, lossfuse::TermKind::CrossBatchSoftmax { bank_size, .. } if bank_size > 65_536)
+    })
 }
 
 impl Harness for Config {
@@ -131,6 +161,16 @@ impl Harness for Config {
             LossConfig::from_toml_str(&text)
         };
         match parsed {
+            Ok(config) if self.reference => {
+                if big_bank(&config) {
+                    return true;
+                }
+                let batch = example_batch(&config, 16, 1);
+                match lossfuse::reference::Reference::new(&config) {
+                    Ok(mut r) => r.step(&batch).is_ok(),
+                    Err(_) => false,
+                }
+            }
             Ok(config) => {
                 // Any valid config gets a batch of the shapes its roles mean.
                 let batch = example_batch(&config, 3, 1);

@@ -43,6 +43,7 @@ fn every_target_runs_thousands_of_inputs_and_finds_nothing() {
     for (target, n) in [
         ("config-toml", 4000),
         ("config-json", 4000),
+        ("config-reference", 3000),
         ("safetensors", 4000),
         ("state", 2000),
     ] {
