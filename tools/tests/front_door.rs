@@ -8,6 +8,7 @@ use common::*;
 use lossfuse::LossConfig;
 use lossfuse_cli::example_batch::example_batch;
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -320,21 +321,30 @@ fn an_interrupted_eval_leaves_no_output_and_keeps_the_previous_one() {
         if let Some(bytes) = previous {
             std::fs::write(&out, bytes).unwrap();
         }
-        let mut child = bin()
-            .args([
-                "eval",
-                "--config",
-                p(&cfg),
-                "--input",
-                p(&input),
-                "--output",
-                p(&out),
-            ])
-            .args(["--reference", "--steps", "4000000000", "-q"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = bin();
+        cmd.args([
+            "eval",
+            "--config",
+            p(&cfg),
+            "--input",
+            p(&input),
+            "--output",
+            p(&out),
+        ])
+        .args(["--reference", "--steps", "4000000000", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        // A shell without job control starts background commands with SIGINT ignored, and the
+        // child would inherit that (`bash .ci/run &`): give it Ctrl-C's default action, as a
+        // terminal's foreground process has.
+        // SAFETY: only an async-signal-safe call between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -342,6 +352,16 @@ fn an_interrupted_eval_leaves_no_output_and_keeps_the_previous_one() {
         );
         // SAFETY: kill has no memory preconditions; the pid is our child's.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        // Never hang the suite: a child that outlives the signal by 20 s fails the test.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("eval was still running 20 s after SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let o = child.wait_with_output().unwrap();
         assert!(!o.status.success());
         assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
