@@ -2,6 +2,7 @@
 
 use crate::error::{CliError, CliResult};
 use lossfuse::{AdapterSummary, Engine};
+use lossfuse_cli::{out, outln};
 
 /// What to tell a user on a machine without any adapter.
 pub const NO_ADAPTER_HELP: &str = "no GPU adapter found; on Debian/Ubuntu install Mesa's \
@@ -68,9 +69,9 @@ pub fn run() -> CliResult<()> {
     }
     for (i, a) in adapters.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!()?;
         }
-        print!("{}", describe(i, a));
+        out!("{}", describe(i, a))?;
     }
     Ok(())
 }

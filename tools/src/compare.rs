@@ -6,6 +6,7 @@ use crate::error::CliResult;
 use crate::eval::fmt_num;
 use crate::io::read_batch;
 use lossfuse::{HostBatch, HostData};
+use lossfuse_cli::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -160,17 +161,22 @@ pub fn run(args: &CompareArgs) -> CliResult<ExitCode> {
     let b = read_batch(&args.b)?;
     let rows = compare(&a, &b, args);
     let width = rows.iter().map(|r| r.key.len()).max().unwrap_or(0).max(8);
-    println!("A: {}\nB: {}", args.a.display(), args.b.display());
-    println!(
+    outln!("A: {}\nB: {}", args.a.display(), args.b.display())?;
+    outln!(
         "{:<width$}  {:>16}  {:>16}  {:>10}  {:>10}  {:>10}  status",
-        "key", "A (norm)", "B (norm)", "rel err", "max |dA|", "max rel"
-    );
+        "key",
+        "A (norm)",
+        "B (norm)",
+        "rel err",
+        "max |dA|",
+        "max rel"
+    )?;
     for r in &rows {
         let (max_err, max_rel) = match r.elem {
             Some((e, q)) => (format!("{e:.3e}"), format!("{q:.3e}")),
             None => ("-".into(), "-".into()),
         };
-        println!(
+        outln!(
             "{:<width$}  {:>16}  {:>16}  {:>10}  {:>10}  {:>10}  {}",
             r.key,
             fmt_num(r.a),
@@ -181,30 +187,30 @@ pub fn run(args: &CompareArgs) -> CliResult<ExitCode> {
             r.failure
                 .as_deref()
                 .map_or("ok".to_string(), |f| format!("FAIL: {f}"))
-        );
+        )?;
     }
     let failed = rows.iter().filter(|r| r.failure.is_some()).count();
     if rows.is_empty() {
-        println!("no tensors to compare");
+        outln!("no tensors to compare")?;
         return Ok(ExitCode::from(1));
     }
     if failed > 0 {
-        println!(
+        outln!(
             "{failed} of {} keys outside tolerance (rtol {}, elem_rtol {}, atol {})",
             rows.len(),
             args.rtol,
             args.elem_rtol,
             args.atol
-        );
+        )?;
         Ok(ExitCode::from(1))
     } else {
-        println!(
+        outln!(
             "all {} keys agree (rtol {}, elem_rtol {}, atol {})",
             rows.len(),
             args.rtol,
             args.elem_rtol,
             args.atol
-        );
+        )?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -1,5 +1,6 @@
 //! The CLI's error: a library error passed through unchanged, or a problem with a file the CLI
-//! reads or writes. Every variant is printed as `error: <message>` and exits with code 2.
+//! reads or writes. Every variant is printed as `error: <message>` and exits with code 2, except
+//! a closed standard output, which stops the command quietly (`crate::out`).
 
 use std::fmt;
 use std::path::Path;
@@ -18,6 +19,11 @@ pub enum CliError {
     },
     /// A command-line value is not one the command knows.
     Usage(String),
+    /// Standard output was closed by its reader (`lossfuse ... | head -1`): the command stops
+    /// quietly, with exit code [`crate::out::CLOSED_EXIT_CODE`].
+    StdoutClosed,
+    /// Standard output could not be written for another reason (a full disk, an I/O error).
+    Stdout(String),
 }
 
 impl CliError {
@@ -36,6 +42,8 @@ impl fmt::Display for CliError {
             CliError::Lib(e) => write!(f, "{e}"),
             CliError::File { path, message } => write!(f, "file '{path}': {message}"),
             CliError::Usage(m) => write!(f, "{m}"),
+            CliError::StdoutClosed => write!(f, "standard output was closed"),
+            CliError::Stdout(m) => write!(f, "cannot write to standard output: {m}"),
         }
     }
 }

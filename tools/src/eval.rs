@@ -6,6 +6,9 @@ use crate::error::{CliError, CliResult};
 use crate::io::{read_batch, write_tensors, OutTensor};
 use lossfuse::reference::Reference;
 use lossfuse::{Engine, EngineOptions, HostBatch, LossConfig, OwnedBatch, Shapes};
+use lossfuse_cli::bench::progress::StepCounter;
+use lossfuse_cli::files::{check_output, same_file};
+use lossfuse_cli::outln;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -43,8 +46,13 @@ pub struct TermResult {
     pub name: String,
     /// L_k.
     pub value: f64,
-    /// Effective weight.
+    /// Effective weight: the fixed weight, or c·e^{−s} for a learned one (c = 0.5 for
+    /// `l2_loss` and `sigmoid_l2_loss`, else 1), the RLW or EMA weight.
     pub weight: f64,
+    /// The learned log-variance s used this step, when the term's weight is learned.
+    pub log_var: Option<f64>,
+    /// Whether the term is a regression term (c = 0.5 in its learned weight).
+    pub regression: bool,
     /// d total / d s_k when the term's weight is learned.
     pub log_var_grad: Option<f64>,
     /// d total / d (u1, u2) of a `jrc_loss` term with learned weights.
@@ -62,32 +70,57 @@ pub struct EvalResult {
     pub terms: Vec<TermResult>,
     /// d total / d tensor for every differentiable input, flat.
     pub grads: BTreeMap<String, Vec<f64>>,
+    /// The flood level b of the config, when it has one.
+    pub flooding: Option<f64>,
 }
 
-/// Runs `lossfuse eval`.
+/// Runs `lossfuse eval`. The output is checked before anything runs (not the input, its
+/// directory exists and takes a new file) and written atomically after the last step.
 pub fn run(args: &EvalArgs) -> CliResult<()> {
+    if same_file(&args.input, &args.output) {
+        return Err(CliError::Usage(format!(
+            "--output {} is the same file as --input {}: writing the results would replace the \
+             batch; give another --output",
+            args.output.display(),
+            args.input.display()
+        )));
+    }
+    check_output(&args.output, "--output")?;
     let config = LossConfig::from_path(&args.config)?;
     let batch = read_batch(&args.input)?;
+    let mut counter = StepCounter::stderr(u64::from(args.steps), !args.quiet);
+    let mut progress = |done: u32| counter.tick(u64::from(done));
     let result = if args.reference {
-        run_reference(&config, &batch, args.steps)?
+        run_reference(&config, &batch, args.steps, &mut progress)
     } else {
-        run_gpu(&config, &batch, args.adapter.as_deref(), args.steps)?
+        run_gpu(
+            &config,
+            &batch,
+            args.adapter.as_deref(),
+            args.steps,
+            &mut progress,
+        )
     };
+    counter.finish();
+    let result = result?;
     let outputs = to_outputs(&result, &batch);
     write_tensors(&args.output, &outputs)?;
     if !args.quiet {
-        print_table(&result, args.steps, &args.output);
+        print_table(&result, args.steps, &args.output)?;
     }
     Ok(())
 }
 
-/// N steps on a GPU adapter (by name, else [`Engine::new`]).
+/// N steps on a GPU adapter (by name, else [`Engine::new`]); `progress` gets the number of steps
+/// done, from 0 (before the plan is built) to `steps`.
 pub fn run_gpu(
     config: &LossConfig,
     batch: &HostBatch,
     adapter: Option<&str>,
     steps: u32,
+    progress: &mut dyn FnMut(u32),
 ) -> CliResult<EvalResult> {
+    progress(0);
     let engine = match adapter {
         Some(name) => Engine::with_adapter(name, EngineOptions::default())?,
         None => Engine::new()?,
@@ -109,6 +142,7 @@ pub fn run_gpu(
             }
             last = Some((report, grads));
         }
+        progress(step);
     }
     let (report, grads) = last.ok_or_else(no_steps)?;
     let learned = learned_terms(config);
@@ -122,6 +156,8 @@ pub fn run_gpu(
                 name: t.name.clone(),
                 value: t.value as f64,
                 weight: t.weight as f64,
+                log_var: learned.contains(&t.name).then_some(t.log_var as f64),
+                regression: is_regression(config, &t.name),
                 log_var_grad: learned.contains(&t.name).then_some(t.log_var_grad as f64),
                 jrc_u_grad: jrc_learned(config, &t.name)
                     .then(|| t.jrc.map(|j| j.u_grad.map(f64::from)))
@@ -129,6 +165,7 @@ pub fn run_gpu(
             })
             .collect(),
         grads,
+        flooding: config.flooding,
     })
 }
 
@@ -136,12 +173,22 @@ fn no_steps() -> CliError {
     CliError::Usage("--steps must be at least 1".into())
 }
 
-/// N steps of the f64 reference.
-pub fn run_reference(config: &LossConfig, batch: &HostBatch, steps: u32) -> CliResult<EvalResult> {
+/// N steps of the f64 reference; `progress` as for [`run_gpu`].
+pub fn run_reference(
+    config: &LossConfig,
+    batch: &HostBatch,
+    steps: u32,
+    progress: &mut dyn FnMut(u32),
+) -> CliResult<EvalResult> {
+    progress(0);
     let mut reference = Reference::new(config)?;
     let mut last = None;
-    for _ in 0..steps {
+    // The log-variances s the last step used: the state before it.
+    let mut log_vars = Vec::new();
+    for step in 1..=steps {
+        log_vars.clone_from(&reference.state().log_vars);
         last = Some(reference.step(batch)?);
+        progress(step);
     }
     let out = last.ok_or_else(no_steps)?;
     let learned = learned_terms(config);
@@ -154,6 +201,10 @@ pub fn run_reference(config: &LossConfig, batch: &HostBatch, steps: u32) -> CliR
             name: name.clone(),
             value: *value,
             weight: *weight,
+            log_var: learned
+                .contains(name)
+                .then(|| log_vars.get(k).copied().unwrap_or(0.0)),
+            regression: is_regression(config, name),
             log_var_grad: learned
                 .contains(name)
                 .then(|| out.log_var_grads.get(k).copied().unwrap_or(0.0)),
@@ -165,12 +216,18 @@ pub fn run_reference(config: &LossConfig, batch: &HostBatch, steps: u32) -> CliR
         total: out.total,
         terms,
         grads: out.grads,
+        flooding: config.flooding,
     })
 }
 
 /// Whether `name` is a `jrc_loss` term that learns its u1, u2.
 fn jrc_learned(config: &LossConfig, name: &str) -> bool {
     config.term(name).is_some_and(|t| t.learns_jrc_weights())
+}
+
+/// Whether `name` is a regression term, whose learned weight is 0.5·e^{−s}.
+fn is_regression(config: &LossConfig, name: &str) -> bool {
+    config.term(name).is_some_and(|t| t.kind.is_regression())
 }
 
 fn learned_terms(config: &LossConfig) -> Vec<String> {
@@ -182,8 +239,8 @@ fn learned_terms(config: &LossConfig) -> Vec<String> {
         .collect()
 }
 
-/// The tensors `eval` writes: `loss/total`, `loss/<term>`, `weight/<term>`,
-/// `log_var_grad/<term>` for learned weights, `jrc_u_grad/<term>` (d total / d (u1, u2)) for
+/// The tensors `eval` writes: `loss/total`, `loss/<term>`, `weight/<term>`, `log_var/<term>`
+/// (the s used this step) and `log_var_grad/<term>` for learned weights, `jrc_u_grad/<term>` (d total / d (u1, u2)) for
 /// `jrc_loss` terms with learned weights, and `grad/<tensor>` in the input's shape.
 pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, OutTensor> {
     let mut out = BTreeMap::new();
@@ -200,6 +257,9 @@ pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, Ou
             format!("weight/{}", t.name),
             OutTensor::scalar(t.weight as f32),
         );
+        if let Some(s) = t.log_var {
+            out.insert(format!("log_var/{}", t.name), OutTensor::scalar(s as f32));
+        }
         if let Some(g) = t.log_var_grad {
             out.insert(
                 format!("log_var_grad/{}", t.name),
@@ -242,8 +302,11 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
-fn print_table(result: &EvalResult, steps: u32, output: &Path) {
-    println!("{} — step {steps} of {steps}", result.source);
+/// The table of results (stdout): each term's value, effective weight and, for a learned weight,
+/// its s and the formula of the weight; the total and what it includes; each gradient's L2 norm
+/// and largest element.
+fn print_table(result: &EvalResult, steps: u32, output: &Path) -> CliResult<()> {
+    outln!("{} — step {steps} of {steps}", result.source)?;
     let width = result
         .terms
         .iter()
@@ -251,27 +314,65 @@ fn print_table(result: &EvalResult, steps: u32, output: &Path) {
         .chain(result.grads.keys().map(|k| k.len() + 5))
         .max()
         .unwrap_or(0)
-        .max(12);
-    println!("{:<width$}  {:>18}  {:>18}", "term", "value", "weight");
-    for t in &result.terms {
-        println!(
-            "{:<width$}  {:>18}  {:>18}",
-            t.name,
-            fmt_num(t.value),
-            fmt_num(t.weight)
-        );
+        .max("gradient of total".len());
+    let learned = result.terms.iter().any(|t| t.log_var.is_some());
+    if learned {
+        outln!(
+            "{:<width$}  {:>18}  {:>18}  {:>18}",
+            "term",
+            "value L",
+            "weight w",
+            "learned s"
+        )?;
+    } else {
+        outln!("{:<width$}  {:>18}  {:>18}", "term", "value L", "weight w")?;
     }
-    println!("{:<width$}  {:>18}", "total", fmt_num(result.total));
+    for t in &result.terms {
+        match t.log_var {
+            Some(s) => outln!(
+                "{:<width$}  {:>18}  {:>18}  {:>18}  w = {}e^-s",
+                t.name,
+                fmt_num(t.value),
+                fmt_num(t.weight),
+                fmt_num(s),
+                if t.regression { "0.5·" } else { "" }
+            )?,
+            None => outln!(
+                "{:<width$}  {:>18}  {:>18}",
+                t.name,
+                fmt_num(t.value),
+                fmt_num(t.weight)
+            )?,
+        }
+    }
+    outln!("{:<width$}  {:>18}", "total", fmt_num(result.total))?;
+    let mut sum = "Σ w·L".to_string();
+    if learned {
+        sum.push_str(" + Σ ½·s over the terms with learned weights (s: their log-variance)");
+    }
+    match result.flooding {
+        Some(b) => outln!("total = |raw − b| + b with b = {b} (flooding), raw = {sum}")?,
+        None => outln!("total = {sum}")?,
+    }
+    if !result.grads.is_empty() {
+        outln!()?;
+        outln!(
+            "{:<width$}  {:>18}  {:>18}  elements",
+            "gradient of total",
+            "L2 norm ‖g‖",
+            "max |g_i|"
+        )?;
+    }
     for (name, g) in &result.grads {
         let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
         let max = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        println!(
-            "{:<width$}  {:>18}  {:>18}  ({} elements; L2 norm, max |g|)",
+        outln!(
+            "{:<width$}  {:>18}  {:>18}  {}",
             format!("grad/{name}"),
             fmt_num(norm),
             fmt_num(max),
             g.len()
-        );
+        )?;
     }
-    println!("written to {}", output.display());
+    outln!("written to {}", output.display())
 }

@@ -4,11 +4,16 @@
 
 #![warn(missing_docs)]
 
+#[macro_use]
+pub mod out;
+
 pub mod bench;
 pub mod check;
 pub mod engines;
 pub mod error;
 pub mod example_batch;
+pub mod files;
 pub mod io;
 pub mod provenance;
+pub mod runtime_dir;
 pub mod soak;

@@ -12,7 +12,11 @@
 //!   [--json FILE]`: the conformance suite on every adapter against the f64 reference (exit 1 on
 //!   any failure); `lossfuse check --compare A.json B.json ...` puts reports side by side.
 //!
-//! Errors print `error: <message>` and exit with code 2.
+//! - `lossfuse soak ...`, `lossfuse example-batch --config C --output I [--rows B] [--seed S]`.
+//!
+//! Errors print `error: <message>` and exit with code 2. A closed standard output (`lossfuse
+//! check --list | head -1`) stops the command quietly with exit code 141 (`lossfuse_cli::out`).
+//! Every output file is checked before the run and written atomically (`lossfuse_cli::files`).
 
 mod adapters;
 mod compare;
@@ -20,7 +24,7 @@ mod eval;
 
 // The bench suite, the conformance suite and the error type live in the library (src/lib.rs);
 // `crate::error` still names the error type for the modules here.
-use lossfuse_cli::{bench, check, error, example_batch, io, soak};
+use lossfuse_cli::{bench, check, errln, error, example_batch, io, out, runtime_dir, soak};
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -71,13 +75,27 @@ struct ExampleBatchArgs {
 }
 
 fn write_example_batch(args: &ExampleBatchArgs) -> error::CliResult<()> {
+    lossfuse_cli::files::check_output(&args.output, "--output")?;
     let config = lossfuse::LossConfig::from_path(&args.config)?;
     let batch = example_batch::example_batch(&config, args.rows, args.seed);
     io::write_batch(&args.output, &batch)
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // First, before any thread or adapter exists: Mesa's EGL complains without a runtime dir.
+    runtime_dir::ensure();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version and usage errors, printed as clap would, but quietly on a closed pipe.
+        Err(e) => {
+            return match e.print() {
+                Err(io) if io.kind() == std::io::ErrorKind::BrokenPipe => {
+                    ExitCode::from(out::CLOSED_EXIT_CODE)
+                }
+                _ => ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)),
+            };
+        }
+    };
     let result = match &cli.command {
         Command::Adapters => adapters::run().map(|()| ExitCode::SUCCESS),
         Command::Eval(args) => eval::run(args).map(|()| ExitCode::SUCCESS),
@@ -87,10 +105,11 @@ fn main() -> ExitCode {
         Command::Soak(args) => soak::run(args),
         Command::ExampleBatch(args) => write_example_batch(args).map(|()| ExitCode::SUCCESS),
     };
-    match result {
+    match result.and_then(|code| out::flush().map(|()| code)) {
         Ok(code) => code,
+        Err(error::CliError::StdoutClosed) => ExitCode::from(out::CLOSED_EXIT_CODE),
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(2)
         }
     }

@@ -92,21 +92,24 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// Runs `lossfuse soak`; exit code 1 when memory grew beyond the bound.
 pub fn run(args: &SoakArgs) -> CliResult<std::process::ExitCode> {
+    if let Some(path) = &args.json {
+        crate::files::check_output(path, "--json")?;
+    }
     let result = soak(args)?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&result)
             .map_err(|e| CliError::file(path, format!("cannot serialise: {e}")))?;
-        std::fs::write(path, text).map_err(|e| CliError::file(path, e))?;
+        crate::files::write_bytes(path, text.as_bytes())?;
     }
     let mb = |b: f64| b / 1e6;
-    println!(
+    outln!(
         "{}: RSS grew {:.1} MB after warm-up (bound {:.1} MB) over {} steps: {}",
         result.adapter,
         mb(result.growth_bytes as f64),
         mb(result.max_growth_bytes as f64),
         result.steps,
         if result.passed { "PASS" } else { "FAIL" }
-    );
+    )?;
     Ok(if result.passed {
         std::process::ExitCode::SUCCESS
     } else {
@@ -148,10 +151,13 @@ pub fn soak(args: &SoakArgs) -> CliResult<SoakResult> {
     let mut baseline = None;
     let mut growth = 0i64;
     let mut since = Instant::now();
-    println!(
+    outln!(
         "{:>10}  {:>10}  {:>10}  {:>10}",
-        "step", "RSS MB", "GPU MB", "ms/step"
-    );
+        "step",
+        "RSS MB",
+        "GPU MB",
+        "ms/step"
+    )?;
     for step in 1..=args.steps {
         plan.step(&gpu_batch)?.report_blocking()?;
         if step == args.warmup.min(args.steps) {
@@ -169,13 +175,13 @@ pub fn soak(args: &SoakArgs) -> CliResult<SoakResult> {
                 gpu_buffer_bytes: plan.allocated_bytes(),
                 seconds_per_step: since.elapsed().as_secs_f64() / (step - done) as f64,
             };
-            println!(
+            outln!(
                 "{:>10}  {:>10.1}  {:>10.2}  {:>10.3}",
                 step,
                 now as f64 / 1e6,
                 sample.gpu_buffer_bytes as f64 / 1e6,
                 sample.seconds_per_step * 1e3
-            );
+            )?;
             samples.push(sample);
             since = Instant::now();
         }

@@ -20,7 +20,7 @@
 
 mod output;
 mod plot;
-mod progress;
+pub mod progress;
 pub mod shapes;
 
 pub use output::{csv_text, CSV_COLUMNS};
@@ -451,12 +451,21 @@ pub fn chosen_shapes(args: &BenchArgs) -> CliResult<Vec<&'static Shape>> {
 pub fn run(args: &BenchArgs) -> CliResult<()> {
     if args.list {
         for s in SHAPES {
-            println!("{:<22} {:<11} {}", s.name, s.family.name(), s.about);
+            outln!("{:<22} {:<11} {}", s.name, s.family.name(), s.about)?;
         }
         return Ok(());
     }
     // Reject unknown names and unwritable outputs' parents before opening a device.
     let shapes = chosen_shapes(args)?;
+    for (path, flag) in [
+        (&args.csv, "--csv"),
+        (&args.json, "--json"),
+        (&args.plot, "--plot"),
+    ] {
+        if let Some(path) = path {
+            crate::files::check_output(path, flag)?;
+        }
+    }
     if shapes.is_empty() {
         return Err(CliError::Usage("no shape left to run".into()));
     }
@@ -468,7 +477,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         let copy_bytes = COPY_BYTES.min(engine.adapter().max_buffer);
         let copy_bandwidth = engine.copy_bandwidth(copy_bytes, 5);
         let a = engine.adapter();
-        println!(
+        outln!(
             "adapter: {} [{}; driver {}; subgroups {}..{}; timestamps {}]: copy {:.2} GB/s ({} MiB buffer copy, median of 5)",
             a.label(),
             a.device_type,
@@ -478,7 +487,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             if a.timestamps { "yes" } else { "no" },
             copy_bandwidth / 1e9,
             copy_bytes >> 20
-        );
+        )?;
         adapters.push(AdapterRun {
             summary: a.clone(),
             copy_bandwidth,
@@ -491,7 +500,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         gpu_steps: args.gpu_steps,
         time_budget: args.time_budget,
     };
-    println!("{}", output::table_header());
+    outln!("{}", output::table_header())?;
     let units = shapes.len() * (engines.len() + usize::from(!args.no_reference));
     let mut bar = Progress::new(units, !args.quiet);
     let mut rows: Vec<BenchRow> = Vec::new();
@@ -526,7 +535,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             row.reference = reference.clone();
             row.copy_bandwidth = adapter.copy_bandwidth;
             bar.clear();
-            println!("{}", output::table_row(&row));
+            outln!("{}", output::table_row(&row))?;
             rows.push(row);
         }
         // Files list the rows adapter by adapter (stable: shapes stay in run order).
@@ -535,8 +544,8 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         output::write_files(args, &started, &adapters, &rows, false)?;
     }
     bar.clear();
-    println!("{}", output::table_legend());
-    output::print_summaries(&rows);
+    outln!("{}", output::table_legend())?;
+    output::print_summaries(&rows)?;
     output::write_files(args, &started, &adapters, &rows, true)?;
     Ok(())
 }

@@ -210,8 +210,8 @@ pub fn write_files(
     rows: &[BenchRow],
     last: bool,
 ) -> CliResult<()> {
-    let write =
-        |path: &Path, text: String| std::fs::write(path, text).map_err(|e| CliError::file(path, e));
+    // Atomically: an interrupted run keeps the files of the last finished shape, whole.
+    let write = |path: &Path, text: String| crate::files::write_bytes(path, text.as_bytes());
     if let Some(path) = &args.csv {
         write(path, csv_text(rows))?;
     }
@@ -296,56 +296,57 @@ fn ratio(rows: &[BenchRow], r: &BenchRow) -> Option<(String, f64)> {
 }
 
 /// The lines under the table: baselines, pairwise work, retrieval memory, reference agreement.
-pub fn print_summaries(rows: &[BenchRow]) {
+pub fn print_summaries(rows: &[BenchRow]) -> CliResult<()> {
     // The cost of the batch-wide terms: time against one classification term on the same rows.
     for r in rows {
         if let Some((base, x)) = ratio(rows, r) {
-            println!(
+            outln!(
                 "{}: {x:.2}x the time of {base} on {}",
                 r.shape,
                 short_label(&r.adapter)
-            );
+            )?;
         }
     }
     // Pairwise shapes: the work is Σ size² (each pair is visited from both rows), not B².
     for r in rows.iter().filter(|r| r.session_work.0 > 0) {
         let (visits, pairs) = r.session_work;
-        println!(
+        outln!(
             "{} on {}: {pairs} pairs, Σ size² = {visits}: {:.3e} pairs/s, {:.3} ns per Σ size²",
             r.shape,
             short_label(&r.adapter),
             pairs as f64 / r.median_s,
             r.median_s * 1e9 / visits as f64
-        );
+        )?;
     }
     // Retrieval shapes: scores streamed per second; memory is the plans' buffers (linear in M).
     for r in rows.iter().filter(|r| r.scores > 0) {
-        println!(
+        outln!(
             "{} on {}: {} scores per step, {:.3e} scores/s, {:.1} MiB of GPU buffers",
             r.shape,
             short_label(&r.adapter),
             r.scores,
             r.scores as f64 / r.median_s,
             r.allocated_bytes as f64 / (1u64 << 20) as f64
-        );
+        )?;
     }
     // The reference ran on the same inputs: its first-step total against the GPU's.
     for r in rows {
         match (&r.reference, r.reference_rel_diff()) {
-            (ReferenceRun::Ran { total, .. }, Some(d)) => println!(
+            (ReferenceRun::Ran { total, .. }, Some(d)) => outln!(
                 "{} on {}: first-step total loss {:.6e}, reference {:.6e} (relative difference {:.1e})",
                 r.shape,
                 short_label(&r.adapter),
                 r.first_total,
                 total,
                 d
-            ),
+            )?,
             (ReferenceRun::Skipped(why), _) => {
-                println!("{} on {}: reference {why}", r.shape, short_label(&r.adapter))
+                outln!("{} on {}: reference {why}", r.shape, short_label(&r.adapter))?
             }
             _ => {}
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

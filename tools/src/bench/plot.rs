@@ -25,9 +25,12 @@ const COLOURS: [(u8, u8, u8); 10] = [
     (23, 190, 207),
 ];
 
-/// Writes the chart of `rows` to `path`.
+/// Writes the chart of `rows` to `path` (drawn in memory, then written atomically).
 pub fn write_svg(path: &Path, rows: &[BenchRow], date: &str) -> CliResult<()> {
-    draw(path, rows, date).map_err(|e| CliError::file(path, format!("cannot draw the chart: {e}")))
+    let mut svg = String::new();
+    draw(&mut svg, rows, date)
+        .map_err(|e| CliError::file(path, format!("cannot draw the chart: {e}")))?;
+    crate::files::write_bytes(path, svg.as_bytes())
 }
 
 /// A legend entry: series and adapter.
@@ -49,7 +52,7 @@ fn log_range(v: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     10f64.powf((lo / 1.5).log10().floor())..10f64.powf((hi * 1.5).log10().ceil())
 }
 
-fn draw(path: &Path, rows: &[BenchRow], date: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(svg: &mut String, rows: &[BenchRow], date: &str) -> Result<(), Box<dyn std::error::Error>> {
     let families: Vec<Family> = Family::ALL
         .into_iter()
         .filter(|f| rows.iter().any(|r| r.family == *f))
@@ -65,7 +68,8 @@ fn draw(path: &Path, rows: &[BenchRow], date: &str) -> Result<(), Box<dyn std::e
     let title_h = 40;
     // At least two panels wide, so that the title fits.
     let width = cols.max(2) * PANEL.0;
-    let root = SVGBackend::new(path, (width, panel_rows * PANEL.1 + title_h)).into_drawing_area();
+    let root =
+        SVGBackend::with_string(svg, (width, panel_rows * PANEL.1 + title_h)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(title_h);
     title.titled(

@@ -171,15 +171,18 @@ pub fn side_by_side(files: &[PathBuf], reports: &[CheckReport]) -> Comparison {
 /// Runs `--compare`: prints the side-by-side table, writes Markdown when asked; exit code 1 when
 /// any report has a failure.
 pub fn run(files: &[PathBuf], markdown: Option<&Path>) -> CliResult<ExitCode> {
+    if let Some(path) = markdown {
+        crate::files::check_output(path, "--markdown")?;
+    }
     let reports = files
         .iter()
         .map(|f| load(f))
         .collect::<CliResult<Vec<_>>>()?;
     let c = side_by_side(files, &reports);
-    print!("{}", c.text);
+    out!("{}", c.text)?;
     if let Some(path) = markdown {
-        std::fs::write(path, &c.markdown).map_err(|e| CliError::file(path, e))?;
-        println!("written: {}", path.display());
+        crate::files::write_bytes(path, c.markdown.as_bytes())?;
+        outln!("written: {}", path.display())?;
     }
     Ok(if c.any_failure {
         ExitCode::from(1)

@@ -85,20 +85,10 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
     }
     if args.list {
         for c in &cases {
-            println!("{:<48} {:<10} {}", c.name, c.family, c.what);
+            outln!("{:<48} {:<10} {}", c.name, c.family, c.what)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let options = EngineOptions {
-        max_binding_bytes: args.max_binding_bytes,
-    };
-    let engines = crate::engines::open(&args.adapters, options)?;
-    let report = check(&cases, &engines, args.seed, |line| {
-        if !args.quiet {
-            eprintln!("{line}");
-        }
-    });
-    print!("{}", report::table(&report));
     let json_path = args
         .json
         .clone()
@@ -107,11 +97,25 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
         .markdown
         .clone()
         .unwrap_or_else(|| "lossfuse-check.md".into());
+    // Before the suite runs (minutes), not after.
+    crate::files::check_output(&json_path, "--json")?;
+    crate::files::check_output(&md_path, "--markdown")?;
+    let options = EngineOptions {
+        max_binding_bytes: args.max_binding_bytes,
+    };
+    let engines = crate::engines::open(&args.adapters, options)?;
+    let report = check(&cases, &engines, args.seed, |line| {
+        if !args.quiet {
+            crate::errln!("{line}");
+        }
+    });
+    // The reports first: a closed stdout (`| head`) must not lose what the suite measured.
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| CliError::file(&json_path, format!("cannot encode JSON: {e}")))?;
-    std::fs::write(&json_path, json + "\n").map_err(|e| CliError::file(&json_path, e))?;
-    std::fs::write(&md_path, report::markdown(&report)).map_err(|e| CliError::file(&md_path, e))?;
-    println!("written: {} and {}", md_path.display(), json_path.display());
+    crate::files::write_bytes(&json_path, (json + "\n").as_bytes())?;
+    crate::files::write_bytes(&md_path, report::markdown(&report).as_bytes())?;
+    out!("{}", report::table(&report))?;
+    outln!("written: {} and {}", md_path.display(), json_path.display())?;
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -37,6 +37,25 @@ pub fn bin() -> Command {
     c
 }
 
+/// [`bin`] with `XDG_RUNTIME_DIR` removed from the environment, as in a container, CI or `sudo`:
+/// the binary must make its own (Mesa's EGL complains on stderr without one).
+pub fn bin_without_runtime_dir() -> Command {
+    let mut c = bin();
+    c.env_remove("XDG_RUNTIME_DIR");
+    c
+}
+
+/// Runs `command`, echoing its output for the test log.
+pub fn run_command(mut command: Command, what: &str) -> Output {
+    let out = command.output().expect("the lossfuse binary runs");
+    eprintln!(
+        "$ {what}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `lossfuse args...`, echoing its output for the test log.
 pub fn run(args: &[&str]) -> Output {
     let out = bin().args(args).output().expect("the lossfuse binary runs");
