@@ -130,7 +130,9 @@ struct Config {
 /// allocation cap (rows × d × 8 bytes of f64).
 fn big_bank(config: &LossConfig) -> bool {
     config.losses.iter().any(|t| {
-        matches!(t.kind, lossfuse::TermKind::CrossBatchSoftmax { bank_size, .. } if bank_size > 65_536)
+        t.kind
+            .params::<lossfuse::params::CrossBatchParams>()
+            .is_some_and(|p| p.bank_rows() > 65_536)
     })
 }
 
