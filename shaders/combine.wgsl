@@ -23,9 +23,9 @@ struct Settings {
     commit_src: u32,    // words of `aux` (this step's GHM-C accumulators) ...
     commit_dst: u32,    // ... copied onto `state` from here when the step succeeds
     commit_count: u32,
+    finite_base: u32,   // words of `aux` the GPU value checks flag (first bad element) ...
+    finite_count: u32,  // ... one per check; read and cleared by `weigh`
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 struct TermInfo {
@@ -55,7 +55,6 @@ struct TermInfo {
 const S_TOTAL: u32 = 0u;
 const S_RAW_TOTAL: u32 = 1u;
 const S_SIGN: u32 = 2u;
-const S_INVALID: u32 = 3u;
 const S_TERM_BASE: u32 = 8u;
 const S_TERM_STRIDE: u32 = 16u;
 const T_VALUE: u32 = 0u;
@@ -90,7 +89,7 @@ const ST_TERM_STRIDE: u32 = 3u;  // s, adam m, adam v
 @group(0) @binding(2) var<storage, read> partials: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> scalars: array<f32>;
 @group(0) @binding(4) var<storage, read_write> state: array<u32>;
-@group(0) @binding(5) var<storage, read> aux: array<u32>;
+@group(0) @binding(5) var<storage, read_write> aux: array<u32>;
 
 fn term_slot(k: u32, field: u32) -> u32 {
     return S_TERM_BASE + k * S_TERM_STRIDE + field;
@@ -236,6 +235,22 @@ fn weigh() {
         invalid = invalid + scalars[term_slot(k, T_INVALID)];
     }
 
+    // The GPU value checks of device-buffer inputs: the first that found a bad value, and
+    // where (each word holds 0xffffffff − the first bad element; 0: none). Cleared for the next
+    // step.
+    var nonfinite = 0u;
+    var nonfinite_at = 0u;
+    for (var i = 0u; i < settings.finite_count; i = i + 1u) {
+        let v = aux[settings.finite_base + i];
+        if (v != 0u && nonfinite == 0u) {
+            nonfinite = i + 1u;
+            nonfinite_at = 0xffffffffu - v;
+        }
+        aux[settings.finite_base + i] = 0u;
+    }
+    scalars[S_NONFINITE] = bitcast<f32>(nonfinite);
+    scalars[S_NONFINITE_AT] = bitcast<f32>(nonfinite_at);
+
     let norm = rlw_norm(step);
 
     // EMA reweighting: θ from this step's detached values.
@@ -314,7 +329,7 @@ fn weigh() {
     }
 
     // 5. State updates, only when the step is valid (a failed step changes no state).
-    if (invalid != 0.0) {
+    if (invalid != 0.0 || nonfinite != 0u) {
         return;
     }
     if (settings.strategy == 1u && settings.optimizer != 0u) {
@@ -363,6 +378,22 @@ fn coefficients() {
     _ = partials[0];
     _ = aux[0];
     let step = state[ST_STEP];
+    // The GPU value checks of device-buffer inputs: the first that found a bad value, and
+    // where (each word holds 0xffffffff − the first bad element; 0: none). Cleared for the next
+    // step.
+    var nonfinite = 0u;
+    var nonfinite_at = 0u;
+    for (var i = 0u; i < settings.finite_count; i = i + 1u) {
+        let v = aux[settings.finite_base + i];
+        if (v != 0u && nonfinite == 0u) {
+            nonfinite = i + 1u;
+            nonfinite_at = 0xffffffffu - v;
+        }
+        aux[settings.finite_base + i] = 0u;
+    }
+    scalars[S_NONFINITE] = bitcast<f32>(nonfinite);
+    scalars[S_NONFINITE_AT] = bitcast<f32>(nonfinite_at);
+
     let norm = rlw_norm(step);
     for (var k = 0u; k < settings.term_count; k = k + 1u) {
         let denom = terms[k].static_denom;

@@ -6,6 +6,18 @@ const WG: u32 = 256u;
 // for any finite m.
 const NEG_BIG: f32 = -3.4e38;
 
+// The step's status words in `scalars` (mirrored in src/combine.rs): the count of class ids out
+// of range (device buffers), and the first input value a GPU check refused: the value check's
+// index + 1 (u32 bits; 0: none) and its element. A step with either commits no state.
+const S_INVALID: u32 = 3u;
+const S_NONFINITE: u32 = 4u;
+const S_NONFINITE_AT: u32 = 5u;
+
+// Whether the step was refused on the GPU, from its status words.
+fn step_refused(invalid: f32, nonfinite: f32) -> bool {
+    return invalid != 0.0 || bitcast<u32>(nonfinite) != 0u;
+}
+
 // The rows a dispatch covers: tensors are bound from `row_base`, so indices are chunk-relative.
 // `wgs` is the number of workgroups that do work (the grid is 2-D and may have spare ones).
 // Partial sums of the group's k-th term go to partials[wg_base + k * term_stride + workgroup]:

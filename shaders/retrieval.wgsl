@@ -395,6 +395,10 @@ fn bank_write(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     if (wg >= range.chunk.wgs || i >= batch) {
         return;
     }
+    // A refused step (class ids out of range, a bad value in a device buffer) changes no bank.
+    if (step_refused(scalars[S_INVALID], scalars[S_NONFINITE])) {
+        return;
+    }
     if (batch > BANK_M && i < batch - BANK_M) {
         return;
     }
@@ -413,6 +417,9 @@ fn bank_write(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 // head ← (head + B) mod M, fill ← min(fill + B, M), once every part is written.
 @compute @workgroup_size(1)
 fn bank_advance() {
+    if (step_refused(scalars[S_INVALID], scalars[S_NONFINITE])) {
+        return;
+    }
     let batch = chunk.rows;
     let head = state_rw[BANK_STATE];
     state_rw[BANK_STATE] = (head + batch % BANK_M) % BANK_M;

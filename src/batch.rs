@@ -228,14 +228,31 @@ pub struct OwnedBatch {
 }
 
 impl OwnedBatch {
-    /// Converts (ids outside the i32 range stay i64).
+    /// Converts to the GPU's types: reals to f32 (a finite value outside f32's range is an
+    /// error naming the tensor and element, not a silent ±Inf), ids to i32 (ids outside the i32
+    /// range stay i64).
     pub fn from_host(batch: &HostBatch) -> Result<Self> {
         let mut out = Self::default();
         for (name, t) in batch {
             match &t.data {
                 HostData::Real(v) => {
-                    out.reals
-                        .insert(name.clone(), v.iter().map(|&x| x as f32).collect());
+                    let narrowed: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                    let overflow = v
+                        .iter()
+                        .zip(&narrowed)
+                        .position(|(x, y)| x.is_finite() && !y.is_finite());
+                    if let Some(i) = overflow {
+                        return Err(crate::error::Error::tensor(
+                            name,
+                            None,
+                            format!(
+                                "element {i} holds {}, outside the range of f32 (±3.4e38) that \
+                                 the GPU computes in",
+                                v[i]
+                            ),
+                        ));
+                    }
+                    out.reals.insert(name.clone(), narrowed);
                 }
                 HostData::Int(v) => match v.iter().map(|&x| i32::try_from(x)).collect() {
                     Ok(ids) => {

@@ -15,6 +15,10 @@ pub(crate) const S_TOTAL: usize = 0;
 pub(crate) const S_RAW_TOTAL: usize = 1;
 pub(crate) const S_SIGN: usize = 2;
 pub(crate) const S_INVALID: usize = 3;
+/// The first GPU value check that refused an input (its index + 1, u32 bits; 0: none) and the
+/// element (u32 bits); see finite.wgsl.
+pub(crate) const S_NONFINITE: usize = 4;
+pub(crate) const S_NONFINITE_AT: usize = 5;
 pub(crate) const S_TERM_BASE: usize = 8;
 pub(crate) const S_TERM_STRIDE: usize = 16;
 pub(crate) const T_VALUE: usize = 0;
@@ -91,9 +95,11 @@ crate::gpu_struct! {
         commit_src: u32,
         commit_dst: u32,
         commit_count: u32,
+        /// Words of `aux` the GPU value checks of device buffers flag, one per check; `weigh`
+        /// reads and clears them.
+        finite_base: u32,
+        finite_count: u32,
         _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
     }
 }
 
@@ -251,11 +257,11 @@ mod tests {
     #[test]
     fn layout_matches_the_shader() {
         let value = |name: &str| -> usize {
-            let line = crate::wgsl::raw_file("combine.wgsl")
+            let line = crate::wgsl::shader_file("combine.wgsl")
                 .unwrap()
                 .lines()
                 .find(|l| l.starts_with(&format!("const {name}: u32 = ")))
-                .unwrap_or_else(|| panic!("{name} not in combine.wgsl"));
+                .unwrap_or_else(|| panic!("{name} not in combine.wgsl (with its imports)"));
             line.split('=')
                 .nth(1)
                 .unwrap()
@@ -271,6 +277,8 @@ mod tests {
             ("S_RAW_TOTAL", S_RAW_TOTAL),
             ("S_SIGN", S_SIGN),
             ("S_INVALID", S_INVALID),
+            ("S_NONFINITE", S_NONFINITE),
+            ("S_NONFINITE_AT", S_NONFINITE_AT),
             ("S_TERM_BASE", S_TERM_BASE),
             ("S_TERM_STRIDE", S_TERM_STRIDE),
             ("T_VALUE", T_VALUE),

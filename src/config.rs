@@ -88,6 +88,44 @@ pub enum Optimizer {
     },
 }
 
+impl Optimizer {
+    /// Checks the optimiser's values against their meaning (PyTorch's `Adam` and `SGD` rules,
+    /// and ε > 0, without which a zero gradient gives 0/0 at the first step); errors name
+    /// `owner` and the key.
+    pub fn check(&self, owner: &str) -> Result<()> {
+        let bad = |key: &str, rule: &str, x: f64| {
+            Err(Error::Config(format!(
+                "{owner} '{key}' must be {rule}, got {x}"
+            )))
+        };
+        let lr = match *self {
+            Optimizer::None => return Ok(()),
+            Optimizer::Sgd { learning_rate } => learning_rate,
+            Optimizer::Adam { learning_rate, .. } => learning_rate,
+        };
+        if !(lr.is_finite() && lr >= 0.0) {
+            return bad("learning_rate", "a finite number >= 0", lr);
+        }
+        if let Optimizer::Adam {
+            beta1,
+            beta2,
+            epsilon,
+            ..
+        } = *self
+        {
+            for (key, beta) in [("beta1", beta1), ("beta2", beta2)] {
+                if !(0.0..1.0).contains(&beta) {
+                    return bad(key, "in [0, 1)", beta);
+                }
+            }
+            if !(epsilon.is_finite() && epsilon > 0.0) {
+                return bad("epsilon", "a finite number > 0", epsilon);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Parameters of `ema_reweight`: θ̃ = L_main / (L_main + λ L_aux); θ ← α θ̃ + (1 − α) θ.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EmaReweight {
@@ -236,6 +274,29 @@ impl LossTerm {
     }
 }
 
+/// What a step does with a NaN or ±Inf input (`nonfinite` in the config).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Refuse the step, naming the tensor and the first bad element; nothing is committed
+    /// (host tensors are checked before upload, device buffers on the GPU).
+    #[default]
+    Error,
+    /// Let NaN and ±Inf flow into the values and gradients, as PyTorch does. The terms that
+    /// sort, group or normalise by their inputs (pairwise, `jrc_loss`, the embedding terms)
+    /// still refuse them; negative sample weights are refused either way.
+    Propagate,
+}
+
+impl NonFinite {
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NonFinite::Error => "error",
+            NonFinite::Propagate => "propagate",
+        }
+    }
+}
+
 /// The whole configuration: terms and how they are combined.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossConfig {
@@ -243,6 +304,8 @@ pub struct LossConfig {
     pub strategy: Strategy,
     /// Flood level b (Ishida et al. 2020): total ← |total − b| + b.
     pub flooding: Option<f64>,
+    /// What a step does with non-finite inputs.
+    pub nonfinite: NonFinite,
     /// The terms, in order.
     pub losses: Vec<LossTerm>,
 }
@@ -271,7 +334,7 @@ pub(crate) fn parse_optimizer(v: Option<&Value>, owner: &str) -> Result<Optimize
     t.only(&["optimizer", "learning_rate", "beta1", "beta2", "epsilon"])?;
     let kind = t.string_or("optimizer", "none")?;
     let lr = t.f64_or("learning_rate", 0.01)?;
-    Ok(match kind.as_str() {
+    let optimizer = match kind.as_str() {
         "none" => Optimizer::None,
         "sgd" => Optimizer::Sgd { learning_rate: lr },
         "adam" => Optimizer::Adam {
@@ -285,7 +348,9 @@ pub(crate) fn parse_optimizer(v: Option<&Value>, owner: &str) -> Result<Optimize
                 "{owner} optimizer '{other}' unknown; expected none, sgd or adam"
             )))
         }
-    })
+    };
+    optimizer.check(owner)?;
+    Ok(optimizer)
 }
 
 /// Typed access to a table with errors that name the table and key.

@@ -39,6 +39,7 @@ pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("retrieval.wgsl", &[]),
     ("metric.wgsl", &[]),
     ("mining.wgsl", &[]),
+    ("finite.wgsl", &[]),
 ];
 
 crate::gpu_struct! {

@@ -14,7 +14,10 @@ pub(crate) struct Region {
     pub words: u32,
 }
 
-/// What a region holds, for which term (its slot).
+/// The "slot" of regions that belong to the whole plan rather than to one term.
+pub(crate) const PLAN: usize = usize::MAX;
+
+/// What a region holds, for which term (its slot, or [`PLAN`]).
 type Key = (usize, &'static str);
 
 #[derive(Clone, Copy, Debug)]

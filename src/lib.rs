@@ -49,7 +49,7 @@ pub mod tensor;
 pub mod wgsl;
 
 pub use batch::{Batch, DType, Input, OwnedBatch, Shapes, TensorSpec};
-pub use config::{LossConfig, LossTerm, Reduction, Strategy, TermKind, TermParams};
+pub use config::{LossConfig, LossTerm, NonFinite, Reduction, Strategy, TermKind, TermParams};
 pub use engine::{AdapterSummary, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use losses::family::{Role, RoleKind};

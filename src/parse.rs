@@ -4,8 +4,8 @@
 //! ([`crate::losses::registry`]).
 
 use crate::config::{
-    parse_optimizer, EmaReweight, LossConfig, LossTerm, Reduction, SampleWeights, Strategy, Table,
-    TermKind, TERM_COMMON_KEYS, WEIGHT_STRATEGIES,
+    parse_optimizer, EmaReweight, LossConfig, LossTerm, NonFinite, Reduction, SampleWeights,
+    Strategy, Table, TermKind, TERM_COMMON_KEYS, WEIGHT_STRATEGIES,
 };
 use crate::error::{Error, Result};
 use crate::losses::family::LossType;
@@ -34,16 +34,29 @@ impl LossConfig {
         Self::from_value(&value)
     }
 
-    /// Reads a `.toml` or `.json` file (by extension; TOML otherwise).
+    /// Reads a `.toml` or `.json` file: the format is chosen by the extension (TOML for any
+    /// other), and an error says which was chosen and why.
     pub fn from_path(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-        if path.extension().is_some_and(|e| e == "json") {
-            Self::from_json_str(&text)
-        } else {
-            Self::from_toml_str(&text)
-        }
+        let extension = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+        let (parsed, how) = match extension.as_deref() {
+            Some("json") => (Self::from_json_str(&text), "as JSON (extension .json)".to_string()),
+            Some("toml") => (Self::from_toml_str(&text), "as TOML (extension .toml)".to_string()),
+            Some(other) => (
+                Self::from_toml_str(&text),
+                format!("as TOML: the format is chosen by the extension, and .{other} is neither .toml nor .json"),
+            ),
+            None => (
+                Self::from_toml_str(&text),
+                "as TOML: the format is chosen by the extension, and the file has none (.json reads JSON)".to_string(),
+            ),
+        };
+        parsed.map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("{} read {how}: {m}", path.display())),
+            other => other,
+        })
     }
 
     /// Builds a config from an already parsed JSON/TOML value.
@@ -58,6 +71,7 @@ impl LossConfig {
             "uncertainty",
             "random",
             "ema_reweight",
+            "nonfinite",
         ];
         if let Some(key) = top.keys().find(|k| !TOP_KEYS.contains(&k.as_str())) {
             return Err(Error::Config(format!(
@@ -72,6 +86,16 @@ impl LossConfig {
                 v.as_f64()
                     .ok_or_else(|| Error::Config("'flooding' must be a number".into()))?,
             ),
+        };
+        let nonfinite = match top.get("nonfinite") {
+            None => NonFinite::Error,
+            Some(Value::String(s)) if s == "error" => NonFinite::Error,
+            Some(Value::String(s)) if s == "propagate" => NonFinite::Propagate,
+            Some(v) => {
+                return Err(Error::Config(format!(
+                    "'nonfinite' must be \"error\" or \"propagate\", got {v}"
+                )))
+            }
         };
         let list = top
             .get("losses")
@@ -88,6 +112,7 @@ impl LossConfig {
         let config = LossConfig {
             strategy,
             flooding,
+            nonfinite,
             losses,
         };
         config.validate()?;
@@ -108,6 +133,14 @@ impl LossConfig {
                 ));
             }
             validate_term(t)?;
+        }
+        check_strategy(&self.strategy)?;
+        if let Some(b) = self.flooding {
+            if !(b.is_finite() && b >= 0.0) {
+                return Err(Error::Config(format!(
+                    "'flooding' (the flood level b) must be a finite number >= 0, got {b}"
+                )));
+            }
         }
         if let Strategy::EmaReweight(ema) = &self.strategy {
             for (key, name) in [("main", &ema.main), ("aux", &ema.aux)] {
@@ -135,9 +168,59 @@ impl LossConfig {
     }
 }
 
+/// The strategy's values against their meaning: its optimiser, and EMA's α, λ and θ0.
+fn check_strategy(strategy: &Strategy) -> Result<()> {
+    match strategy {
+        Strategy::Uncertainty(optimizer) => optimizer.check("[uncertainty]"),
+        Strategy::EmaReweight(ema) => {
+            let bad = |key: &str, rule: &str, x: f64| {
+                Err(Error::Config(format!(
+                    "[ema_reweight] '{key}' must be {rule}, got {x}"
+                )))
+            };
+            if !(0.0..=1.0).contains(&ema.alpha) {
+                return bad("alpha", "in [0, 1]", ema.alpha);
+            }
+            if !(ema.lambda.is_finite() && ema.lambda >= 0.0) {
+                return bad("lambda", "a finite number >= 0", ema.lambda);
+            }
+            if !(0.0..=1.0).contains(&ema.theta0) {
+                return bad(
+                    "theta0",
+                    "in [0, 1] (θ = L_main / (L_main + λ·L_aux))",
+                    ema.theta0,
+                );
+            }
+            Ok(())
+        }
+        Strategy::Fixed | Strategy::Random { .. } => Ok(()),
+    }
+}
+
 /// A term's loss type is known, its parameters are its type's, its required roles are bound,
 /// and its family's rules across keys hold.
 fn validate_term(t: &LossTerm) -> Result<()> {
+    if !(t.weight.is_finite() && t.weight >= 0.0) {
+        return Err(Error::term(
+            &t.name,
+            format!("'weight' must be a finite number >= 0, got {}", t.weight),
+        ));
+    }
+    if let Some(sw) = &t.sample_weights {
+        let bad = sw
+            .parts()
+            .into_iter()
+            .find(|(_, c)| !(c.is_finite() && *c >= 0.0));
+        if let Some((name, c)) = bad {
+            return Err(Error::term(
+                &t.name,
+                format!(
+                    "'sample_weights' coefficient of '{name}' must be a finite number >= 0 \
+                     (sample weights are never negative), got {c}"
+                ),
+            ));
+        }
+    }
     let lt = unknown_type(&t.name, t.kind.loss_type())?;
     if !(lt.params.accepts)(t.kind.raw_params()) {
         return Err(crate::losses::family::wrong_params(t));
@@ -206,12 +289,6 @@ fn parse_strategy(top: &Map<String, Value>) -> Result<Strategy> {
                 lambda: t.f64_or("lambda", 1.0)?,
                 theta0: t.f64_or("theta0", 0.0)?,
             };
-            if !(0.0..=1.0).contains(&ema.alpha) {
-                return Err(Error::Config(format!(
-                    "[ema_reweight] alpha must be in [0, 1], got {}",
-                    ema.alpha
-                )));
-            }
             Strategy::EmaReweight(ema)
         }
         other => {
@@ -449,5 +526,99 @@ alpha = 0.25
             let e = LossConfig::from_toml_str(&text).unwrap_err().to_string();
             assert!(e.contains("'f'") && e.contains(key), "{line}: {e}");
         }
+    }
+
+    /// Every parameter of every term and strategy is checked against its meaning; the error
+    /// names the term (or table) and the key.
+    #[test]
+    fn values_that_make_no_sense_are_refused_naming_the_key() {
+        let term = |loss: &str, extra: &str| {
+            format!("[[losses]]\nname = 't'\nloss_type = '{loss}'\n{extra}\n")
+        };
+        let rows = "logits = 'x'\nlabels = 'y'";
+        let emb = "user = 'u'\nitem = 'v'";
+        let cases: Vec<(String, &[&str])> = vec![
+            (term("classification", &format!("{rows}\nweight = -1.0")), &["'t'", "'weight'", "-1"]),
+            (format!("flooding = -0.5\n{}", term("classification", rows)), &["'flooding'", "-0.5"]),
+            (
+                format!("loss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'adam'\nlearning_rate = -0.1\n{}", term("classification", rows)),
+                &["[uncertainty]", "'learning_rate'", "-0.1"],
+            ),
+            (
+                format!("loss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'adam'\nbeta1 = 1.0\nbeta2 = 1.0\nepsilon = 0.0\n{}", term("classification", rows)),
+                &["[uncertainty]", "'beta1'", "[0, 1)"],
+            ),
+            (
+                format!("loss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'adam'\nepsilon = 0.0\n{}", term("classification", rows)),
+                &["'epsilon'", "> 0"],
+            ),
+            (
+                format!("loss_weight_strategy = 'uncertainty'\n[uncertainty]\noptimizer = 'sgd'\nlearning_rate = -1.0\n{}", term("classification", rows)),
+                &["'learning_rate'"],
+            ),
+            (
+                format!("loss_weight_strategy = 'ema_reweight'\n[ema_reweight]\nmain = 'a'\naux = 'b'\nlambda = -1.0\n[[losses]]\nname = 'a'\nloss_type = 'classification'\n{rows}\n[[losses]]\nname = 'b'\nloss_type = 'classification'\n{rows}\n"),
+                &["[ema_reweight]", "'lambda'"],
+            ),
+            (
+                format!("loss_weight_strategy = 'ema_reweight'\n[ema_reweight]\nmain = 'a'\naux = 'b'\ntheta0 = 1.5\n[[losses]]\nname = 'a'\nloss_type = 'classification'\n{rows}\n[[losses]]\nname = 'b'\nloss_type = 'classification'\n{rows}\n"),
+                &["[ema_reweight]", "'theta0'"],
+            ),
+            (term("multi_similarity_loss", "embeddings = 'e'\nlabels = 'c'\nlamb = -0.5"), &["'t'", "'lamb'"]),
+            (term("softmax_cross_entropy_with_negative_mining", &format!("{emb}\ncoefficient_of_support_vector = 0.5")), &["'t'", "coefficient_of_support_vector"]),
+            (term("classification", &format!("{rows}\nsample_weights = {{ a = 1.0, b = -2.0 }}")), &["'t'", "'b'", ">= 0"]),
+            (term("ghm_c", &format!("{rows}\nbins = 0")), &["'bins'"]),
+            (term("ghm_c", &format!("{rows}\nmomentum = 1.0")), &["'momentum'"]),
+            (term("classification", &format!("{rows}\nlabel_smoothing = 2.0")), &["'label_smoothing'"]),
+            (term("classification", &format!("{rows}\npos_weight = 0.0")), &["'pos_weight'"]),
+            (term("softmax_cross_entropy", &format!("{rows}\ntemperature = 0.0")), &["'temperature'"]),
+            (term("softmax_cross_entropy", &format!("{rows}\nclass_weights = [1.0, -1.0]")), &["'class_weights'"]),
+            (term("softmax_cross_entropy", &format!("{rows}\nz_loss = -1.0")), &["'z_loss'"]),
+            (term("softmax_cross_entropy", &format!("{rows}\nignore_index = 9999999999")), &["'ignore_index'"]),
+            (term("binary_focal_loss", &format!("{rows}\nohem_ratio = 1.5")), &["'ohem_ratio'"]),
+            (term("f1_reweighted_loss", &format!("{rows}\nf1_beta_square = 0.0")), &["'f1_beta_square'"]),
+            (term("pair_wise_loss", &format!("{rows}\ntemperature = -1.0")), &["'temperature'"]),
+            (term("pairwise_focal_loss", &format!("{rows}\nalpha = 2.0")), &["'alpha'"]),
+            (term("jrc_loss", &format!("{rows}\nsession = 's'\nalpha = 2.0")), &["'alpha'"]),
+            (
+                term("jrc_loss", &format!("{rows}\nsession = 's'\nloss_weight_strategy = 'uncertainty'\nuncertainty = {{ optimizer = 'adam', beta2 = 1.0 }}")),
+                &["'t'", "beta2"],
+            ),
+            (term("cross_batch_softmax", &format!("{emb}\nbank_size = 0")), &["'bank_size'"]),
+            (term("in_batch_softmax", &format!("{emb}\ntemperature = 0.0")), &["'temperature'"]),
+            (term("contrastive_loss", "view_a = 'a'\nview_b = 'b'\ntemperature = -0.1"), &["'temperature'"]),
+            (term("softmax_cross_entropy_with_negative_mining", &format!("{emb}\nnum_negative_samples = 0")), &["'num_negative_samples'"]),
+            (term("circle_loss", "embeddings = 'e'\nlabels = 'c'\ngamma = 0.0"), &["'gamma'"]),
+            (term("multi_similarity_loss", "embeddings = 'e'\nlabels = 'c'\nbeta = 0.0"), &["'beta'"]),
+        ];
+        for (text, wanted) in cases {
+            let e = LossConfig::from_toml_str(&text)
+                .map(|_| ())
+                .expect_err(&format!("accepted:\n{text}"))
+                .to_string();
+            for w in wanted {
+                assert!(e.contains(w), "{e}\n(for:\n{text})");
+            }
+        }
+    }
+
+    #[test]
+    fn a_config_built_in_code_gets_the_same_checks() {
+        use crate::losses::rows::params::FocalParams;
+        let mut config = LossConfig::from_toml_str(
+            "[[losses]]\nname = 'f'\nloss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\n",
+        )
+        .unwrap();
+        let bad = FocalParams {
+            gamma: -1.0,
+            ..FocalParams::default()
+        };
+        config.losses[0].kind = TermKind::new("binary_focal_loss", bad);
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("'f'") && e.contains("'gamma'"), "{e}");
+        config.losses[0].kind = TermKind::new("binary_focal_loss", FocalParams::default());
+        config.losses[0].weight = f64::NAN;
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("'weight'"), "{e}");
     }
 }

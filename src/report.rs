@@ -8,6 +8,7 @@ use crate::config::LossConfig;
 use crate::engine::EngineInner;
 use crate::error::{Error, Result};
 use crate::losses::jrc::params::JrcParams;
+use crate::plan::checks::ValueCheck;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -93,9 +94,18 @@ impl Report {
         self.terms.iter().find(|t| t.name == name)
     }
 
-    fn parse(config: &LossConfig, words: &[f32]) -> Result<Self> {
+    fn parse(outputs: &Outputs, words: &[f32]) -> Result<Self> {
+        let config = outputs.config;
         let field =
             |k: usize, f: usize| words[combine::S_TERM_BASE + k * combine::S_TERM_STRIDE + f];
+        let nonfinite = words[combine::S_NONFINITE].to_bits();
+        if nonfinite != 0 {
+            return Err(refused_value(
+                outputs,
+                nonfinite,
+                words[combine::S_NONFINITE_AT].to_bits(),
+            ));
+        }
         if words[S_INVALID] != 0.0 {
             // Only class ids read from device buffers get here; host ids are checked before upload.
             let k = (0..config.losses.len())
@@ -143,7 +153,8 @@ impl Report {
     }
 }
 
-/// What a step's output reads of its plan: the gradients and the scalars' read-back buffer.
+/// What a step's output reads of its plan: the gradients, the scalars' read-back buffer, and
+/// what its GPU value checks were (to name a refused input).
 #[derive(Clone, Copy)]
 pub(crate) struct Outputs<'p> {
     pub engine: &'p EngineInner,
@@ -151,6 +162,37 @@ pub(crate) struct Outputs<'p> {
     pub shapes: &'p Shapes,
     pub grads: &'p BTreeMap<String, wgpu::Buffer>,
     pub readback: &'p wgpu::Buffer,
+    pub value_checks: &'p [ValueCheck],
+}
+
+/// The error of a step whose GPU value check `check` (index + 1) refused element `at` of a
+/// device buffer.
+fn refused_value(outputs: &Outputs, check: u32, at: u32) -> Error {
+    let Some(c) = outputs.value_checks.get(check as usize - 1) else {
+        return Error::Gpu(format!(
+            "internal: value check {check} flagged but not planned"
+        ));
+    };
+    let shape = outputs
+        .shapes
+        .get(&c.tensor)
+        .map(|s| s.shape.clone())
+        .unwrap_or_default();
+    let width: usize = shape.iter().skip(1).product::<usize>().max(1);
+    let row = at as usize / width;
+    let what = match (c.finite, c.non_negative) {
+        (true, true) => "is not finite or is negative (sample weights must be finite and >= 0)",
+        (false, true) => "is negative (sample weights must be >= 0)",
+        _ => "is not finite (NaN or ±Inf)",
+    };
+    Error::Tensor {
+        tensor: c.tensor.clone(),
+        term: Some(c.term.clone()),
+        message: format!(
+            "element {at} (row {row} of shape {shape:?}) {what}; the device buffer was checked \
+             on the GPU, and the step was refused and committed no state"
+        ),
+    }
 }
 
 /// The gradient buffer of `tensor` among `grads`, or an error listing those there are.
@@ -266,7 +308,7 @@ impl<'a> MapFuture<'a> {
         if let Some(e) = outputs.engine.take_uncaptured() {
             return Err(Error::Gpu(e));
         }
-        Report::parse(outputs.config, &words)
+        Report::parse(&outputs, &words)
     }
 }
 

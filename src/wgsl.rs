@@ -54,6 +54,7 @@ shader_files!(
     "sweep.wgsl",
     "rows.wgsl",
     "statistics.wgsl",
+    "finite.wgsl",
 );
 
 /// The text of a shader file as it is on disk (directives and all).

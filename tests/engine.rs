@@ -441,6 +441,17 @@ fn plan_errors_name_the_term_the_tensor_and_the_shape() {
 
 #[test]
 fn every_shader_file_validates() {
+    // Every file of shaders/ is listed (so none escapes validation).
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            lossfuse::kernel::SHADER_FILES
+                .iter()
+                .any(|(f, _)| *f == name),
+            "shaders/{name} is not in SHADER_FILES"
+        );
+    }
     for (file, deps) in lossfuse::kernel::SHADER_FILES {
         let mut source = String::new();
         for d in deps.iter() {

@@ -99,6 +99,15 @@ impl fmt::Debug for LossType {
 }
 
 impl LossType {
+    /// Whether its terms refuse non-finite inputs even with `nonfinite = "propagate"`: those
+    /// that group rows by session or normalise and compare embeddings, where a NaN would reorder
+    /// or poison other rows (and a memory bank) rather than stay in its own row.
+    pub(crate) fn refuses_nonfinite(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| matches!(r.kind, RoleKind::Embeddings | RoleKind::SessionIds))
+    }
+
     /// The roles that get a gradient.
     pub fn differentiable_roles(&self) -> impl Iterator<Item = &'static str> {
         self.roles

@@ -10,12 +10,13 @@ use super::alloc::{BufferRequest, Buffers};
 pub(crate) use super::alloc::{Core, Limits};
 use super::checks::HostChecks;
 use super::chunking::{self, GroupPasses, PassBlueprint};
+use super::persist::{StateKind, StateMap, StateRegion};
 use crate::batch::{DType, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
 use crate::config::{LossConfig, Strategy};
 use crate::error::{Error, Result};
 use crate::kernel::{PassSpec, Work, WG};
-use crate::layout::{Layout, LayoutBuilder};
+use crate::layout::{Layout, LayoutBuilder, PLAN};
 use crate::losses::common::TermAux;
 use crate::losses::embedding::Ctx;
 use crate::losses::family::{Form, Resolved};
@@ -40,6 +41,8 @@ pub(crate) struct Blueprint {
     pub state_buffers: Vec<usize>,
     /// Memory banks: (first state word of (head, fill), rows M).
     pub banks: Vec<(u32, u64)>,
+    /// What the state words hold.
+    pub state_map: StateMap,
     pub checks: HostChecks,
 }
 
@@ -48,9 +51,9 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
     config.validate()?;
     let groups = groups(config, shapes, limits)?;
     let terms = || groups.iter().flat_map(|(g, _)| g.terms());
-    let checks = HostChecks::of(terms(), shapes);
+    let checks = HostChecks::of(terms(), shapes, config.nonfinite);
     let grads = gradient_sizes(terms(), shapes, limits)?;
-    let layout = layout(config, &groups);
+    let layout = layout(config, &groups, checks.value_checks().len() as u32);
     let mut buffers = Buffers::new(limits.max_buffer);
     let core = core_buffers(&mut buffers, config, &layout)?;
     let term_aux = batch_wide_aux(terms(), &layout, &mut buffers)?;
@@ -64,15 +67,17 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
         written: Vec::new(),
         state_buffers: Vec::new(),
         banks: Vec::new(),
+        state_map: term_state_map(terms(), &layout),
     };
-    let group_passes = groups
-        .iter()
-        .map(|(g, fused)| builder.group(g, *fused))
-        .collect::<Result<Vec<_>>>()?;
+    let mut group_passes = value_scans(&checks, shapes, &layout, core);
+    for (g, fused) in &groups {
+        group_passes.push(builder.group(g, *fused)?);
+    }
     let GroupBuilder {
         mut buffers,
         state_buffers,
         banks,
+        state_map,
         ..
     } = builder;
     let laid = chunking::lay_out(config, group_passes, limits, &layout)?;
@@ -88,6 +93,8 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
         settings.commit_dst,
         settings.commit_count,
     ) = (commit.src, commit.dst, commit.count);
+    let finite = layout.aux(PLAN, "finite").unwrap_or_default();
+    (settings.finite_base, settings.finite_count) = (finite.offset, finite.words);
     buffers.set_init(core.settings, bytemuck::bytes_of(&settings).to_vec());
     let any_fused = groups.iter().any(|(_, fused)| *fused);
     let passes = chunking::step_order(laid, core, any_fused);
@@ -99,8 +106,30 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
         state_words: layout.state_words as usize,
         state_buffers,
         banks,
+        state_map,
         checks,
     })
+}
+
+/// The state regions of GHM-C and JRC terms (memory banks are added with their buffers).
+fn term_state_map<'a>(terms: impl Iterator<Item = &'a Resolved>, layout: &Layout) -> StateMap {
+    let mut map = StateMap::default();
+    for t in terms {
+        let region = |kind, name| {
+            let r = layout.state(t.slot, name)?;
+            Some(StateRegion {
+                term: t.term.name.clone(),
+                offset: r.offset,
+                kind,
+            })
+        };
+        let found = match batch_wide(t) {
+            Some(BatchWide::Ghm { bins, .. }) => region(StateKind::Ghm { bins }, "ghm"),
+            _ => region(StateKind::Jrc, "jrc"),
+        };
+        map.regions.extend(found);
+    }
+    map
 }
 
 /// The scheduled groups, split to the adapter's storage-buffer limit, each with whether it is
@@ -148,9 +177,36 @@ fn gradient_sizes<'a>(
     Ok(grads)
 }
 
+/// The GPU value checks of device-buffer inputs, one group each (run only for device buffers).
+fn value_scans(
+    checks: &HostChecks,
+    shapes: &Shapes,
+    layout: &Layout,
+    core: Core,
+) -> Vec<GroupPasses> {
+    let base = layout.aux(PLAN, "finite").map_or(0, |r| r.offset);
+    checks
+        .value_checks()
+        .iter()
+        .enumerate()
+        .map(|(i, check)| GroupPasses {
+            forward: vec![check.scan_pass(base + i as u32, core.aux)],
+            partial_work: Work::Rows { rows_per_wg: WG },
+            backward: Vec::new(),
+            rows: shapes.get(&check.tensor).map_or(0, |s| s.len() as u64),
+            terms: Vec::new(),
+            ge_slots: Vec::new(),
+            partial_slots: 0,
+            single_chunk: false,
+            device_only: Some(check.tensor.clone()),
+        })
+        .collect()
+}
+
 /// The regions of `aux` and the state: GHM-C's accumulators (committed when a step succeeds),
-/// each batch-wide term's statistics, then what the session and embedding terms ask for.
-fn layout(config: &LossConfig, groups: &[(Group, bool)]) -> Layout {
+/// each batch-wide term's statistics, then what the session and embedding terms ask for, then
+/// one word per GPU value check (`value_checks`).
+fn layout(config: &LossConfig, groups: &[(Group, bool)], value_checks: u32) -> Layout {
     let mut layout = LayoutBuilder::new(combine::state_len(config.losses.len()) as u32);
     let terms = || groups.iter().flat_map(|(g, _)| g.terms());
     let batch_wide = || terms().filter_map(|t| Some((t, batch_wide(t)?)));
@@ -169,6 +225,7 @@ fn layout(config: &LossConfig, groups: &[(Group, bool)]) -> Layout {
             Form::Row(_) | Form::Softmax(_) => {}
         }
     }
+    layout.aux(PLAN, "finite", value_checks);
     layout.finish()
 }
 
@@ -240,6 +297,7 @@ struct GroupBuilder<'a> {
     written: Vec<String>,
     state_buffers: Vec<usize>,
     banks: Vec<(u32, u64)>,
+    state_map: StateMap,
 }
 
 impl GroupBuilder<'_> {
@@ -304,6 +362,7 @@ impl GroupBuilder<'_> {
             ge_slots: vec![None; terms.len()],
             partial_slots: p.partial_slots,
             single_chunk: false,
+            device_only: None,
         })
     }
 
@@ -360,6 +419,7 @@ impl GroupBuilder<'_> {
             ge_slots: vec![None; terms.len()],
             partial_slots: terms.len(),
             single_chunk: false,
+            device_only: None,
         })
     }
 
@@ -434,7 +494,40 @@ impl GroupBuilder<'_> {
             ge_slots,
             partial_slots: next_slot as usize,
             single_chunk: true,
+            device_only: None,
         })
+    }
+
+    /// A memory bank's buffers join the saved state (after the state words, in order), and its
+    /// head, fill and values join the state map.
+    fn add_bank(&mut self, t: &Resolved, bank: &crate::losses::embedding::Bank) {
+        let words_of =
+            |i: usize| (super::alloc::padded(self.buffers.requests[i].size) / 4) as usize;
+        let first = self.layout.state_words as usize
+            + self
+                .state_buffers
+                .iter()
+                .map(|&i| words_of(i))
+                .sum::<usize>();
+        let values: Vec<usize> = bank
+            .parts
+            .iter()
+            .map(|&(b, _, _)| b)
+            .chain([bank.bias])
+            .collect();
+        let count = values.iter().map(|&i| words_of(i)).sum();
+        self.banks.push((bank.state_word, bank.rows));
+        self.state_buffers.extend(values);
+        self.state_buffers.push(bank.ids);
+        self.state_map.regions.push(StateRegion {
+            term: t.term.name.clone(),
+            offset: bank.state_word,
+            kind: StateKind::Bank {
+                rows: bank.rows,
+                first,
+                count,
+            },
+        });
     }
 
     fn embedding(&mut self, t: &Resolved) -> Result<GroupPasses> {
@@ -459,11 +552,7 @@ impl GroupBuilder<'_> {
         let p = term.passes(t, *dim, self.layout, &mut ctx)?;
         self.written.extend(p.grads);
         if let Some(bank) = p.bank {
-            self.banks.push((bank.state_word, bank.rows));
-            self.state_buffers
-                .extend(bank.parts.iter().map(|&(b, _, _)| b));
-            self.state_buffers.push(bank.bias);
-            self.state_buffers.push(bank.ids);
+            self.add_bank(t, &bank);
         }
         Ok(GroupPasses {
             forward: p.forward,
@@ -474,6 +563,7 @@ impl GroupBuilder<'_> {
             ge_slots: vec![None],
             partial_slots: 1,
             single_chunk: true,
+            device_only: None,
         })
     }
 }

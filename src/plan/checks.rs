@@ -1,11 +1,16 @@
 //! Checks of host tensors' values before anything is uploaded (so that a refused step changes
-//! nothing), derived from what each role means ([`RoleKind`]): labels and probabilities in
-//! [0, 1], labels that must be exactly 0 or 1, embeddings that must be finite, class ids in
-//! [0, C). Device buffers are not read back: class ids from them are checked on the GPU.
+//! nothing), derived from what each role means ([`RoleKind`]): every real input finite (unless
+//! `nonfinite = "propagate"` and the term tolerates it), sample weights ≥ 0, labels and
+//! probabilities in [0, 1], labels that must be exactly 0 or 1, class ids in [0, C). Device
+//! buffers are not read back: their values are checked on the GPU (`shaders/finite.wgsl`, and
+//! the softmax kernels for class ids), and a step that fails there commits nothing.
 
 use crate::batch::{Batch, DType, Input, Shapes};
+use crate::config::NonFinite;
 use crate::error::{Error, Result};
+use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Shader, Source, Work, WG};
 use crate::losses::family::{Form, Resolved, RoleKind};
+use crate::wgsl::Specialization;
 
 /// A check of f32 values: in [0, 1], or exactly 0 or 1 when `binary`.
 #[derive(Clone, Debug)]
@@ -25,27 +30,126 @@ struct IdCheck {
     ignore: Option<i64>,
 }
 
+/// A check of one f32 tensor's values: finite, and for sample weights ≥ 0.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ValueCheck {
+    pub tensor: String,
+    pub term: String,
+    /// NaN and ±Inf are errors.
+    pub finite: bool,
+    /// Negative values are errors (sample weights).
+    pub non_negative: bool,
+}
+
+crate::gpu_struct! {
+    /// One dispatch of a value check of a device buffer (`ValueScan` in finite.wgsl).
+    pub(crate) struct ValueScan in "finite.wgsl" test value_scan_layout {
+        /// Filled in per dispatch by the plan.
+        chunk: crate::kernel::Chunk,
+        /// The check's word in `aux`.
+        slot: u32,
+        /// 1: NaN and ±Inf are bad.
+        finite: u32,
+        /// 1: negative values are bad.
+        non_negative: u32,
+    }
+}
+
+impl ValueCheck {
+    /// The pass that checks this tensor on the GPU when it comes as a device buffer, flagging
+    /// its first bad element in word `slot` of `aux` (internal buffer `aux`).
+    pub(crate) fn scan_pass(&self, slot: u32, aux: usize) -> PassSpec {
+        PassSpec {
+            label: format!("check values of {}", self.tensor),
+            shader: Shader::File("finite.wgsl", Specialization::new()),
+            entry: "scan_values",
+            binds: vec![
+                bind("scan", Bind::Chunk),
+                bind(
+                    "values",
+                    Bind::Rows {
+                        source: Source::Input(self.tensor.clone()),
+                        row_bytes: 4,
+                    },
+                ),
+                internal("flags", aux),
+            ],
+            work: Work::Rows { rows_per_wg: WG },
+            reads: vec![self.tensor.clone()],
+            params: Params::of(&ValueScan {
+                chunk: Chunk::default(),
+                slot,
+                finite: self.finite as u32,
+                non_negative: self.non_negative as u32,
+            }),
+        }
+    }
+}
+
 /// Every host-side check of a plan.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HostChecks {
     units: Vec<UnitCheck>,
-    /// (tensor, term): f32 inputs of embedding terms, which must be finite.
-    finite: Vec<(String, String)>,
+    /// Finite values and non-negative weights, one check per tensor.
+    values: Vec<ValueCheck>,
     ids: Vec<IdCheck>,
 }
 
 impl HostChecks {
-    /// The checks of `terms`.
-    pub(crate) fn of<'a>(terms: impl Iterator<Item = &'a Resolved>, shapes: &Shapes) -> Self {
+    /// The checks of `terms` under `nonfinite`.
+    pub(crate) fn of<'a>(
+        terms: impl Iterator<Item = &'a Resolved>,
+        shapes: &Shapes,
+        nonfinite: NonFinite,
+    ) -> Self {
         let mut checks = Self::default();
         for t in terms {
-            checks.add(t, shapes);
+            checks.add(t, shapes, nonfinite);
         }
         checks
     }
 
-    fn add(&mut self, t: &Resolved, shapes: &Shapes) {
+    /// The value checks, which device buffers get on the GPU.
+    pub(crate) fn value_checks(&self) -> &[ValueCheck] {
+        &self.values
+    }
+
+    /// Adds a value check of `tensor`, or strengthens the one there is.
+    fn add_value(&mut self, check: ValueCheck) {
+        if !(check.finite || check.non_negative) {
+            return;
+        }
+        match self.values.iter_mut().find(|c| c.tensor == check.tensor) {
+            Some(c) => {
+                c.finite |= check.finite;
+                c.non_negative |= check.non_negative;
+            }
+            None => self.values.push(check),
+        }
+    }
+
+    fn add(&mut self, t: &Resolved, shapes: &Shapes, nonfinite: NonFinite) {
         let term = t.term.name.clone();
+        let strict = nonfinite == NonFinite::Error || t.loss_type.refuses_nonfinite();
+        let is_f32 = |n: &str| shapes.get(n).is_some_and(|s| s.dtype == DType::F32);
+        for (_, tensor) in t.bound_roles() {
+            if is_f32(&tensor) {
+                self.add_value(ValueCheck {
+                    tensor,
+                    term: term.clone(),
+                    finite: strict,
+                    non_negative: false,
+                });
+            }
+        }
+        for (tensor, _) in &t.weights {
+            self.add_value(ValueCheck {
+                tensor: tensor.clone(),
+                term: term.clone(),
+                finite: strict,
+                non_negative: true,
+            });
+        }
         for (role, tensor) in t.bound_roles() {
             let unit = |what: String, binary| UnitCheck {
                 tensor: tensor.clone(),
@@ -62,13 +166,6 @@ impl HostChecks {
                 }
                 _ => {}
             }
-            let f32_input = shapes.get(&tensor).is_some_and(|s| s.dtype == DType::F32);
-            if matches!(t.form, Form::Embedding { .. })
-                && f32_input
-                && !self.finite.iter().any(|(f, _)| *f == tensor)
-            {
-                self.finite.push((tensor.clone(), term.clone()));
-            }
         }
         if let Form::Softmax(form) = &t.form {
             if form.ids {
@@ -84,24 +181,15 @@ impl HostChecks {
 
     /// Checks the host tensors of `batch`.
     pub(crate) fn check(&self, batch: &Batch, shapes: &Shapes) -> Result<()> {
+        for c in &self.values {
+            if let Some(Input::F32(v)) = batch.get(&c.tensor) {
+                let spec = shapes.get(&c.tensor).expect("plan tensors have shapes");
+                c.check(v, &spec.shape)?;
+            }
+        }
         for c in &self.units {
             if let Some(Input::F32(v)) = batch.get(&c.tensor) {
                 c.check(v)?;
-            }
-        }
-        for (tensor, term) in &self.finite {
-            if let Some(Input::F32(v)) = batch.get(tensor) {
-                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                    let spec = shapes.get(tensor).expect("plan tensors have shapes");
-                    return Err(Error::tensor(
-                        tensor,
-                        Some(term),
-                        format!(
-                            "values must be finite; element {i} of shape {:?} holds {}",
-                            spec.shape, v[i]
-                        ),
-                    ));
-                }
             }
         }
         for c in &self.ids {
@@ -111,10 +199,43 @@ impl HostChecks {
     }
 }
 
+impl ValueCheck {
+    fn check(&self, v: &[f32], shape: &[usize]) -> Result<()> {
+        if self.finite {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::tensor(
+                    &self.tensor,
+                    Some(&self.term),
+                    format!(
+                        "values must be finite; element {i} of shape {shape:?} holds {}",
+                        v[i]
+                    ),
+                ));
+            }
+        }
+        if self.non_negative {
+            if let Some(i) = v.iter().position(|x| *x < 0.0 || x.is_infinite()) {
+                return Err(Error::tensor(
+                    &self.tensor,
+                    Some(&self.term),
+                    format!(
+                        "sample weights must be finite and >= 0; row {i} holds {}",
+                        v[i]
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl UnitCheck {
     fn check(&self, v: &[f32]) -> Result<()> {
+        // NaN is the value checks' to refuse (or to let through with `nonfinite = "propagate"`).
         let bad = |x: &f32| {
-            if self.binary {
+            if x.is_nan() {
+                false
+            } else if self.binary {
                 *x != 0.0 && *x != 1.0
             } else {
                 !(0.0..=1.0).contains(x)

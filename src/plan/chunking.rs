@@ -27,6 +27,8 @@ pub(crate) struct GroupPasses {
     /// Every row-bound buffer must fit one binding (the session and embedding sweeps index
     /// them whole).
     pub single_chunk: bool,
+    /// The passes run only when this tensor comes as a device buffer (the GPU value checks).
+    pub device_only: Option<String>,
 }
 
 /// One dispatch of a pass: its rows and its parameter words (chunk first).
@@ -44,6 +46,8 @@ pub(crate) struct Dispatch {
 pub(crate) struct PassBlueprint {
     pub spec: PassSpec,
     pub dispatches: Vec<Dispatch>,
+    /// Recorded only when this tensor comes as a device buffer.
+    pub device_only: Option<String>,
 }
 
 /// Every group's passes laid out, and the term table.
@@ -165,7 +169,11 @@ fn lay_out_group(
                 grid: grid(wgs, limits.max_grid)?,
             });
         }
-        let pass = PassBlueprint { spec, dispatches };
+        let pass = PassBlueprint {
+            spec,
+            dispatches,
+            device_only: gp.device_only.clone(),
+        };
         if is_forward {
             out.forwards.push(pass);
         } else {
@@ -227,6 +235,7 @@ pub(crate) fn step_order(laid: LaidOut, core: Core, any_fused: bool) -> Vec<Pass
             params: None,
             grid: (1, 1),
         }],
+        device_only: None,
     };
     let mut passes = Vec::new();
     if any_fused {

@@ -17,8 +17,9 @@
 
 mod alloc;
 pub(crate) mod build;
-mod checks;
+pub(crate) mod checks;
 mod chunking;
+mod persist;
 mod record;
 mod step;
 #[cfg(test)]
@@ -26,11 +27,11 @@ mod tests;
 
 use crate::batch::Shapes;
 use crate::combine;
-use crate::config::{LossConfig, Strategy};
+use crate::config::LossConfig;
 use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Source};
-use crate::report::{read_buffer, Outputs, StepCounters};
+use crate::report::{Outputs, StepCounters};
 use alloc::{Core, Limits};
 use build::Blueprint;
 use checks::HostChecks;
@@ -55,6 +56,8 @@ pub struct Plan {
     state_buffers: Vec<usize>,
     /// Memory banks: (first state word of (head, fill), rows M).
     banks: Vec<(u32, u64)>,
+    /// What the state words hold (to describe a saved state and check a loaded one).
+    state_map: persist::StateMap,
     checks: HostChecks,
     readback: wgpu::Buffer,
     /// Buffers the cached bind groups were built with, per read tensor.
@@ -150,6 +153,7 @@ impl Plan {
             state_words: bp.state_words,
             state_buffers: bp.state_buffers,
             banks: bp.banks,
+            state_map: bp.state_map,
             checks: bp.checks,
             readback,
             bound: None,
@@ -169,41 +173,7 @@ impl Plan {
             shapes: &self.shapes,
             grads: &self.grads,
             readback: &self.readback,
-        }
-    }
-
-    fn state_buffer_words(&self) -> usize {
-        self.state_buffers
-            .iter()
-            .map(|&i| (self.internal[i].size() / 4) as usize)
-            .sum()
-    }
-
-    /// The state a fresh plan starts with: its words, then the (zeroed) memory banks.
-    fn initial_state(&self) -> Vec<u32> {
-        let mut words = vec![0u32; self.state_words + self.state_buffer_words()];
-        if let Strategy::EmaReweight(e) = &self.config.strategy {
-            words[combine::ST_THETA] = (e.theta0 as f32).to_bits();
-        }
-        words
-    }
-
-    /// Writes state words: the state buffer's, then (when given) the memory banks'.
-    fn write_state(&self, words: &[u32]) {
-        let (head, mut rest) = words.split_at(self.state_words.min(words.len()));
-        let queue = &self.engine.queue;
-        queue.write_buffer(
-            &self.internal[self.core.state],
-            0,
-            bytemuck::cast_slice(head),
-        );
-        for &i in &self.state_buffers {
-            let b = &self.internal[i];
-            let n = ((b.size() / 4) as usize).min(rest.len());
-            if n > 0 {
-                queue.write_buffer(b, 0, bytemuck::cast_slice(&rest[..n]));
-            }
-            rest = &rest[n..];
+            value_checks: self.checks.value_checks(),
         }
     }
 
@@ -246,55 +216,6 @@ impl Plan {
                 .write_buffer(b, 0, bytemuck::cast_slice(&words));
         }
         self.engine.queue.submit([]);
-    }
-
-    /// Reads back the GPU-resident state (learned weights, optimiser moments, EMA θ, step count,
-    /// GHM-C accumulators, learned JRC weights, memory banks) as bytes for a checkpoint. Blocks
-    /// until the GPU is idle.
-    pub fn save_state(&self) -> Result<Vec<u8>> {
-        let b = &self.internal[self.core.state];
-        let bytes = read_buffer(&self.engine, b, 0, b.size())?;
-        let mut words: Vec<u32> = bytemuck::cast_slice(&bytes)[..self.state_words].to_vec();
-        for &i in &self.state_buffers {
-            let b = &self.internal[i];
-            let bytes = read_buffer(&self.engine, b, 0, b.size())?;
-            words.extend_from_slice(bytemuck::cast_slice(&bytes));
-        }
-        Ok(crate::state::encode(
-            crate::state::fingerprint(&self.config),
-            &words,
-        ))
-    }
-
-    /// Restores a state saved by a plan of the same config; the next step continues exactly as
-    /// the saved run would have.
-    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
-        let words = crate::state::decode(
-            bytes,
-            crate::state::fingerprint(&self.config),
-            self.state_words + self.state_buffer_words(),
-        )?;
-        self.write_state(&words);
-        Ok(())
-    }
-
-    /// Marks every memory bank (`cross_batch_softmax`) full, keeping its rows as they are (zero in
-    /// a fresh plan), so that a benchmark measures the cost of a full bank without first stepping
-    /// M/B times. The next step uses all M rows as negatives.
-    pub fn fill_banks(&mut self) {
-        for &(word, rows) in &self.banks {
-            self.engine.queue.write_buffer(
-                &self.internal[self.core.state],
-                (word as u64 + 1) * 4,
-                bytemuck::bytes_of(&(rows as u32)),
-            );
-        }
-    }
-
-    /// Restores the state a fresh plan starts with.
-    pub fn reset_state(&mut self) {
-        let words = self.initial_state();
-        self.write_state(&words);
     }
 
     /// Records GPU timestamps around every pass from the next step on (one submission still),

@@ -17,6 +17,8 @@ pub(crate) struct Pass {
     pub source: String,
     pipeline: Pipeline,
     pub dispatches: Vec<Dispatch>,
+    /// Recorded only when this tensor comes as a device buffer (a GPU value check).
+    pub device_only: Option<String>,
     params: Vec<Option<wgpu::Buffer>>,
     bind_groups: Vec<wgpu::BindGroup>,
 }
@@ -25,7 +27,11 @@ impl Pass {
     /// Compiles the pass, checks that it binds every buffer variable its entry point uses, and
     /// makes its parameter buffers.
     pub(crate) fn new(engine: &EngineInner, blueprint: PassBlueprint) -> Result<Self> {
-        let PassBlueprint { spec, dispatches } = blueprint;
+        let PassBlueprint {
+            spec,
+            dispatches,
+            device_only,
+        } = blueprint;
         let source = spec.shader.source(&spec.label)?;
         let pipeline = engine.pipeline(&spec.label, &source, spec.entry)?;
         check_bindings(&spec, pipeline.bindings.iter().map(|b| b.name.as_str()))?;
@@ -51,6 +57,7 @@ impl Pass {
             source,
             pipeline,
             dispatches,
+            device_only,
             params,
             bind_groups: Vec::new(),
         })
@@ -202,20 +209,22 @@ impl Timing {
     }
 }
 
-/// Records every pass into `encoder`: one compute pass, or with `timing` one per kernel so that
-/// each gets its own timestamps.
+/// Records every pass into `encoder` but those `skip` says (a device buffer's value check when
+/// the tensor came from the host): one compute pass, or with `timing` one per kernel so that
+/// each gets its own timestamps (a skipped pass gets an empty one, so indices stay put).
 pub(crate) fn record(
     encoder: &mut wgpu::CommandEncoder,
     passes: &[Pass],
     timing: Option<&Timing>,
     counters: &mut StepCounters,
+    skip: &dyn Fn(&Pass) -> bool,
 ) {
     let Some(timing) = timing else {
         let mut cpass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("lossfuse step"),
             timestamp_writes: None,
         });
-        for pass in passes {
+        for pass in passes.iter().filter(|p| !skip(p)) {
             pass.record(&mut cpass, counters);
         }
         return;
@@ -229,7 +238,9 @@ pub(crate) fn record(
                 end_of_pass_write_index: Some(2 * i as u32 + 1),
             }),
         });
-        pass.record(&mut cpass, counters);
+        if !skip(pass) {
+            pass.record(&mut cpass, counters);
+        }
     }
     let n = 2 * passes.len() as u32;
     encoder.resolve_query_set(&timing.queries, 0..n, &timing.resolved, 0);

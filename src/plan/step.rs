@@ -94,11 +94,18 @@ impl Plan {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("lossfuse step"),
         });
+        // The GPU value checks run for the tensors that came as device buffers.
+        let from_host = |p: &super::record::Pass| {
+            p.device_only
+                .as_ref()
+                .is_some_and(|t| !matches!(batch.get(t), Some(Input::Buffer(_))))
+        };
         record(
             &mut encoder,
             &self.passes,
             self.timing.as_ref(),
             &mut counters,
+            &from_host,
         );
         let scalars = &self.internal[self.core.scalars];
         encoder.copy_buffer_to_buffer(scalars, 0, &self.readback, 0, self.readback.size());

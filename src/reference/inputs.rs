@@ -4,8 +4,9 @@
 //! what was expected against what was found, so that a trainer's log line is enough to fix the
 //! input. Nothing here computes a loss.
 
-use crate::config::{LossTerm, SampleWeights};
+use crate::config::{LossTerm, NonFinite, SampleWeights};
 use crate::error::{Error, Result};
+use crate::losses::family::LossType;
 use crate::tensor::{HostBatch, HostData, HostTensor};
 
 /// The tensor bound to `role` of `term`, with its name.
@@ -162,6 +163,59 @@ pub(crate) fn finite(name: &str, term: &str, values: &[f64], what: &str) -> Resu
     Ok(())
 }
 
+/// Checks the values of every real tensor `term` reads, before anything is computed: each must
+/// be finite (unless `mode` propagates and the loss type tolerates it), and sample weights must
+/// be ≥ 0. Integer tensors and missing ones are left to the term's own reading.
+pub(crate) fn check_values(
+    term: &LossTerm,
+    loss_type: &LossType,
+    batch: &HostBatch,
+    mode: NonFinite,
+) -> Result<()> {
+    let strict = mode == NonFinite::Error || loss_type.refuses_nonfinite();
+    let reals = |name: &str| match batch.get(name).map(|t| (&t.data, &t.shape)) {
+        Some((HostData::Real(v), shape)) => Some((v.as_slice(), shape.clone())),
+        _ => None,
+    };
+    if strict {
+        for role in loss_type.roles {
+            let Some(name) = term.input(role.name) else {
+                continue;
+            };
+            if let Some((v, shape)) = reals(name) {
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::tensor(
+                        name,
+                        Some(&term.name),
+                        format!(
+                            "values must be finite; element {i} of shape {shape:?} holds {}",
+                            v[i]
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    for (name, _) in term.sample_weights.iter().flat_map(|w| w.parts()) {
+        // A tensor of the wrong shape is the term's reading to refuse, first.
+        let Some((v, _)) = reals(&name).filter(|(_, shape)| is_column(shape)) else {
+            continue;
+        };
+        let bad = |x: &f64| *x < 0.0 || x.is_infinite() || (strict && x.is_nan());
+        if let Some(i) = v.iter().position(bad) {
+            return Err(Error::tensor(
+                &name,
+                Some(&term.name),
+                format!(
+                    "sample weights must be finite and >= 0; row {i} holds {}",
+                    v[i]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that every label is exactly 0 or 1 (`jrc_loss`).
 pub(crate) fn zero_or_one(name: &str, term: &str, values: &[f64]) -> Result<()> {
     if let Some((i, v)) = values
@@ -178,12 +232,13 @@ pub(crate) fn zero_or_one(name: &str, term: &str, values: &[f64]) -> Result<()> 
     Ok(())
 }
 
-/// Checks that every value lies in [0, 1] (binary labels, probabilities).
+/// Checks that every value lies in [0, 1] (binary labels, probabilities). NaN is left to
+/// [`check_values`] (refused before, or propagated with `nonfinite = "propagate"`).
 pub(crate) fn unit_interval(name: &str, term: &str, values: &[f64], what: &str) -> Result<()> {
     if let Some((i, v)) = values
         .iter()
         .enumerate()
-        .find(|(_, v)| !(0.0..=1.0).contains(*v))
+        .find(|(_, v)| !v.is_nan() && !(0.0..=1.0).contains(*v))
     {
         return Err(Error::tensor(
             name,

@@ -109,7 +109,7 @@ mod tests_pairwise;
 mod tests_retrieval;
 
 use crate::config::Strategy;
-use crate::config::{LossConfig, LossTerm};
+use crate::config::{LossConfig, LossTerm, NonFinite};
 use crate::error::{Error, Result};
 use crate::losses::jrc::params::{JrcParams, JrcWeighting};
 use crate::losses::retrieval::params::CrossBatchParams;
@@ -210,7 +210,7 @@ impl Reference {
                     jrc_u: s.jrc[k].u,
                     bank: s.banks[k].as_ref(),
                 };
-                evaluate(term, batch, before)
+                evaluate(term, batch, before, self.config.nonfinite)
             })
             .collect::<Result<Vec<_>>>()?;
         let values: Vec<f64> = evaluated.iter().map(|t| t.value).collect();
@@ -334,6 +334,7 @@ fn evaluate(
     term: &LossTerm,
     batch: &HostBatch,
     state: terms::TermState,
+    nonfinite: NonFinite,
 ) -> Result<terms::TermValue> {
     let entry = term.kind.entry().ok_or_else(|| {
         Error::Config(format!(
@@ -342,5 +343,6 @@ fn evaluate(
             term.kind.loss_type()
         ))
     })?;
+    inputs::check_values(term, entry, batch, nonfinite)?;
     entry.family.reference(entry, term, batch, state)
 }

@@ -1086,7 +1086,7 @@ fn errors_name_the_tensor_the_term_and_the_shapes() {
     assert_mentions(&error_of(ib, &b), &["'v'", "'ib'", "real"]);
     let mut b = batch.clone();
     real_mut(&mut b, "v")[4] = f64::INFINITY;
-    assert_mentions(&error_of(ib, &b), &["'v'", "'ib'", "finite", "value 4"]);
+    assert_mentions(&error_of(ib, &b), &["'v'", "'ib'", "finite", "element 4"]);
 
     let ids = format!("{ib}item_ids = \"lq\"\n");
     assert_mentions(&error_of(&ids, &batch), &["'lq'", "'ib'", "integer"]);

@@ -59,6 +59,7 @@ impl Params for MultiSimilarityParams {
     fn check(&mut self, _: &ParamContext) -> Result<(), ParamError> {
         positive("alpha", self.alpha)?;
         positive("beta", self.beta)?;
+        non_negative("lamb", self.lamb)?;
         non_negative("eps", self.eps)
     }
 }

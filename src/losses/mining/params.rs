@@ -41,6 +41,19 @@ impl Params for MiningParams {
                 "'num_negative_samples' must be >= 1",
             ));
         }
-        positive("gamma", self.gamma)
+        positive("gamma", self.gamma)?;
+        // SV-softmax (Wang et al. 2018) weighs the hard negatives by t ≥ 1; t < 1 would weigh
+        // them below the easy ones.
+        let t = self.coefficient_of_support_vector;
+        if !t.is_finite() || t < 1.0 {
+            return Err(ParamError::new(
+                "coefficient_of_support_vector",
+                format!(
+                    "'coefficient_of_support_vector' (t) must be >= 1, got {}",
+                    self.coefficient_of_support_vector
+                ),
+            ));
+        }
+        Ok(())
     }
 }

@@ -563,6 +563,7 @@ impl Kernels {
                 vec![
                     bind("range", Bind::Chunk),
                     internal("state", ctx.state),
+                    internal("scalars", ctx.scalars),
                     internal("k", u.k),
                     internal("col_bias", u.bias),
                     internal("row_ids", u.ids),
@@ -579,7 +580,11 @@ impl Kernels {
                 format!("{} bank_advance", self.label),
                 self.spec.clone(),
                 "bank_advance",
-                vec![bind("chunk", Bind::Chunk), internal("state_rw", ctx.state)],
+                vec![
+                    bind("chunk", Bind::Chunk),
+                    internal("state_rw", ctx.state),
+                    internal("scalars", ctx.scalars),
+                ],
                 Params::none(),
             )
         });
