@@ -246,8 +246,8 @@ impl OwnedBatch {
                             name,
                             None,
                             format!(
-                                "element {i} holds {}, outside the range of f32 (±3.4e38) that \
-                                 the GPU computes in",
+                                "element {i} holds {:e}, outside the range of f32 (±3.4e38) \
+                                 that the GPU computes in",
                                 v[i]
                             ),
                         ));

@@ -96,6 +96,8 @@ pub(crate) struct EngineInner {
     pipelines: Mutex<HashMap<String, Pipeline>>,
     /// Errors the device reported outside an error scope (instead of wgpu's default panic).
     pub uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Why the device was lost, once wgpu said so (owned devices only).
+    pub lost: Arc<Mutex<Option<String>>>,
 }
 
 impl EngineInner {
@@ -142,6 +144,14 @@ impl EngineInner {
         Ok(pipeline)
     }
 
+    /// An error if the device is lost: every later step gets it, none panics.
+    pub fn check_alive(&self) -> Result<()> {
+        match self.lost.lock().unwrap().as_ref() {
+            Some(why) => Err(Error::Gpu(format!("the device was lost ({why})"))),
+            None => Ok(()),
+        }
+    }
+
     /// Takes the errors reported outside error scopes since the last call.
     pub fn take_uncaptured(&self) -> Option<String> {
         let mut v = self.uncaptured.lock().unwrap();
@@ -163,18 +173,117 @@ const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Debian/Ubuntu install Me
 drivers: `apt-get update && apt-get install -y mesa-vulkan-drivers libegl1 libgl1-mesa-dri` \
 (Vulkan lavapipe and GL llvmpipe)";
 
-fn instance() -> wgpu::Instance {
+/// The backend names `WGPU_BACKEND` may list (wgpu's own spellings).
+const BACKEND_NAMES: &[&str] = &[
+    "vulkan", "vk", "dx12", "d3d12", "metal", "mtl", "opengl", "gles", "gl", "webgpu", "noop",
+];
+
+/// What is wrong with `WGPU_BACKEND`, if it names no backend wgpu knows (wgpu ignores such names
+/// with a log line, and then searches no backend at all).
+pub fn backend_env_problem() -> Option<String> {
+    let value = std::env::var("WGPU_BACKEND").ok()?;
+    let unknown: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !BACKEND_NAMES.contains(&b.to_lowercase().as_str()))
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        format!(
+            "WGPU_BACKEND = '{value}' names no wgpu backend ({}); it must list some of vulkan, \
+             gl, metal, dx12 (comma-separated), or be unset",
+            unknown.join(", ")
+        )
+    })
+}
+
+/// Why no adapter was found: a bad `WGPU_BACKEND`, one that excludes this machine's drivers,
+/// or no driver at all.
+pub fn no_adapter_help() -> String {
+    if let Some(problem) = backend_env_problem() {
+        return problem;
+    }
+    match std::env::var("WGPU_BACKEND") {
+        Ok(v) => format!(
+            "no GPU adapter found on the backends WGPU_BACKEND = '{v}' allows; unset it to search \
+             every backend, or name one this machine has (Linux: vulkan, gl). If there is none: \
+             {}",
+            NO_ADAPTER_HELP.trim_start_matches("no GPU adapter found. ")
+        ),
+        Err(_) => NO_ADAPTER_HELP.to_string(),
+    }
+}
+
+/// The instance descriptor `WGPU_BACKEND` and wgpu's other variables ask for, with every backend
+/// when `WGPU_BACKEND` is unset.
+fn instance_descriptor() -> wgpu::InstanceDescriptor {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     if std::env::var_os("WGPU_BACKEND").is_none() {
         desc.backends = wgpu::Backends::all();
     }
-    wgpu::Instance::new(desc)
+    desc
+}
+
+fn adapters_of(desc: wgpu::InstanceDescriptor) -> Vec<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(desc);
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    // Browser-only and software-fallback duplicates are not distinct adapters for us.
+    adapters.retain(|a| a.get_info().backend != wgpu::Backend::Noop);
+    adapters
+}
+
+/// The adapters of every backend but GL, from one wgpu instance per process and `WGPU_BACKEND`
+/// value, enumerated once. Engines share it, so that a buffer of one engine bound in another's
+/// plan is a device mismatch wgpu reports, not an id looked up in another instance's tables
+/// (which panics inside wgpu, or names an unrelated buffer).
+///
+/// GL is left out: devices of one GL instance share its one context behind a lock that wgpu-hal
+/// gives up on (panicking) after a second, which a long step on another thread exceeds; so each
+/// GL engine gets an instance of its own (see [`Engine::enumerate`]).
+fn shared_adapters() -> Vec<wgpu::Adapter> {
+    type Cache = Vec<(Option<String>, Vec<wgpu::Adapter>)>;
+    static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+    let key = std::env::var("WGPU_BACKEND").ok();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, adapters)) = cache.iter().find(|(k, _)| *k == key) {
+        return adapters.clone();
+    }
+    let mut desc = instance_descriptor();
+    desc.backends.remove(wgpu::Backends::GL);
+    let adapters = if desc.backends.is_empty() {
+        Vec::new()
+    } else {
+        adapters_of(desc)
+    };
+    cache.push((key, adapters.clone()));
+    adapters
+}
+
+/// The GL adapters, from a new instance.
+fn gl_adapters() -> Vec<wgpu::Adapter> {
+    let mut desc = instance_descriptor();
+    if !desc.backends.contains(wgpu::Backends::GL) {
+        return Vec::new();
+    }
+    desc.backends = wgpu::Backends::GL;
+    adapters_of(desc)
+}
+
+/// wgpu's order of preference for a high-performance adapter: discrete, integrated, virtual,
+/// other, CPU.
+fn performance_rank(kind: wgpu::DeviceType) -> u8 {
+    match kind {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
 }
 
 impl Engine {
     /// The adapter named by `LOSSFUSE_ADAPTER` (a case-insensitive substring of "name (backend)",
-    /// e.g. `vulkan`, `gl`, `llvmpipe`), else the default high-performance adapter; `WGPU_BACKEND`
-    /// restricts the backends searched.
+    /// e.g. `vulkan`, `gl`, `llvmpipe`), else the first of the most powerful kind (discrete,
+    /// integrated, virtual, other, CPU); `WGPU_BACKEND` restricts the backends searched.
     pub fn new() -> Result<Self> {
         Self::with_options(EngineOptions::default())
     }
@@ -182,16 +291,21 @@ impl Engine {
     /// As [`Engine::new`], with options.
     pub fn with_options(options: EngineOptions) -> Result<Self> {
         match std::env::var("LOSSFUSE_ADAPTER") {
-            Ok(name) if !name.is_empty() => Self::with_adapter(&name, options),
+            Ok(name) if !name.is_empty() => {
+                Self::with_adapter(&name, options).map_err(|e| match e {
+                    Error::Adapter(m) if m.starts_with("no adapter matches") => {
+                        Error::Adapter(format!("LOSSFUSE_ADAPTER: {m}"))
+                    }
+                    other => other,
+                })
+            }
             _ => {
-                let instance = instance();
-                let adapter =
-                    pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-                        power_preference: wgpu::PowerPreference::HighPerformance,
-                        ..Default::default()
-                    }))
-                    .map_err(|e| Error::Adapter(format!("{NO_ADAPTER_HELP} ({e})")))?;
-                Self::from_adapter(&adapter, options)
+                let adapters = Self::enumerate();
+                let best = adapters
+                    .iter()
+                    .min_by_key(|a| performance_rank(a.get_info().device_type))
+                    .ok_or_else(|| Error::Adapter(no_adapter_help()))?;
+                Self::from_adapter(best, options)
             }
         }
     }
@@ -200,7 +314,7 @@ impl Engine {
     pub fn with_adapter(name: &str, options: EngineOptions) -> Result<Self> {
         let adapters = Self::enumerate();
         if adapters.is_empty() {
-            return Err(Error::Adapter(NO_ADAPTER_HELP.into()));
+            return Err(Error::Adapter(no_adapter_help()));
         }
         let needle = name.to_lowercase();
         let found = adapters.iter().find(|a| {
@@ -225,12 +339,12 @@ impl Engine {
         }
     }
 
-    /// Every adapter the machine has, on every backend (restricted by `WGPU_BACKEND`).
+    /// Every adapter the machine has, on every backend (restricted by `WGPU_BACKEND`). Those of
+    /// backends other than GL come from one wgpu instance the process shares, so that wgpu can
+    /// tell their engines' buffers apart; GL adapters come from a new instance at each call.
     pub fn enumerate() -> Vec<wgpu::Adapter> {
-        let instance = instance();
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        // Browser-only and software-fallback duplicates are not distinct adapters for us.
-        adapters.retain(|a| a.get_info().backend != wgpu::Backend::Noop);
+        let mut adapters = shared_adapters();
+        adapters.extend(gl_adapters());
         adapters
     }
 
@@ -246,7 +360,7 @@ impl Engine {
     pub fn all(options: EngineOptions) -> Result<Vec<Self>> {
         let adapters = Self::enumerate();
         if adapters.is_empty() {
-            return Err(Error::Adapter(NO_ADAPTER_HELP.into()));
+            return Err(Error::Adapter(no_adapter_help()));
         }
         adapters
             .iter()
@@ -295,12 +409,17 @@ impl Engine {
     ) -> Self {
         let limits = device.limits();
         let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let lost = Arc::new(Mutex::new(None));
         if owned {
             // wgpu's default handler panics; a library must not, so record and report instead.
             let sink = uncaptured.clone();
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
                 sink.lock().unwrap().push(e.to_string());
             }));
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, message| {
+                *lost.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+            });
         }
         Self {
             inner: Arc::new(EngineInner {
@@ -311,6 +430,7 @@ impl Engine {
                 options,
                 pipelines: Mutex::new(HashMap::new()),
                 uncaptured,
+                lost,
             }),
         }
     }

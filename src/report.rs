@@ -286,6 +286,10 @@ impl Future for MapFuture<'_> {
         match self.done.lock().unwrap().take() {
             Some(Ok(())) => Poll::Ready(Ok(())),
             Some(Err(e)) => Poll::Ready(Err(Error::Gpu(format!("mapping the scalars: {e}")))),
+            // A lost device never calls back: report it instead of waiting for ever.
+            None if self.engine.check_alive().is_err() => {
+                Poll::Ready(self.engine.check_alive().map(|_| ()))
+            }
             None => {
                 cx.waker().wake_by_ref();
                 Poll::Pending

@@ -176,3 +176,57 @@ pub(crate) struct Core {
     pub term_table: usize,
     pub aux: usize,
 }
+
+/// Whether `buffer` can be bound on the engine's device: binds its first word alone, in an error
+/// scope. A buffer of another device is a validation error; one of another wgpu instance makes
+/// wgpu look its id up in the wrong tables and panic, which is caught (the panic hook still
+/// prints it) and turned into the error.
+pub(crate) fn probe_device(
+    engine: &crate::engine::EngineInner,
+    buffer: &wgpu::Buffer,
+) -> std::result::Result<(), String> {
+    let Some(size) = wgpu::BufferSize::new(buffer.size().min(4)) else {
+        return Ok(());
+    };
+    let device = &engine.device;
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("probe"),
+        entries: &[wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: true },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        }],
+    });
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("probe"),
+            layout: &layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset: 0,
+                    size: Some(size),
+                }),
+            }],
+        })
+    }));
+    let error = pollster::block_on(scope.pop());
+    match (made, error) {
+        (Err(_), _) => Err(
+            "the buffer belongs to another wgpu instance than the plan's device \
+                            (create input buffers on the engine's device)"
+                .into(),
+        ),
+        (Ok(_), Some(e)) => Err(format!(
+            "the buffer cannot be bound on the plan's device: {e}"
+        )),
+        (Ok(_), None) => Ok(()),
+    }
+}

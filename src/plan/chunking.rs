@@ -7,7 +7,7 @@ use super::alloc::{Core, Limits};
 use crate::combine::{self, TermInfo, KIND_PAIRS};
 use crate::config::LossConfig;
 use crate::error::{Error, Result};
-use crate::kernel::{chunk_rows, grid, Bind, Chunk, PassSpec, Work};
+use crate::kernel::{chunk_rows, grid, Bind, Chunk, PassSpec, Source, Work};
 use crate::layout::Layout;
 use crate::losses::family::{Form, Resolved};
 
@@ -83,33 +83,59 @@ pub(crate) fn lay_out(
     Ok(out)
 }
 
+/// The group's terms, for errors: "term 'a', term 'b'" (or the checked tensor of a value scan).
+fn who(gp: &GroupPasses) -> String {
+    if gp.terms.is_empty() {
+        return format!(
+            "the value check of '{}'",
+            gp.device_only.as_deref().unwrap_or("?")
+        );
+    }
+    gp.terms
+        .iter()
+        .map(|t| format!("term '{}'", t.term.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The chunks of a group: (first row, rows), each chunk's row-bound buffers within one binding.
 fn chunks(gp: &GroupPasses, limits: &Limits) -> Result<Vec<(u64, u64)>> {
-    let row_bytes: Vec<u64> = gp
+    let row_binds: Vec<(u64, &Source)> = gp
         .forward
         .iter()
         .chain(gp.backward.iter())
         .flat_map(|p| p.binds.iter())
         .filter_map(|b| match &b.bind {
-            Bind::Rows { row_bytes, .. } => Some(*row_bytes),
+            Bind::Rows { row_bytes, source } => Some((*row_bytes, source)),
             _ => None,
         })
         .collect();
+    let row_bytes: Vec<u64> = row_binds.iter().map(|(b, _)| *b).collect();
     let max_binding = limits.max_binding;
     let per_chunk =
         chunk_rows(gp.rows, &row_bytes, max_binding, limits.align).ok_or_else(|| {
+            let (bytes, source) = row_binds
+                .iter()
+                .max_by_key(|(b, _)| *b)
+                .copied()
+                .unwrap_or((0, &Source::Internal(0)));
+            let tensor = match source {
+                Source::Input(n) => format!("a row of tensor '{n}'"),
+                Source::Grad(n) => format!("a row of the gradient of '{n}'"),
+                Source::Internal(_) => "a row of an internal buffer".to_string(),
+            };
             Error::Unsupported(format!(
-                "one row of {} needs {} bytes, more than one storage binding ({max_binding} bytes)",
-                gp.forward[0].label,
-                row_bytes.iter().max().unwrap_or(&0)
-            ))
+            "{}: {tensor} needs {bytes} bytes, more than one storage binding ({max_binding} bytes)",
+            who(gp)
+        ))
         })?;
     // The session sweeps bind their sorted rows (16 bytes each) whole.
     if gp.single_chunk && (per_chunk < gp.rows || gp.rows * 16 > max_binding) {
         return Err(Error::Unsupported(format!(
-            "{}: {} rows of pairwise or JRC terms need more than one storage binding \
-             ({max_binding} bytes); split the batch",
-            gp.forward[0].label, gp.rows
+            "{}: {} rows need more than one storage binding ({max_binding} bytes) for the \
+             buffers these terms index whole; split the batch",
+            who(gp),
+            gp.rows
         )));
     }
     Ok((0..gp.rows)

@@ -92,6 +92,11 @@ impl Limits {
 impl Plan {
     fn new(engine: Arc<EngineInner>, config: &LossConfig, shapes: &Shapes) -> Result<Self> {
         let blueprint = build::build(config, shapes, &Limits::of(&engine))?;
+        let asked = blueprint.buffers.iter().map(|r| r.size).sum::<u64>()
+            + blueprint.grads.values().sum::<u64>()
+            + shapes.iter().map(|(_, s)| s.bytes()).sum::<u64>();
+        let count = blueprint.buffers.len() + blueprint.grads.len();
+        let max_buffer = engine.limits.max_buffer_size;
         let device = engine.device.clone();
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -100,7 +105,10 @@ impl Plan {
         let validation_error = pollster::block_on(scope.pop());
         let plan = built?;
         if let Some(e) = oom_error {
-            return Err(Error::Gpu(format!("out of memory building the plan: {e}")));
+            return Err(Error::Gpu(format!(
+                "out of memory building the plan: it asks {asked} bytes in {count} buffers and \
+                 the input uploads (the adapter's largest buffer is {max_buffer} bytes): {e}"
+            )));
         }
         if let Some(e) = validation_error {
             return Err(Error::Gpu(format!("building the plan: {e}")));

@@ -161,7 +161,8 @@ impl StateRegion {
                 let (head, fill) = (words[at] as u64, words[at + 1] as u64);
                 if head >= rows || fill > rows || (fill < rows && head != fill) {
                     return Err(format!(
-                        "the bank's head {head} and fill {fill} are not those of a bank of {rows} rows                          (head < rows, fill <= rows, and head = fill until it is full)"
+                        "the bank's head {head} and fill {fill} are not those of a bank of {rows} rows \
+                         (head < rows, fill <= rows, and head = fill until it is full)"
                     ));
                 }
                 let bank = &words[first..first + count];

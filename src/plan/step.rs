@@ -4,7 +4,7 @@
 
 use super::record::{record, Bound};
 use super::Plan;
-use crate::batch::{Batch, Input, TensorSpec};
+use crate::batch::{Batch, DType, Input, TensorSpec};
 use crate::error::{Error, Result};
 use crate::kernel::Source;
 use crate::report::{StepCounters, StepOutput};
@@ -79,10 +79,12 @@ impl Plan {
     /// Runs one step: uploads host inputs, records every pass into one command buffer and
     /// submits it once. Nothing is read back; see [`StepOutput`].
     pub fn step(&mut self, batch: &Batch) -> Result<StepOutput<'_>> {
+        self.engine.check_alive()?;
         self.check(batch)?;
         if let Some(e) = self.engine.take_uncaptured() {
             return Err(Error::Gpu(e));
         }
+        self.check_buffers(batch)?;
         let mut counters = StepCounters::default();
         let sources = self.upload(batch, &mut counters);
         if self.bound.as_ref() != Some(&sources) {
@@ -116,6 +118,33 @@ impl Plan {
         }
         self.totals.add(&counters);
         Ok(StepOutput::new(self.outputs(), counters))
+    }
+
+    /// Checks the batch's device buffers that differ from the last step's: none may be one of the
+    /// plan's own buffers, and each must belong to the plan's device (a one-entry bind group in an
+    /// error scope; a buffer of another wgpu instance makes wgpu panic, which is caught here).
+    fn check_buffers(&self, batch: &Batch) -> Result<()> {
+        for name in self.read_tensors() {
+            let Some(Input::Buffer(buffer)) = batch.get(&name) else {
+                continue;
+            };
+            if self.bound.as_ref().and_then(|b| b.get(&name)) == Some(*buffer) {
+                continue;
+            }
+            let own = self.internal.iter().chain(self.grads.values());
+            let own = own.chain(self.uploads.values());
+            if own.into_iter().any(|b| b == *buffer) {
+                return Err(Error::tensor(
+                    &name,
+                    None,
+                    "the buffer is one of the plan's own (or has the same id in another wgpu \
+                     instance: create input buffers on the engine's device)",
+                ));
+            }
+            super::alloc::probe_device(&self.engine, buffer)
+                .map_err(|why| Error::tensor(&name, None, why))?;
+        }
+        Ok(())
     }
 
     /// Rebuilds every pass's bind groups over `sources` (the batch's buffers).
@@ -161,6 +190,23 @@ fn check_input(name: &str, spec: &TensorSpec, input: &Input) -> Result<()> {
     }
     let dtype = input.host_dtype().expect("a host input");
     let len = input.host_len().expect("a host input");
+    if let (Input::I64(ids), DType::I32) = (input, spec.dtype) {
+        // `OwnedBatch` keeps I64 ids as I32 when they fit: these did not.
+        if let Some((i, v)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, v)| i32::try_from(**v).is_err())
+        {
+            return Err(Error::tensor(
+                name,
+                None,
+                format!(
+                    "id {v} at element {i} is outside the i32 range of the plan's {} ids",
+                    spec.dtype.name()
+                ),
+            ));
+        }
+    }
     if dtype != spec.dtype {
         return Err(Error::tensor(
             name,

@@ -4,11 +4,6 @@ use crate::error::{CliError, CliResult};
 use lossfuse::{AdapterSummary, Engine};
 use lossfuse_cli::{out, outln};
 
-/// What to tell a user on a machine without any adapter.
-pub const NO_ADAPTER_HELP: &str = "no GPU adapter found; on Debian/Ubuntu install Mesa's \
-software drivers: apt-get update && apt-get install -y mesa-vulkan-drivers libegl1 libgl1-mesa-dri \
-(Vulkan lavapipe and GL llvmpipe)";
-
 fn bytes(n: u64) -> String {
     const MIB: u64 = 1 << 20;
     if n >= MIB {
@@ -64,7 +59,7 @@ pub fn run() -> CliResult<()> {
     let adapters = Engine::adapters();
     if adapters.is_empty() {
         return Err(CliError::Lib(lossfuse::Error::Adapter(
-            NO_ADAPTER_HELP.into(),
+            lossfuse::engine::no_adapter_help(),
         )));
     }
     for (i, a) in adapters.iter().enumerate() {

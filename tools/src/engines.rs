@@ -11,6 +11,11 @@ pub fn open(filters: &[String], options: EngineOptions) -> CliResult<Vec<Engine>
     let env = std::env::var("LOSSFUSE_ADAPTER")
         .ok()
         .filter(|s| !s.is_empty());
+    let from = if filters.is_empty() {
+        "LOSSFUSE_ADAPTER"
+    } else {
+        "--adapter"
+    };
     let filters: Vec<String> = if filters.is_empty() {
         env.into_iter().collect()
     } else {
@@ -37,7 +42,7 @@ pub fn open(filters: &[String], options: EngineOptions) -> CliResult<Vec<Engine>
             .collect();
         if matched.is_empty() {
             return Err(CliError::Usage(format!(
-                "no adapter matches '{f}'; found: {}",
+                "{from}: no adapter matches '{f}'; found: {}",
                 adapters.iter().map(label).collect::<Vec<_>>().join(", ")
             )));
         }

@@ -422,6 +422,17 @@ impl Family for ClassificationFamily {
         let p: &ClassificationParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
         let logits = spec(shapes, term, input(term, "logits"), "logits")?;
         if rows_of(logits).is_none() {
+            if logits.shape.len() != 2 {
+                return Err(Error::tensor(
+                    input(term, "logits"),
+                    Some(&term.name),
+                    format!(
+                        "classification expects logits [B] or [B, 1] (one logit per row: sigmoid \
+                         CE) or [B, C] with C >= 2 (softmax CE), got shape {:?}",
+                        logits.shape
+                    ),
+                ));
+            }
             if p.pos_weight.is_some() {
                 return Err(Error::term(
                     &term.name,

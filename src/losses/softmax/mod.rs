@@ -125,6 +125,17 @@ pub(crate) fn resolve(term: &LossTerm, shapes: &Shapes, p: &SoftmaxParams) -> Re
     let ids = match (labels.shape.as_slice(), labels.dtype) {
         (s, DType::I32 | DType::U32) if s == [b as usize] || s == [b as usize, 1] => true,
         (s, DType::F32) if s == [b as usize, c as usize] => false,
+        (s, DType::I64) if s == [b as usize] || s == [b as usize, 1] => {
+            return Err(Error::tensor(
+                labels_name,
+                Some(&term.name),
+                format!(
+                    "class ids must be I32 or U32 (the GPU reads 32-bit ids); these are I64. A \
+                     host tensor is I64 when some id does not fit 32 bits, and class ids must lie \
+                     in [0, {c}) anyway: check the ids"
+                ),
+            ))
+        }
         (s, d) => {
             return Err(Error::tensor(
                 labels_name,
