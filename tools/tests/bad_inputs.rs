@@ -643,3 +643,27 @@ fn every_batch_file_fault_names_the_file_fault() {
         says(&e.to_string(), fragments, what);
     }
 }
+
+#[test]
+fn a_binding_limit_error_names_the_terms_and_the_tensor() {
+    use lossfuse::DType::{F32, I32};
+    let config = LossConfig::from_toml_str(
+        "[[losses]]\nname = 'topic'\nloss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'",
+    )
+    .unwrap();
+    let shapes = Shapes::new()
+        .tensor("z", &[100, 64], F32)
+        .tensor("k", &[100], I32);
+    common::adapters();
+    let options = lossfuse::EngineOptions {
+        max_binding_bytes: Some(128),
+    };
+    for engine in Engine::all(options).unwrap() {
+        let e = engine.plan(&config, &shapes).err().expect("a 256-byte row");
+        says(
+            &e.to_string(),
+            &["'topic'", "'z'", "256 bytes"],
+            "binding limit",
+        );
+    }
+}

@@ -411,13 +411,59 @@ fn no_adapter_says_how_to_install_one() {
     if cfg!(windows) {
         return;
     }
-    let o = bin()
-        .env("WGPU_BACKEND", "dx12")
-        .arg("adapters")
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("mesa-vulkan-drivers"), "{}", stderr(&o));
+    let adapters_with = |backend: &str| {
+        let o = bin()
+            .env("WGPU_BACKEND", backend)
+            .arg("adapters")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
+        let e = stderr(&o);
+        assert!(e.contains(&format!("WGPU_BACKEND = '{backend}'")), "{e}");
+        e
+    };
+    assert!(adapters_with("dx12").contains("mesa-vulkan-drivers"));
+    // A name wgpu does not know is named as such, not blamed on missing drivers.
+    assert!(!adapters_with("bogus").contains("apt-get"));
+}
+
+#[test]
+fn an_unknown_lossfuse_adapter_names_the_variable() {
+    let dir = scratch("adapter_env");
+    let config = format!(
+        "{}/../examples/configs/ctr.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let batch = dir.join("b.safetensors");
+    let run = |args: &[&std::ffi::OsStr]| {
+        bin()
+            .env("LOSSFUSE_ADAPTER", "nosuch")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // example-batch needs no adapter; eval does.
+    let o = run(&[
+        "example-batch".as_ref(),
+        "--config".as_ref(),
+        config.as_ref(),
+        "--output".as_ref(),
+        batch.as_ref(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.join("o.safetensors");
+    let o = run(&[
+        "eval".as_ref(),
+        "--config".as_ref(),
+        config.as_ref(),
+        "--input".as_ref(),
+        batch.as_ref(),
+        "--output".as_ref(),
+        out.as_ref(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("LOSSFUSE_ADAPTER"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nosuch"), "{}", stderr(&o));
 }
 
 #[test]

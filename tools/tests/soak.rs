@@ -5,13 +5,14 @@
 mod common;
 use common::*;
 
-/// Steps and rows per config: enough steps after warm-up that the old leak (≥ 1 MB a step on
-/// lavapipe) would exceed the 16 MB bound several times over, few enough for CI.
+/// Steps and rows per config: a few thousand steps, so that the old leak (≥ 1 MB a step on
+/// lavapipe) would exceed the 16 MB bound a hundred times over; the 100,000-step runs are in
+/// bench/results/2026-12-02-soak.md.
 const RUNS: &[(&str, &str, &str)] = &[
-    ("ctr", "400", "256"),
-    ("batch_wide", "400", "256"),
-    ("ranking", "300", "128"),
-    ("retrieval", "60", "32"),
+    ("ctr", "3000", "64"),
+    ("batch_wide", "3000", "64"),
+    ("ranking", "2000", "64"),
+    ("retrieval", "300", "16"),
 ];
 
 #[test]
@@ -22,7 +23,7 @@ fn memory_stays_flat_over_the_example_configs() {
                 "{}/../examples/configs/{config}.toml",
                 env!("CARGO_MANIFEST_DIR")
             );
-            let warmup = if *config == "retrieval" { "20" } else { "100" };
+            let warmup = if *config == "retrieval" { "50" } else { "500" };
             let out = run(&[
                 "soak",
                 "--config",
@@ -32,7 +33,7 @@ fn memory_stays_flat_over_the_example_configs() {
                 "--steps",
                 steps,
                 "--every",
-                "100",
+                "250",
                 "--warmup",
                 warmup,
                 "--rows",
