@@ -28,9 +28,9 @@ const GAMMA: f32 = 2.0; // @spec
 const ALPHA: f32 = -1.0; // @spec
 const HINGE: f32 = 0.0; // @spec
 const HAS_HINGE: bool = false; // @spec
-// OHEM over pairs: the loss sweep keeps the selected pairs; RATIO is the keep ratio.
+// OHEM over pairs: the loss sweep keeps the selected pairs; RATIO_UNITS is the keep ratio.
 const OHEM: bool = false; // @spec
-const RATIO: f32 = 1.0; // @spec
+const RATIO_UNITS: u32 = 1000000000u; // @spec the keep ratio in units of 10^-9
 // The term's partial slot in its group, and its gradient coefficient in the scalars.
 const SLOT: u32 = 0u; // @spec
 const COEF: u32 = 0u; // @spec
@@ -228,7 +228,7 @@ fn finish_select(lid: u32, wg: u32) {
             atomicAdd(&aux[state + SEL_COUNT], n);
         }
         if (wg == 0u) {
-            atomicStore(&aux[state + SEL_RATIO], bitcast<u32>(RATIO));
+            atomicStore(&aux[state + SEL_RATIO], RATIO_UNITS);
         }
     }
 }

@@ -15,7 +15,7 @@ struct SelectRound {
     chunk: Chunk,
     // First word of the selection's state in `aux`.
     state: u32,
-    // k, or 0 when k = clamp(round(count·ratio), 1, count) comes from the SEL_COUNT and SEL_RATIO
+    // k, or 0 when k = clamp(rint(count·ratio), 1, count) comes from the SEL_COUNT and SEL_RATIO
     // words (pairwise OHEM, whose pair count is only known on the GPU). The pick reads it.
     keep: u32,
     // This round: 0..VALUE_ROUNDS are value rounds, then the index rounds.
@@ -25,6 +25,47 @@ struct SelectRound {
 }
 
 const KEYS_PER_INVOCATION: u32 = 8u;
+
+// OHEM's k of n candidates for a ratio of units/10^9: round half to even of n·units/10^9 (EasyRec's
+// tf.math.rint), at least 1 and at most n, in exact integer arithmetic as the reference's
+// `keep_count` (src/reference/combine.rs): the 62-bit product in two words, then a binary long
+// division by 10^9 (the remainder stays below 2^31).
+const RATIO_SCALE: u32 = 1000000000u;
+
+fn keep_count(n: u32, units: u32) -> u32 {
+    // n·units = hi·2^32 + lo, from 16-bit halves.
+    let a0 = n & 0xffffu;
+    let a1 = n >> 16u;
+    let b0 = units & 0xffffu;
+    let b1 = units >> 16u;
+    let low = a0 * b0;
+    let mid1 = a1 * b0;
+    let mid2 = a0 * b1;
+    var hi = a1 * b1 + (mid1 >> 16u) + (mid2 >> 16u);
+    let mid_lo = (mid1 & 0xffffu) + (mid2 & 0xffffu) + (low >> 16u);
+    hi = hi + (mid_lo >> 16u);
+    let lo = (mid_lo << 16u) | (low & 0xffffu);
+    var q = 0u;
+    var rem = 0u;
+    for (var i = 0u; i < 64u; i = i + 1u) {
+        var bit = 0u;
+        if (i < 32u) {
+            bit = (hi >> (31u - i)) & 1u;
+        } else {
+            bit = (lo >> (63u - i)) & 1u;
+        }
+        rem = (rem << 1u) | bit;
+        q = q << 1u;
+        if (rem >= RATIO_SCALE) {
+            rem = rem - RATIO_SCALE;
+            q = q | 1u;
+        }
+    }
+    if (2u * rem > RATIO_SCALE || (2u * rem == RATIO_SCALE && (q & 1u) == 1u)) {
+        q = q + 1u;
+    }
+    return clamp(q, 1u, max(n, 1u));
+}
 
 @group(0) @binding(0) var<storage, read> params: SelectRound;
 @group(0) @binding(1) var<storage, read_write> aux: array<atomic<u32>>;
@@ -93,10 +134,9 @@ fn select_pick(@builtin(local_invocation_index) lid: u32) {
     var prefix = 0u;
     var remaining = params.keep;
     if (round == 0u && params.keep == 0u) {
-        // round(count·ratio) half away from zero, as the reference's f64::round (in f32 here).
         let count = atomicLoad(&aux[base + SEL_COUNT]);
-        let ratio = bitcast<f32>(atomicLoad(&aux[base + SEL_RATIO]));
-        remaining = clamp(u32(floor(f32(count) * ratio + 0.5)), 1u, max(count, 1u));
+        let units = atomicLoad(&aux[base + SEL_RATIO]);
+        remaining = keep_count(count, units);
         atomicStore(&aux[base + SEL_COUNT], 0u);
     }
     var index_prefix = 0u;

@@ -8,6 +8,6 @@ const SEL_REMAINING: u32 = 1u;  // keys still to take among those matching the p
 const SEL_INDEX: u32 = 2u;      // index prefix among keys equal to t; finally the last kept index
 const SEL_DONE: u32 = 3u;       // 1 when every key equal to t is kept (no index rounds needed)
 const SEL_COUNT: u32 = 4u;      // candidates counted by round 0 when k depends on it (else 0)
-const SEL_RATIO: u32 = 5u;      // f32 bits of the keep ratio, with SEL_COUNT
+const SEL_RATIO: u32 = 5u;      // the keep ratio in units of 10^-9, with SEL_COUNT
 const SEL_HIST: u32 = 8u;       // 256 counters, zero between rounds
 const VALUE_ROUNDS: u32 = 4u;

@@ -124,3 +124,46 @@ fn a_plan_larger_than_the_adapter_allows_says_what_it_asked() {
         assert!(text.contains(&format!("{max}")), "{text}");
     }
 }
+
+#[test]
+fn the_gpu_value_check_finds_the_first_bad_element_across_workgroups_and_chunks() {
+    let b = 100_000;
+    let (mut x, y) = inputs(b);
+    x[99_999] = f32::NAN;
+    x[77_777] = f32::INFINITY;
+    let config = LossConfig::from_toml_str(CONFIG).unwrap();
+    let shapes = Shapes::new()
+        .tensor("x", &[b], DType::F32)
+        .tensor("y", &[b], DType::F32);
+    for options in [
+        EngineOptions::default(),
+        EngineOptions {
+            max_binding_bytes: Some(64 * 1024),
+        },
+    ] {
+        for engine in engines_with(options) {
+            let mut plan = engine.plan(&config, &shapes).unwrap();
+            let before = plan.save_state().unwrap();
+            let xb = buffer_on(engine.device(), engine.queue(), &x);
+            let yb = buffer_on(engine.device(), engine.queue(), &y);
+            let out = plan
+                .step(&Batch::new().buffer("x", &xb).buffer("y", &yb))
+                .unwrap();
+            let e = out
+                .report_blocking()
+                .expect_err("an Inf in a device buffer");
+            let text = e.to_string();
+            assert!(
+                text.contains("'x'") && text.contains("element 77777"),
+                "{text}"
+            );
+            assert_eq!(plan.save_state().unwrap(), before);
+            // The flags were cleared: a clean step after it is accepted.
+            let clean = buffer_on(engine.device(), engine.queue(), &inputs(b).0);
+            let out = plan
+                .step(&Batch::new().buffer("x", &clean).buffer("y", &yb))
+                .unwrap();
+            assert!(out.report_blocking().unwrap().total.is_finite());
+        }
+    }
+}

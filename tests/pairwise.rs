@@ -151,6 +151,30 @@ fn ohem_over_pairs_keeps_the_largest_with_ties_by_pair_index() {
 }
 
 #[test]
+fn ohem_k_rounds_half_to_even_at_exact_ties_as_the_reference() {
+    // n rows with distinct labels: P = n(n-1)/2 pairs of distinct values. At r = 0.5 every odd P
+    // is a tie (P = 397 keeps 198, EasyRec's tf.math.rint); at r = 0.3 every P ≡ 5 (mod 10) is
+    // one (P = 15 keeps 4, P = 45 keeps 14), which f32 arithmetic would round up. A k one off
+    // changes the mean, so the GPU must count exactly as the reference does.
+    let mut rng = Rng::new(41);
+    for n in 2..=30usize {
+        let b = Inputs::new()
+            .real("x", &[n], reals(&mut rng, n, -3.0, 3.0))
+            .real("y", &[n], (0..n).map(|i| i as f64).collect());
+        for ratio in [0.5, 0.3] {
+            check_all(
+                &term(&format!(
+                    "loss_type = 'pair_wise_loss'\nlogits = 'x'\nlabels = 'y'\nohem_ratio = {ratio}"
+                )),
+                &b,
+                1,
+                PAIR_TOL,
+            );
+        }
+    }
+}
+
+#[test]
 fn sessions_without_pairs_and_single_rows() {
     // Sessions of one row, sessions where every label is equal: no pair at all, loss 0.
     let n = 40;

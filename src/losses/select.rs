@@ -60,9 +60,11 @@ pub(crate) fn index_digits(rows: u64) -> u32 {
     bits.div_ceil(8).max(1)
 }
 
-/// k = max(1, round(rows·ratio)), rounding half away from zero (docs/LOSSES.md, OHEM).
+/// OHEM's k of `rows` candidates: the reference's integer rule (round half to even of
+/// rows·ratio, the ratio to 9 decimals; docs/LOSSES.md §4.2).
 pub(crate) fn keep_count(rows: u64, ratio: f64) -> u32 {
-    ((rows as f64 * ratio).round() as u64).clamp(1, rows.max(1)) as u32
+    use crate::reference::combine;
+    combine::keep_count(rows, combine::ratio_units(ratio)) as u32
 }
 
 /// The passes selecting the `k` largest of `rows` keys held in internal buffer `keys`, with the

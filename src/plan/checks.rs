@@ -55,13 +55,21 @@ crate::gpu_struct! {
     }
 }
 
+/// Elements each invocation of a value scan checks: few, long workgroups, because on the
+/// software adapters starting a workgroup costs more than scanning 256 words (measured in
+/// bench/results/2026-12-02-reliability.md).
+pub(crate) const SCAN_ITEMS: u32 = 16;
+
 impl ValueCheck {
     /// The pass that checks this tensor on the GPU when it comes as a device buffer, flagging
     /// its first bad element in word `slot` of `aux` (internal buffer `aux`).
     pub(crate) fn scan_pass(&self, slot: u32, aux: usize) -> PassSpec {
         PassSpec {
             label: format!("check values of {}", self.tensor),
-            shader: Shader::File("finite.wgsl", Specialization::new()),
+            shader: Shader::File(
+                "finite.wgsl",
+                Specialization::new().u32("ITEMS", SCAN_ITEMS),
+            ),
             entry: "scan_values",
             binds: vec![
                 bind("scan", Bind::Chunk),
@@ -74,7 +82,9 @@ impl ValueCheck {
                 ),
                 internal("flags", aux),
             ],
-            work: Work::Rows { rows_per_wg: WG },
+            work: Work::Rows {
+                rows_per_wg: WG * SCAN_ITEMS,
+            },
             reads: vec![self.tensor.clone()],
             params: Params::of(&ValueScan {
                 chunk: Chunk::default(),

@@ -62,6 +62,9 @@ pub struct Plan {
     readback: wgpu::Buffer,
     /// Buffers the cached bind groups were built with, per read tensor.
     bound: Option<Bound>,
+    /// Which passes the last step left out (the GPU value checks of tensors that came from the
+    /// host), so that the pass timings leave them out too.
+    skipped: Vec<bool>,
     totals: StepCounters,
     timing: Option<Timing>,
 }
@@ -165,6 +168,7 @@ impl Plan {
             checks: bp.checks,
             readback,
             bound: None,
+            skipped: Vec::new(),
             totals: StepCounters::default(),
             timing: None,
         };
@@ -252,6 +256,7 @@ impl Plan {
             .passes
             .iter()
             .enumerate()
+            .filter(|(i, _)| !self.skipped.get(*i).copied().unwrap_or(false))
             .map(|(i, p)| {
                 let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
                 (p.spec.label.clone(), dt as f64 * period)
@@ -297,10 +302,11 @@ impl Plan {
     /// Bytes a step moves: every tensor read once per pass that reads it, every per-row internal
     /// buffer (OHEM keys, softmax row statistics) once per pass that binds it, every gradient
     /// written once. OHEM's index rounds are counted although they return at once when the k-th
-    /// value is not tied beyond k, so with OHEM this is an upper bound.
+    /// value is not tied beyond k, so with OHEM this is an upper bound. Inputs are taken to come
+    /// from the host: each tensor that comes as a device buffer adds one read (its value check).
     pub fn bytes_per_step(&self) -> u64 {
         let mut bytes = 0u64;
-        for p in &self.passes {
+        for p in self.passes.iter().filter(|p| p.device_only.is_none()) {
             for t in &p.spec.reads {
                 bytes += self.shapes.get(t).map(|s| s.bytes()).unwrap_or(0);
             }

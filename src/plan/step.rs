@@ -109,6 +109,7 @@ impl Plan {
             &mut counters,
             &from_host,
         );
+        self.skipped = self.passes.iter().map(from_host).collect();
         let scalars = &self.internal[self.core.scalars];
         encoder.copy_buffer_to_buffer(scalars, 0, &self.readback, 0, self.readback.size());
         self.engine.queue.submit([encoder.finish()]);

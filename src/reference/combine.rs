@@ -62,14 +62,35 @@ pub(crate) fn reduce_counted(
     }
 }
 
-/// OHEM (docs/LOSSES.md, "Binary focal"): with v_i = w_i·l_i, keep the k = max(1, round(B·r)) largest
-/// (ties at the k-th value: exactly k kept, lowest index first), drop kept values ≤ 0, and take
-/// the plain mean of the rest (0 when none is left). Only kept rows get a factor, w_i / count.
-/// `round` is half away from zero (`f64::round`).
+/// The denominator of an OHEM ratio taken as a decimal: r = units / 10^9.
+pub(crate) const RATIO_SCALE: u64 = 1_000_000_000;
+
+/// The OHEM ratio `r` as a whole number of 10^-9 (the decimal the config means, to 9 places:
+/// 0.3 is 300000000 exactly, not the binary double just below 0.3).
+pub(crate) fn ratio_units(ratio: f64) -> u32 {
+    (ratio * RATIO_SCALE as f64)
+        .round()
+        .clamp(1.0, RATIO_SCALE as f64) as u32
+}
+
+/// OHEM's k of n candidates (docs/LOSSES.md §4.2): round half to even (EasyRec's
+/// `tf.math.rint`) of n·units/10^9, in exact integer arithmetic (select.wgsl does the same on the
+/// GPU), at least 1 and at most n.
+pub(crate) fn keep_count(n: u64, units: u32) -> u64 {
+    let product = n as u128 * units as u128;
+    let (q, rem) = (product / RATIO_SCALE as u128, product % RATIO_SCALE as u128);
+    let up = 2 * rem > RATIO_SCALE as u128 || (2 * rem == RATIO_SCALE as u128 && q % 2 == 1);
+    (q as u64 + up as u64).clamp(1, n.max(1))
+}
+
+/// OHEM (docs/LOSSES.md, "Binary focal"): with v_i = w_i·l_i, keep the k largest (k =
+/// [`keep_count`]; ties at the k-th value: exactly k kept, lowest index first), drop kept values
+/// ≤ 0, and take the plain mean of the rest (0 when none is left). Only kept rows get a factor,
+/// w_i / count.
 pub(crate) fn ohem(ratio: f64, w: &[f64], loss: &[f64]) -> Reduced {
     let rows = loss.len();
     let v: Vec<f64> = w.iter().zip(loss).map(|(wi, li)| wi * li).collect();
-    let k = ((rows as f64 * ratio).round() as usize).max(1).min(rows);
+    let k = (keep_count(rows as u64, ratio_units(ratio)) as usize).min(rows);
     let mut order: Vec<usize> = (0..rows).collect();
     // Descending by value, ascending by index among equal values (the sort is stable).
     order.sort_by(|&i, &j| v[j].total_cmp(&v[i]));
@@ -293,6 +314,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ohem_k_is_rint_of_n_times_the_decimal_ratio() {
+        let k = |n: u64, r: f64| keep_count(n, ratio_units(r));
+        // EasyRec's example: 397 pairs at 0.5 keep 198 (round half to even).
+        assert_eq!(k(397, 0.5), 198);
+        assert_eq!(k(399, 0.5), 200);
+        // Ties of the decimal 0.3 (the double below it would round down, f32 above it up).
+        assert_eq!(k(5, 0.3), 2);
+        assert_eq!(k(15, 0.3), 4);
+        assert_eq!(k(45, 0.3), 14);
+        // At least one, at most n.
+        assert_eq!(k(1, 0.3), 1);
+        assert_eq!(k(10, 1.0), 10);
+        assert_eq!(k(u32::MAX as u64, 1.0), u32::MAX as u64);
+        // Every n against rational arithmetic on the decimal p/q.
+        for (p, q) in [
+            (1u64, 2u64),
+            (3, 10),
+            (1, 4),
+            (1, 8),
+            (7, 10),
+            (999, 1000),
+            (1, 1000),
+        ] {
+            let r = p as f64 / q as f64;
+            for n in 0..20_000u64 {
+                let (whole, rem) = (n * p / q, n * p % q);
+                let rounded = match (2 * rem).cmp(&q) {
+                    std::cmp::Ordering::Greater => whole + 1,
+                    std::cmp::Ordering::Equal => whole + whole % 2,
+                    std::cmp::Ordering::Less => whole,
+                };
+                assert_eq!(k(n, r), rounded.clamp(1, n.max(1)), "n = {n}, r = {p}/{q}");
+            }
+        }
+    }
+
+    #[test]
     fn reductions_by_hand() {
         let w = [1.0, 0.0, 2.0, 0.5];
         let omega = [2.0, 0.0, 1.0, 1.0];
@@ -357,8 +415,8 @@ mod tests {
         );
         assert_eq!(ohem(0.5, &[0.0; 3], &[1.0; 3]).value, 0.0);
         assert_eq!(ohem(0.5, &[], &[]).value, 0.0);
-        // round(2.5) = 3 (half away from zero).
+        // rint(2.5) = 2 (half to even, EasyRec's tf.math.rint): the mean of 5 and 4.
         let r = ohem(0.5, &[1.0; 5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
-        assert_eq!(r.value, 4.0);
+        assert_eq!(r.value, 4.5);
     }
 }

@@ -89,7 +89,7 @@
 //! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
 
 pub(crate) mod binary;
-mod combine;
+pub(crate) mod combine;
 mod f1;
 mod ghm;
 mod inputs;

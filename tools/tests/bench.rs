@@ -237,3 +237,52 @@ fn bench_rejects_unknown_shapes_and_adapters_before_running() {
         assert!(listed.contains(family), "{family}");
     }
 }
+
+#[test]
+fn device_inputs_upload_nothing_and_run_the_gpu_value_checks() {
+    let found = adapters();
+    let dir = scratch("bench_device_inputs");
+    let json = dir.join("bench.json");
+    let o = run(&[
+        "bench",
+        "--shape",
+        "classification_64k",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--gpu-steps",
+        "1",
+        "--no-reference",
+        "--device-inputs",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["device_inputs"], true);
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), found.len());
+    for (row, adapter) in rows.iter().zip(&found) {
+        assert!(row["total_loss"].as_f64().unwrap().is_finite());
+        if !adapter.timestamps {
+            continue;
+        }
+        let labels: Vec<&str> = row["gpu"]["passes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["label"].as_str().unwrap())
+            .collect();
+        for tensor in ["logits", "labels"] {
+            let check = format!("check values of {tensor}");
+            assert!(labels.contains(&check.as_str()), "{labels:?}");
+        }
+    }
+}

@@ -271,7 +271,10 @@ fn passes(
     let (common, grouping_binds) = term_shader(&term.weights, shared.grouping);
     let spec = loss_spec(common, loss, *temperature)
         .bool("OHEM", ohem.is_some())
-        .f32("RATIO", ohem.unwrap_or(1.0))
+        .u32(
+            "RATIO_UNITS",
+            crate::reference::combine::ratio_units(ohem.unwrap_or(1.0)),
+        )
         .u32("SLOT", slot)
         .u32("COEF", super::common::coef_index(term.slot) as u32)
         .bool("ACCUMULATE", grad_accumulates);

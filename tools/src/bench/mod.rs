@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// List the shapes and exit.
     #[arg(long)]
     pub list: bool,
+    /// Bind every input as a buffer on the device, uploaded once before the steps (a trainer's
+    /// tensors): steps upload nothing, and the GPU value checks of device buffers run.
+    #[arg(long)]
+    pub device_inputs: bool,
 }
 
 /// Settings of one measurement.
@@ -97,6 +101,8 @@ pub struct MeasureOptions {
     pub gpu_steps: u32,
     /// Seconds of timed steps after which timing stops early (see `--time-budget`).
     pub time_budget: Option<f64>,
+    /// Inputs as device buffers (see `--device-inputs`).
+    pub device_inputs: bool,
 }
 
 /// GPU time from timestamp queries.
@@ -245,7 +251,17 @@ pub fn measure(
 ) -> CliResult<BenchRow> {
     progress(Phase::Build, 0, 0);
     let mut plans = case.plans(engine)?;
-    let batch = case.batch();
+    let buffers = opts
+        .device_inputs
+        .then(|| upload_inputs(engine, &case.batch()));
+    let batch = match &buffers {
+        Some(buffers) => buffers
+            .iter()
+            .fold(lossfuse::Batch::new(), |b, (name, buf)| {
+                b.buffer(name.clone(), buf)
+            }),
+        None => case.batch(),
+    };
     let bytes_per_step = plans.iter().map(|p| p.bytes_per_step()).sum();
     let allocated_bytes = plans.iter().map(|p| p.allocated_bytes()).sum();
     let mut times = Vec::with_capacity(opts.steps as usize);
@@ -321,6 +337,40 @@ pub fn measure(
         reference: ReferenceRun::Skipped("not run".into()),
         copy_bandwidth: 0.0,
     })
+}
+
+/// Every input of `batch` in a storage buffer of its own on `engine`'s device.
+fn upload_inputs(
+    engine: &Engine,
+    batch: &lossfuse::Batch,
+) -> Vec<(String, lossfuse::wgpu::Buffer)> {
+    use lossfuse::wgpu::util::DeviceExt;
+    use lossfuse::Input;
+    let bytes_of = |input: &Input| -> Vec<u8> {
+        match input {
+            Input::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Input::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Input::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Input::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Input::Buffer(_) => Vec::new(),
+        }
+    };
+    batch
+        .names()
+        .map(|name| {
+            let mut contents = bytes_of(batch.get(name).expect("a name of the batch"));
+            contents.resize(contents.len().max(4).next_multiple_of(4), 0);
+            let buffer =
+                engine
+                    .device()
+                    .create_buffer_init(&lossfuse::wgpu::util::BufferInitDescriptor {
+                        label: Some(name),
+                        contents: &contents,
+                        usage: lossfuse::wgpu::BufferUsages::STORAGE,
+                    });
+            (name.clone(), buffer)
+        })
+        .collect()
 }
 
 /// `steps` steps with pass timing on every plan: the median of each pass and of the per-step sum.
@@ -499,6 +549,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         steps: args.steps,
         gpu_steps: args.gpu_steps,
         time_budget: args.time_budget,
+        device_inputs: args.device_inputs,
     };
     outln!("{}", output::table_header())?;
     let units = shapes.len() * (engines.len() + usize::from(!args.no_reference));

@@ -122,6 +122,7 @@ fn json_value(
         "warmup": args.warmup,
         "steps": args.steps,
         "gpu_steps": args.gpu_steps,
+        "device_inputs": args.device_inputs,
         "flop_model": "analytic, forward + gradient, floating-point operations only (exp, log count 1): lossfuse_cli::bench::shapes::flops",
         "adapters": adapters.iter().map(|a| serde_json::json!({
             "label": a.summary.label(),

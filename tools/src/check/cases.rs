@@ -517,6 +517,15 @@ fn batch_wide(c: &mut Catalogue) {
     c.add(f, "binary_focal_loss/ohem", "OHEM: the hardest 40% of rows",
         term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nohem_ratio = 0.4\nsample_weights = 'w'\ngamma = 1.0"),
         1, ROW_TOL, |d| rows(d, 1000, 6.0));
+    c.add(
+        f,
+        "binary_focal_loss/ohem_tie",
+        "OHEM at a tie: B·r = 500.5 keeps 500 (rint, half to even)",
+        term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'y'\nohem_ratio = 0.5"),
+        1,
+        ROW_TOL,
+        |d| rows(d, 1001, 6.0),
+    );
     c.add(f, "f1_reweighted_loss", "β² = 2, label smoothing, sample weights, two steps",
         term("loss_type = 'f1_reweighted_loss'\nlogits = 'x'\nlabels = 'y'\nf1_beta_square = 2.0\nlabel_smoothing = 0.1\nsample_weights = 'w'"),
         2, ROW_TOL, |d| rows(d, 1000, 6.0));
@@ -536,6 +545,13 @@ fn batch_wide(c: &mut Catalogue) {
                 .real("labels", &[b], y)
         },
     );
+}
+
+/// `n` rows with labels 0..n: every pair of rows is a pair, P = n(n−1)/2.
+fn distinct_labels(d: &mut Draw, n: usize) -> Inputs {
+    Inputs::default()
+        .real("x", &[n], d.reals(n, -3.0, 3.0))
+        .real("y", &[n], (0..n).map(|i| i as f64).collect())
 }
 
 fn pairwise(c: &mut Catalogue) {
@@ -561,6 +577,24 @@ fn pairwise(c: &mut Catalogue) {
         2,
         PAIR_TOL,
         |d| pair_rows(d, 300),
+    );
+    c.add(
+        f,
+        "pair_wise_loss/ohem_tie",
+        "OHEM at a tie of the pair count: P·r = 22.5 keeps 22 (rint, half to even)",
+        p("loss_type = 'pair_wise_loss'\nohem_ratio = 0.5"),
+        1,
+        PAIR_TOL,
+        |d| distinct_labels(d, 10), // P = 45 pairs
+    );
+    c.add(
+        f,
+        "pair_wise_loss/ohem_decimal_tie",
+        "OHEM at a tie of the decimal ratio: P·0.3 = 4.5 keeps 4 (exact; the f32 product keeps 5)",
+        p("loss_type = 'pair_wise_loss'\nohem_ratio = 0.3"),
+        1,
+        PAIR_TOL,
+        |d| distinct_labels(d, 6), // P = 15 pairs
     );
     let jrc = |d: &mut Draw| {
         let b = 640;
