@@ -143,7 +143,8 @@ mod tests {
         assert_eq!(index_digits(257), 2);
         assert_eq!(index_digits(1 << 24), 3);
         assert_eq!(index_digits((1 << 24) + 1), 4);
-        assert_eq!(keep_count(5, 0.5), 3);
+        assert_eq!(keep_count(5, 0.5), 2); // rint(2.5): half to even
+        assert_eq!(keep_count(7, 0.5), 4);
         assert_eq!(keep_count(1000, 0.0001), 1);
         assert_eq!(keep_count(7, 0.999), 7);
         // The shader's constants agree with these.
