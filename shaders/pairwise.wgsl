@@ -19,9 +19,13 @@
 // The pair loss, as a function of d = (x_i − x_j)/T for a pair whose row i has the higher label:
 // 0 softplus(−(d − MARGIN)) (pair_wise_loss; pairwise_logistic_loss without its label margin),
 // 1 the same with the label gap (y_i − y_j)/T added to MARGIN, 2 binary focal with label 1 on d,
-// 3 relu((y_i − y_j) − d), 4 relu(MARGIN − d).
+// 3 relu((y_i − y_j) − d), 4 relu(MARGIN − d). For the hinge (3, 4) the label gap is of the
+// labels times LABEL_SCALE (1/T with label_is_logits, else 1), and with USE_EXPONENT d and the
+// gap are between σ of the scaled logits and labels and the loss is relu(e^a − 1) (a ≤ 88).
 const PAIR_KIND: u32 = 0u; // @spec
 const TEMPERATURE: f32 = 1.0; // @spec
+const LABEL_SCALE: f32 = 1.0; // @spec
+const USE_EXPONENT: bool = false; // @spec
 const MARGIN: f32 = 0.0; // @spec
 const GAMMA: f32 = 2.0; // @spec
 // Focal α (< 0: unset) and hinge: pairs with d ≥ HINGE are removed when HAS_HINGE.
@@ -72,10 +76,27 @@ fn pair_logistic(d: f32, margin: f32) -> vec3<f32> {
     return vec3<f32>(softplus(-z), -sigmoid(-z), 1.0);
 }
 
-// relu(margin − d); the derivative at the kink is 0, as the reference's.
+// relu(margin − d), or relu(e^min(a, 88) − 1) with USE_EXPONENT (EasyRec's clip: flat beyond);
+// the derivative at the kink is 0, as the reference's.
 fn pair_hinge(d: f32, margin: f32) -> vec3<f32> {
     let a = margin - d;
-    return vec3<f32>(max(a, 0.0), select(0.0, -1.0, a > 0.0), 1.0);
+    if (a <= 0.0) {
+        return vec3<f32>(0.0, 0.0, 1.0);
+    }
+    if (USE_EXPONENT) {
+        let slope = select(0.0, -exp(a), a < 88.0);
+        return vec3<f32>(exp(min(a, 88.0)) - 1.0, slope, 1.0);
+    }
+    return vec3<f32>(a, -1.0, 1.0);
+}
+
+// d(score)/dx of a row: 1/T, or σ'(x/T)/T with USE_EXPONENT.
+fn score_slope(x: f32) -> f32 {
+    if (USE_EXPONENT) {
+        let p = sigmoid(x / TEMPERATURE);
+        return p * (1.0 - p) / TEMPERATURE;
+    }
+    return 1.0 / TEMPERATURE;
 }
 
 // Binary focal with label 1 on d (alpha < 0: none); pairs with d ≥ hinge are removed when
@@ -111,7 +132,11 @@ fn pair_loss(d: f32, yi: f32, yj: f32) -> vec3<f32> {
 
 // The pair loss of the higher row `hi` against `lo`.
 fn pair_of(hi: vec4<f32>, lo: vec4<f32>) -> vec3<f32> {
-    return pair_loss((hi.x - lo.x) / TEMPERATURE, hi.y, lo.y);
+    if (USE_EXPONENT) {
+        let d = sigmoid(hi.x / TEMPERATURE) - sigmoid(lo.x / TEMPERATURE);
+        return pair_loss(d, sigmoid(hi.y * LABEL_SCALE), sigmoid(lo.y * LABEL_SCALE));
+    }
+    return pair_loss((hi.x - lo.x) / TEMPERATURE, hi.y * LABEL_SCALE, lo.y * LABEL_SCALE);
 }
 
 @compute @workgroup_size(256)
@@ -276,7 +301,7 @@ fn pair_sweep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         partials[partial_index(sweep_chunk, SLOT, wg)] = total;
     }
     if (valid) {
-        pair_grad[p] = row_grad / TEMPERATURE;
+        pair_grad[p] = row_grad * score_slope(me.x);
     }
 }
 

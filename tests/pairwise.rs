@@ -62,6 +62,10 @@ const PAIR_LOSSES: &[&str] = &[
     "loss_type = 'pairwise_focal_loss'\ngamma = 1.0\nalpha = 0.25\nhinge_margin = 1.0",
     "loss_type = 'pairwise_hinge_loss'",
     "loss_type = 'pairwise_hinge_loss'\nuse_label_margin = false\nmargin = 0.7\ntemperature = 1.5",
+    "loss_type = 'pairwise_hinge_loss'\ntemperature = 2.0",
+    "loss_type = 'pairwise_hinge_loss'\nlabel_is_logits = false\ntemperature = 2.0",
+    "loss_type = 'pairwise_hinge_loss'\nuse_exponent = true\ntemperature = 0.5",
+    "loss_type = 'pairwise_hinge_loss'\nuse_exponent = true\nuse_label_margin = false\nmargin = 0.4",
 ];
 
 /// Pairwise sums are f32 over up to thousands of pairs per row.

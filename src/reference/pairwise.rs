@@ -59,7 +59,8 @@ fn for_each_pair(groups: &[Vec<usize>], y: &[f64], mut f: impl FnMut(usize, usiz
 ///   l = softplus(−d'), dl/dd = −σ(−d').
 /// - `Focal`: binary focal with label 1 at logit d ([`binary::focal`], no smoothing).
 /// - `Hinge`: l = relu(a) with a = gap − d (use_label_margin) or margin − d; dl/dd = −1 when
-///   a > 0, else 0 (0 at the kink).
+///   a > 0, else 0 (0 at the kink). With `use_exponent`, l = relu(e^min(a, 88) − 1), dl/dd = −e^a
+///   for 0 < a < 88, else 0. (d and gap from [`row_scores`].)
 pub(crate) fn pair_loss(loss: &PairLoss, d: f64, gap: f64, temperature: f64) -> Option<(f64, f64)> {
     match *loss {
         PairLoss::Logistic { margin } => {
@@ -96,15 +97,57 @@ pub(crate) fn pair_loss(loss: &PairLoss, d: f64, gap: f64, temperature: f64) -> 
         PairLoss::Hinge {
             margin,
             use_label_margin,
+            use_exponent,
+            ..
         } => {
             let a = if use_label_margin { gap } else { margin } - d;
-            if a > 0.0 {
-                Some((a, -1.0))
-            } else {
+            if a <= 0.0 {
                 Some((0.0, 0.0))
+            } else if use_exponent {
+                // EasyRec clips a to ±88 (e^88 is near f32's largest): flat beyond.
+                let slope = if a < EXP_CLIP { -a.exp() } else { 0.0 };
+                Some((a.min(EXP_CLIP).exp() - 1.0, slope))
+            } else {
+                Some((a, -1.0))
             }
         }
     }
+}
+
+/// Where `pairwise_hinge_loss` with `use_exponent` clips its argument (EasyRec's threshold).
+const EXP_CLIP: f64 = 88.0;
+
+/// Each row's score s (d = s_i − s_j), label score t (gap = t_i − t_j) and ds/dx.
+///
+/// - Every loss but the hinge: s = x/T, t = y (the logistic label margin divides the gap by T
+///   itself), ds/dx = 1/T.
+/// - `pairwise_hinge_loss` (EasyRec): s = x/T and t = y/T (`label_is_logits`, the default) or y;
+///   with `use_exponent` both through σ: s = σ(x/T), t = σ(·), ds/dx = σ'(x/T)/T. (EasyRec's
+///   code sets the logits to σ of the labels there, which leaves no gradient; we follow the
+///   evident intent, σ of the logits.)
+pub(crate) fn row_scores(
+    loss: &PairLoss,
+    temperature: f64,
+    x: &[f64],
+    y: &[f64],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let scaled: Vec<f64> = x.iter().map(|v| v / temperature).collect();
+    let PairLoss::Hinge {
+        label_is_logits,
+        use_exponent,
+        ..
+    } = *loss
+    else {
+        return (scaled, y.to_vec(), vec![1.0 / temperature; x.len()]);
+    };
+    let label_scale = if label_is_logits { temperature } else { 1.0 };
+    let t = y.iter().map(|v| v / label_scale);
+    if !use_exponent {
+        return (scaled, t.collect(), vec![1.0 / temperature; x.len()]);
+    }
+    let s: Vec<f64> = scaled.iter().map(|&v| sigmoid(v)).collect();
+    let ds = s.iter().map(|p| p * (1.0 - p) / temperature).collect();
+    (s, t.map(sigmoid).collect(), ds)
 }
 
 /// One existing pair, kept for OHEM.
@@ -126,10 +169,11 @@ struct Pair {
 /// Without OHEM (`ohem_ratio` ≥ 1): L = Σ pw·l / D with D = #{pairs with pw ≠ 0}
 /// (`nonzero_mean`), Σ pw (`weighted_mean`), #pairs (`mean`) or 1 (`sum`); L = 0 with a zero
 /// gradient when D = 0 (no pairs included). With OHEM (ratio r < 1) the reduction is ignored:
-/// v = pw·l per pair, the k = clamp(round(P·r), 1, P) largest are kept (ties at the k-th value:
+/// v = pw·l per pair, the k = clamp(rint(P·r), 1, P) ([`combine::keep_count`]) largest are kept (ties at the k-th value:
 /// lowest pair index i·B + j first), kept v ≤ 0 are dropped, and L is the plain mean of the rest
-/// ([`combine::ohem`] over the pairs in pair-index order). Each pair adds c·(dl/dd)/T to x_i and
-/// subtracts it from x_j, c = dL/dl of the pair (pw/D, or pw/count for a pair kept by OHEM).
+/// ([`combine::ohem`] over the pairs in pair-index order). Each pair adds c·(dl/dd)·ds_i/dx_i to
+/// x_i and subtracts c·(dl/dd)·ds_j/dx_j from x_j ([`row_scores`]; ds/dx = 1/T but for the hinge
+/// with `use_exponent`), c = dL/dl of the pair (pw/D, or pw/count for a pair kept by OHEM).
 #[allow(clippy::too_many_arguments)] // the signature mirrors the term's parameters one to one
 pub(crate) fn pairwise(
     loss: &PairLoss,
@@ -144,10 +188,8 @@ pub(crate) fn pairwise(
     let rows = x.len();
     let groups = session_groups(rows, session);
     let mut grad = vec![0.0; rows];
-    let score = |i: usize, j: usize| {
-        let d = (x[i] - x[j]) / temperature;
-        pair_loss(loss, d, y[i] - y[j], temperature)
-    };
+    let (s, t, ds) = row_scores(loss, temperature, x, y);
+    let score = |i: usize, j: usize| pair_loss(loss, s[i] - s[j], t[i] - t[j], temperature);
 
     if ohem_ratio < 1.0 {
         let mut pairs = Vec::new();
@@ -168,9 +210,9 @@ pub(crate) fn pairwise(
         let losses: Vec<f64> = pairs.iter().map(|p| p.loss).collect();
         let reduced = combine::ohem(ohem_ratio, &weights, &losses);
         for (p, c) in pairs.iter().zip(&reduced.row_factor) {
-            let g = c * p.slope / temperature;
-            grad[p.i] += g;
-            grad[p.j] -= g;
+            let g = c * p.slope;
+            grad[p.i] += g * ds[p.i];
+            grad[p.j] -= g * ds[p.j];
         }
         return (reduced.value, grad);
     }
@@ -187,9 +229,9 @@ pub(crate) fn pairwise(
         nonzero += usize::from(pw != 0.0);
         weight_sum += pw;
         numerator += pw * l;
-        let g = pw * slope / temperature;
-        grad[i] += g;
-        grad[j] -= g;
+        let g = pw * slope;
+        grad[i] += g * ds[i];
+        grad[j] -= g * ds[j];
     });
     let denominator = match reduction {
         Reduction::NonzeroMean => nonzero as f64,

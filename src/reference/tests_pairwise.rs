@@ -55,7 +55,7 @@ fn pair_batch(seed: u64) -> HostBatch {
 }
 
 /// Every pair loss type with a spread of its options, as TOML lines.
-const PAIR_LOSSES: [&str; 13] = [
+const PAIR_LOSSES: [&str; 17] = [
     "loss_type = \"pair_wise_loss\"",
     "loss_type = \"pair_wise_loss\"\nmargin = 0.5",
     "loss_type = \"pairwise_logistic_loss\"",
@@ -69,6 +69,10 @@ const PAIR_LOSSES: [&str; 13] = [
     "loss_type = \"pairwise_hinge_loss\"",
     "loss_type = \"pairwise_hinge_loss\"\nuse_label_margin = false",
     "loss_type = \"pairwise_hinge_loss\"\nuse_label_margin = false\nmargin = 0.4",
+    "loss_type = \"pairwise_hinge_loss\"\nlabel_is_logits = false",
+    "loss_type = \"pairwise_hinge_loss\"\nuse_exponent = true",
+    "loss_type = \"pairwise_hinge_loss\"\nuse_exponent = true\nlabel_is_logits = false",
+    "loss_type = \"pairwise_hinge_loss\"\nuse_exponent = true\nuse_label_margin = false\nmargin = 0.4",
 ];
 
 fn reals(batch: &HostBatch, name: &str) -> Vec<f64> {
@@ -108,7 +112,7 @@ fn pair_losses_gradients_match_finite_differences() {
             }
         }
     }
-    assert_eq!(n, 13 * 2 * 2 * 7 * 3);
+    assert_eq!(n, 17 * 2 * 2 * 7 * 3);
 }
 
 /// x = [1, 0, 2], y = [2, 1, 0], one session, T = 1: the pairs are (0, 1) with d = 1, (0, 2) with
@@ -348,12 +352,52 @@ fn focal_by_hand_and_hinge_removal_leaves_the_denominators() {
 }
 
 #[test]
+fn hinge_label_is_logits_and_use_exponent_by_hand() {
+    // T = 2 on HAND_X, HAND_Y: scores s = x/2 = [0.5, 0, 1]. label_is_logits: t = y/2 =
+    // [1, 0.5, 0]; a = gap − d: (0, 1) 0.5 − 0.5 = 0, (0, 2) 1 + 0.5 = 1.5, (1, 2) 0.5 + 1 =
+    // 1.5; mean 1. Raw labels: (0, 1) 1 − 0.5 = 0.5, (0, 2) 2 + 0.5, (1, 2) 1 + 1; mean 5/3.
+    let hinge = |label_is_logits, use_exponent| PairLoss::Hinge {
+        margin: 1.0,
+        use_label_margin: true,
+        label_is_logits,
+        use_exponent,
+    };
+    let run = |loss: &PairLoss| {
+        pairwise(
+            loss,
+            2.0,
+            1.0,
+            Reduction::Mean,
+            &HAND_X,
+            &HAND_Y,
+            &[1.0; 3],
+            None,
+        )
+    };
+    assert!(close(run(&hinge(true, false)).0, 1.0, 1e-15));
+    assert!(close(run(&hinge(false, false)).0, 5.0 / 3.0, 1e-15));
+    // use_exponent: s = σ(x/2), t = σ(y/2), l = e^a − 1 for a > 0.
+    let s = |v: f64| 1.0 / (1.0 + (-v / 2.0).exp());
+    let (sx, sy) = (HAND_X.map(s), HAND_Y.map(s));
+    let mut want = 0.0;
+    for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+        let a: f64 = (sy[i] - sy[j]) - (sx[i] - sx[j]);
+        want += (a.exp() - 1.0).max(0.0);
+    }
+    let (l, g) = run(&hinge(true, true));
+    assert!(close(l, want / 3.0, 1e-14), "{l} {}", want / 3.0);
+    assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|v| *v != 0.0));
+}
+
+#[test]
 fn hinge_by_hand() {
     // Label margin: relu((y_i − y_j) − d): (0, 1) 1 − 1 = 0 (at the kink: loss 0, slope 0),
     // (0, 2) 2 + 1 = 3, (1, 2) 1 + 2 = 3; mean over 3 pairs = 2.
     let loss = PairLoss::Hinge {
         margin: 1.0,
         use_label_margin: true,
+        label_is_logits: true,
+        use_exponent: false,
     };
     let (l, g) = pairwise(
         &loss,
@@ -372,6 +416,8 @@ fn hinge_by_hand() {
     let loss = PairLoss::Hinge {
         margin: 1.0,
         use_label_margin: false,
+        label_is_logits: true,
+        use_exponent: false,
     };
     let (l, g) = pairwise(
         &loss,
@@ -609,6 +655,8 @@ fn ohem_over_pairs_drops_what_is_not_positive() {
     let hinge = PairLoss::Hinge {
         margin: 1.0,
         use_label_margin: false,
+        label_is_logits: true,
+        use_exponent: false,
     };
     let (l, g) = pairwise(
         &hinge,
@@ -716,6 +764,8 @@ fn large_losses() -> [PairLoss; 4] {
         PairLoss::Hinge {
             margin: 1.0,
             use_label_margin: true,
+            label_is_logits: true,
+            use_exponent: false,
         },
     ]
 }

@@ -243,12 +243,21 @@ fn loss_spec(spec: Specialization, loss: &PairLoss, temperature: f64) -> Special
             .bool("HAS_HINGE", hinge_margin.is_some()),
         PairLoss::Hinge {
             margin,
-            use_label_margin: true,
-        } => spec.u32("PAIR_KIND", 3).f32("MARGIN", *margin),
-        PairLoss::Hinge {
-            margin,
-            use_label_margin: false,
-        } => spec.u32("PAIR_KIND", 4).f32("MARGIN", *margin),
+            use_label_margin,
+            label_is_logits,
+            use_exponent,
+        } => spec
+            .u32("PAIR_KIND", if *use_label_margin { 3 } else { 4 })
+            .f32("MARGIN", *margin)
+            .f32(
+                "LABEL_SCALE",
+                if *label_is_logits {
+                    1.0 / temperature
+                } else {
+                    1.0
+                },
+            )
+            .bool("USE_EXPONENT", *use_exponent),
     }
 }
 

@@ -32,12 +32,19 @@ pub enum PairLoss {
         /// Pairs with d at or above it are not pairs (none: all kept).
         hinge_margin: Option<f64>,
     },
-    /// `pairwise_hinge_loss`: relu((y_i − y_j) − d) with use_label_margin, else relu(margin − d).
+    /// `pairwise_hinge_loss`: relu(a), or relu(e^a − 1) with `use_exponent`, where a = gap − d
+    /// with use_label_margin, else margin − d; d and gap are taken between the rows' scores
+    /// s = x/T and label scores t = y/T (y with `label_is_logits` false), both through σ with
+    /// `use_exponent` (docs/LOSSES.md §5.4).
     Hinge {
         /// Margin when the label gap is not used.
         margin: f64,
-        /// Use the label gap y_i − y_j as the margin.
+        /// Use the label gap t_i − t_j as the margin.
         use_label_margin: bool,
+        /// The labels are divided by T too (EasyRec's default).
+        label_is_logits: bool,
+        /// σ of the scores and label scores, and e^a − 1 in place of a.
+        use_exponent: bool,
     },
 }
 
@@ -182,12 +189,16 @@ impl PairParams for PairwiseFocalParams {
 pub struct PairwiseHingeParams {
     /// Margin when the label gap is not used.
     pub margin: f64,
-    /// Use the label gap y_i − y_j as the margin.
+    /// Use the label gap as the margin.
     pub use_label_margin: bool,
     /// T.
     pub temperature: f64,
     /// OHEM keep ratio over pairs.
     pub ohem_ratio: f64,
+    /// The labels are logits: divided by T like the logits (EasyRec's default, true).
+    pub label_is_logits: bool,
+    /// Compare σ of the scores and labels, and take relu(e^a − 1) for relu(a) (EasyRec's option).
+    pub use_exponent: bool,
 }
 
 impl Default for PairwiseHingeParams {
@@ -197,6 +208,8 @@ impl Default for PairwiseHingeParams {
             use_label_margin: true,
             temperature: 1.0,
             ohem_ratio: 1.0,
+            label_is_logits: true,
+            use_exponent: false,
         }
     }
 }
@@ -212,6 +225,8 @@ impl PairParams for PairwiseHingeParams {
         let loss = PairLoss::Hinge {
             margin: self.margin,
             use_label_margin: self.use_label_margin,
+            label_is_logits: self.label_is_logits,
+            use_exponent: self.use_exponent,
         };
         (loss, self.temperature, self.ohem_ratio)
     }

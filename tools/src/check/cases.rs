@@ -569,6 +569,12 @@ fn pairwise(c: &mut Catalogue) {
     c.add(f, "pairwise_hinge_loss", "sessions, margin 0.7, sum",
         p("loss_type = 'pairwise_hinge_loss'\nuse_label_margin = false\nmargin = 0.7\ntemperature = 1.5\nsession = 's'\nsample_weights = 'w'\nreduction = 'sum'"),
         1, PAIR_TOL, |d| pair_rows(d, 777));
+    c.add(f, "pairwise_hinge_loss/label_is_logits", "label gap as margin, labels divided by T = 2 too (EasyRec's default)",
+        p("loss_type = 'pairwise_hinge_loss'\ntemperature = 2.0\nsession = 's'\nsample_weights = 'w'"),
+        1, PAIR_TOL, |d| pair_rows(d, 777));
+    c.add(f, "pairwise_hinge_loss/use_exponent", "σ of scores and labels, relu(e^a − 1), T = 0.5",
+        p("loss_type = 'pairwise_hinge_loss'\nuse_exponent = true\ntemperature = 0.5\nsession = 's'"),
+        1, PAIR_TOL, |d| pair_rows(d, 777));
     c.add(
         f,
         "pair_wise_loss/no_session_ohem",
