@@ -90,13 +90,13 @@ fn pair_hinge(d: f32, margin: f32) -> vec3<f32> {
     return vec3<f32>(a, -1.0, 1.0);
 }
 
-// d(score)/dx of a row: 1/T, or σ'(x/T)/T with USE_EXPONENT.
-fn score_slope(x: f32) -> f32 {
+// A row's Σ dl/dd times d(score)/dx: divided by T, and times σ'(x/T) with USE_EXPONENT.
+fn through_score(row_grad: f32, x: f32) -> f32 {
     if (USE_EXPONENT) {
         let p = sigmoid(x / TEMPERATURE);
-        return p * (1.0 - p) / TEMPERATURE;
+        return row_grad * (p * (1.0 - p)) / TEMPERATURE;
     }
-    return 1.0 / TEMPERATURE;
+    return row_grad / TEMPERATURE;
 }
 
 // Binary focal with label 1 on d (alpha < 0: none); pairs with d ≥ hinge are removed when
@@ -301,7 +301,7 @@ fn pair_sweep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         partials[partial_index(sweep_chunk, SLOT, wg)] = total;
     }
     if (valid) {
-        pair_grad[p] = row_grad * score_slope(me.x);
+        pair_grad[p] = through_score(row_grad, me.x);
     }
 }
 

@@ -117,12 +117,12 @@ pub(crate) fn pair_loss(loss: &PairLoss, d: f64, gap: f64, temperature: f64) -> 
 /// Where `pairwise_hinge_loss` with `use_exponent` clips its argument (EasyRec's threshold).
 const EXP_CLIP: f64 = 88.0;
 
-/// Each row's score s (d = s_i − s_j), label score t (gap = t_i − t_j) and ds/dx.
+/// Each row's score s (d = s_i − s_j), label score t (gap = t_i − t_j) and T·ds/dx.
 ///
 /// - Every loss but the hinge: s = x/T, t = y (the logistic label margin divides the gap by T
-///   itself), ds/dx = 1/T.
+///   itself), T·ds/dx = 1.
 /// - `pairwise_hinge_loss` (EasyRec): s = x/T and t = y/T (`label_is_logits`, the default) or y;
-///   with `use_exponent` both through σ: s = σ(x/T), t = σ(·), ds/dx = σ'(x/T)/T. (EasyRec's
+///   with `use_exponent` both through σ: s = σ(x/T), t = σ(·), T·ds/dx = σ'(x/T). (EasyRec's
 ///   code sets the logits to σ of the labels there, which leaves no gradient; we follow the
 ///   evident intent, σ of the logits.)
 pub(crate) fn row_scores(
@@ -138,15 +138,15 @@ pub(crate) fn row_scores(
         ..
     } = *loss
     else {
-        return (scaled, y.to_vec(), vec![1.0 / temperature; x.len()]);
+        return (scaled, y.to_vec(), vec![1.0; x.len()]);
     };
     let label_scale = if label_is_logits { temperature } else { 1.0 };
     let t = y.iter().map(|v| v / label_scale);
     if !use_exponent {
-        return (scaled, t.collect(), vec![1.0 / temperature; x.len()]);
+        return (scaled, t.collect(), vec![1.0; x.len()]);
     }
     let s: Vec<f64> = scaled.iter().map(|&v| sigmoid(v)).collect();
-    let ds = s.iter().map(|p| p * (1.0 - p) / temperature).collect();
+    let ds = s.iter().map(|p| p * (1.0 - p)).collect();
     (s, t.map(sigmoid).collect(), ds)
 }
 
@@ -210,7 +210,7 @@ pub(crate) fn pairwise(
         let losses: Vec<f64> = pairs.iter().map(|p| p.loss).collect();
         let reduced = combine::ohem(ohem_ratio, &weights, &losses);
         for (p, c) in pairs.iter().zip(&reduced.row_factor) {
-            let g = c * p.slope;
+            let g = c * p.slope / temperature;
             grad[p.i] += g * ds[p.i];
             grad[p.j] -= g * ds[p.j];
         }
@@ -229,7 +229,7 @@ pub(crate) fn pairwise(
         nonzero += usize::from(pw != 0.0);
         weight_sum += pw;
         numerator += pw * l;
-        let g = pw * slope;
+        let g = pw * slope / temperature;
         grad[i] += g * ds[i];
         grad[j] -= g * ds[j];
     });
