@@ -378,22 +378,6 @@ fn coefficients() {
     _ = partials[0];
     _ = aux[0];
     let step = state[ST_STEP];
-    // The GPU value checks of device-buffer inputs: the first that found a bad value, and
-    // where (each word holds 0xffffffff − the first bad element; 0: none). Cleared for the next
-    // step.
-    var nonfinite = 0u;
-    var nonfinite_at = 0u;
-    for (var i = 0u; i < settings.finite_count; i = i + 1u) {
-        let v = aux[settings.finite_base + i];
-        if (v != 0u && nonfinite == 0u) {
-            nonfinite = i + 1u;
-            nonfinite_at = 0xffffffffu - v;
-        }
-        aux[settings.finite_base + i] = 0u;
-    }
-    scalars[S_NONFINITE] = bitcast<f32>(nonfinite);
-    scalars[S_NONFINITE_AT] = bitcast<f32>(nonfinite_at);
-
     let norm = rlw_norm(step);
     for (var k = 0u; k < settings.term_count; k = k + 1u) {
         let denom = terms[k].static_denom;

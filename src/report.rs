@@ -287,13 +287,13 @@ impl Future for MapFuture<'_> {
             Some(Ok(())) => Poll::Ready(Ok(())),
             Some(Err(e)) => Poll::Ready(Err(Error::Gpu(format!("mapping the scalars: {e}")))),
             // A lost device never calls back: report it instead of waiting for ever.
-            None if self.engine.check_alive().is_err() => {
-                Poll::Ready(self.engine.check_alive().map(|_| ()))
-            }
-            None => {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
+            None => match self.engine.check_alive() {
+                Err(e) => Poll::Ready(Err(e)),
+                Ok(()) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            },
         }
     }
 }

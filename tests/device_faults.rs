@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use lossfuse::wgpu;
 use lossfuse::{Batch, DType, Engine, EngineOptions, Error, LossConfig, Shapes};
 
 const CONFIG: &str = "loss_weight_strategy = 'uncertainty'\n\
@@ -17,18 +16,6 @@ fn inputs(b: usize) -> (Vec<f32>, Vec<f32>) {
     let x = (0..b).map(|_| rng.range(-3.0, 3.0) as f32).collect();
     let y = (0..b).map(|_| (rng.unit() < 0.3) as i32 as f32).collect();
     (x, y)
-}
-
-fn buffer_on(device: &wgpu::Device, queue: &wgpu::Queue, values: &[f32]) -> wgpu::Buffer {
-    let b = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("trainer tensor"),
-        size: (values.len() * 4) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    queue.write_buffer(&b, 0, &bytes);
-    b
 }
 
 fn is_gl(engine: &Engine) -> bool {
@@ -51,9 +38,9 @@ fn a_buffer_of_another_device_is_an_error_naming_the_tensor() {
             .report_blocking()
             .unwrap();
         let before = plan.save_state().unwrap();
-        let mine = buffer_on(engine.device(), engine.queue(), &y);
+        let mine = device_buffer(engine.device(), engine.queue(), &y);
         for other in &others {
-            let theirs = buffer_on(other.device(), other.queue(), &x);
+            let theirs = device_buffer(other.device(), other.queue(), &x);
             if is_gl(&engine) || is_gl(other) {
                 // Each GL engine has a wgpu instance of its own, and wgpu cannot tell a buffer's
                 // instance: its id may name a buffer of this device. It must not panic.
@@ -71,7 +58,7 @@ fn a_buffer_of_another_device_is_an_error_naming_the_tensor() {
             assert_eq!(plan.save_state().unwrap(), before);
         }
         // The plan goes on with buffers of its own device.
-        let own = buffer_on(engine.device(), engine.queue(), &x);
+        let own = device_buffer(engine.device(), engine.queue(), &x);
         let out = plan
             .step(&Batch::new().buffer("x", &own).buffer("y", &mine))
             .unwrap();
@@ -144,8 +131,8 @@ fn the_gpu_value_check_finds_the_first_bad_element_across_workgroups_and_chunks(
         for engine in engines_with(options) {
             let mut plan = engine.plan(&config, &shapes).unwrap();
             let before = plan.save_state().unwrap();
-            let xb = buffer_on(engine.device(), engine.queue(), &x);
-            let yb = buffer_on(engine.device(), engine.queue(), &y);
+            let xb = device_buffer(engine.device(), engine.queue(), &x);
+            let yb = device_buffer(engine.device(), engine.queue(), &y);
             let out = plan
                 .step(&Batch::new().buffer("x", &xb).buffer("y", &yb))
                 .unwrap();
@@ -159,7 +146,7 @@ fn the_gpu_value_check_finds_the_first_bad_element_across_workgroups_and_chunks(
             );
             assert_eq!(plan.save_state().unwrap(), before);
             // The flags were cleared: a clean step after it is accepted.
-            let clean = buffer_on(engine.device(), engine.queue(), &inputs(b).0);
+            let clean = device_buffer(engine.device(), engine.queue(), &inputs(b).0);
             let out = plan
                 .step(&Batch::new().buffer("x", &clean).buffer("y", &yb))
                 .unwrap();

@@ -275,8 +275,8 @@ fn out_of_range_class_ids_are_errors_and_change_no_state() {
             "{msg}"
         );
         // The same ids from a device buffer: detected on the GPU, reported, state untouched.
-        let buf = upload(&engine, bytemuck_cast(&k));
-        let zbuf = upload(&engine, bytemuck_cast(&z));
+        let buf = upload(&engine, &k);
+        let zbuf = upload(&engine, &z);
         let out = plan
             .step(
                 &Batch::new()
@@ -307,21 +307,8 @@ fn plan_batch<'a>(z: &'a [f32], k: &'a [i32], x: &'a [f32], y: &'a [f32]) -> Bat
         .tensor("y", y)
 }
 
-fn bytemuck_cast<T: Copy>(v: &[T]) -> Vec<u8> {
-    let bytes = std::mem::size_of_val(v);
-    // SAFETY: f32 and i32 are plain old data.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, bytes) }.to_vec()
-}
-
-fn upload(engine: &Engine, bytes: Vec<u8>) -> wgpu::Buffer {
-    let b = engine.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("trainer tensor"),
-        size: bytes.len() as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    engine.queue().write_buffer(&b, 0, &bytes);
-    b
+fn upload<T: bytemuck::Pod>(engine: &Engine, values: &[T]) -> wgpu::Buffer {
+    device_buffer(engine.device(), engine.queue(), values)
 }
 
 #[test]
@@ -342,10 +329,7 @@ fn device_buffers_are_bound_without_copies() {
                 .unwrap();
             (out.report_blocking().unwrap(), out.read_grad("x").unwrap())
         };
-        let (xb, yb) = (
-            upload(&engine, bytemuck_cast(&x)),
-            upload(&engine, bytemuck_cast(&y)),
-        );
+        let (xb, yb) = (upload(&engine, &x), upload(&engine, &y));
         let out = plan
             .step(&Batch::new().buffer("x", &xb).buffer("y", &yb))
             .unwrap();

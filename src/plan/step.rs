@@ -23,12 +23,12 @@ impl Plan {
 
     /// Checks the batch against the plan before anything is uploaded or recorded, so that a bad
     /// batch changes nothing.
-    fn check(&self, batch: &Batch) -> Result<()> {
-        for name in self.read_tensors() {
-            let spec = self.shapes.get(&name).expect("plan tensors have shapes");
-            let input = batch.get(&name).ok_or_else(|| {
+    fn check(&self, batch: &Batch, reads: &[String]) -> Result<()> {
+        for name in reads {
+            let spec = self.shapes.get(name).expect("plan tensors have shapes");
+            let input = batch.get(name).ok_or_else(|| {
                 Error::tensor(
-                    &name,
+                    name,
                     None,
                     format!(
                         "missing from the batch (expected {:?} {})",
@@ -37,20 +37,20 @@ impl Plan {
                     ),
                 )
             })?;
-            check_input(&name, spec, input)?;
+            check_input(name, spec, input)?;
         }
         self.checks.check(batch, &self.shapes)
     }
 
     /// Uploads the host tensors of `batch`; returns the buffer of every read tensor.
-    fn upload(&mut self, batch: &Batch, counters: &mut StepCounters) -> Bound {
+    fn upload(&mut self, batch: &Batch, reads: &[String], counters: &mut StepCounters) -> Bound {
         let mut sources = Bound::new();
-        for name in self.read_tensors() {
-            let buffer = match batch.get(&name).expect("checked") {
+        for name in reads {
+            let buffer = match batch.get(name).expect("checked") {
                 Input::Buffer(b) => (*b).clone(),
                 input => {
                     let bytes = input.host_bytes().expect("a host input");
-                    let spec = self.shapes.get(&name).expect("plan tensors have shapes");
+                    let spec = self.shapes.get(name).expect("plan tensors have shapes");
                     let engine = &self.engine;
                     let buffer = self
                         .uploads
@@ -71,7 +71,7 @@ impl Plan {
                     buffer
                 }
             };
-            sources.insert(name, buffer);
+            sources.insert(name.clone(), buffer);
         }
         sources
     }
@@ -80,13 +80,14 @@ impl Plan {
     /// submits it once. Nothing is read back; see [`StepOutput`].
     pub fn step(&mut self, batch: &Batch) -> Result<StepOutput<'_>> {
         self.engine.check_alive()?;
-        self.check(batch)?;
+        let reads = self.read_tensors();
+        self.check(batch, &reads)?;
         if let Some(e) = self.engine.take_uncaptured() {
             return Err(Error::Gpu(e));
         }
-        self.check_buffers(batch)?;
+        self.check_buffers(batch, &reads)?;
         let mut counters = StepCounters::default();
-        let sources = self.upload(batch, &mut counters);
+        let sources = self.upload(batch, &reads, &mut counters);
         if self.bound.as_ref() != Some(&sources) {
             self.rebind(&sources);
             self.bound = Some(sources);
@@ -109,7 +110,9 @@ impl Plan {
             &mut counters,
             &from_host,
         );
-        self.skipped = self.passes.iter().map(from_host).collect();
+        if self.timing.is_some() {
+            self.skipped = self.passes.iter().map(from_host).collect();
+        }
         let scalars = &self.internal[self.core.scalars];
         encoder.copy_buffer_to_buffer(scalars, 0, &self.readback, 0, self.readback.size());
         self.engine.queue.submit([encoder.finish()]);
@@ -124,26 +127,25 @@ impl Plan {
     /// Checks the batch's device buffers that differ from the last step's: none may be one of the
     /// plan's own buffers, and each must belong to the plan's device (a one-entry bind group in an
     /// error scope; a buffer of another wgpu instance makes wgpu panic, which is caught here).
-    fn check_buffers(&self, batch: &Batch) -> Result<()> {
-        for name in self.read_tensors() {
-            let Some(Input::Buffer(buffer)) = batch.get(&name) else {
+    fn check_buffers(&self, batch: &Batch, reads: &[String]) -> Result<()> {
+        for name in reads {
+            let Some(Input::Buffer(buffer)) = batch.get(name) else {
                 continue;
             };
-            if self.bound.as_ref().and_then(|b| b.get(&name)) == Some(*buffer) {
+            if self.bound.as_ref().and_then(|b| b.get(name)) == Some(*buffer) {
                 continue;
             }
             let own = self.internal.iter().chain(self.grads.values());
-            let own = own.chain(self.uploads.values());
-            if own.into_iter().any(|b| b == *buffer) {
+            if own.chain(self.uploads.values()).any(|b| b == *buffer) {
                 return Err(Error::tensor(
-                    &name,
+                    name,
                     None,
                     "the buffer is one of the plan's own (or has the same id in another wgpu \
                      instance: create input buffers on the engine's device)",
                 ));
             }
             super::alloc::probe_device(&self.engine, buffer)
-                .map_err(|why| Error::tensor(&name, None, why))?;
+                .map_err(|why| Error::tensor(name, None, why))?;
         }
         Ok(())
     }

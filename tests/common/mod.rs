@@ -249,3 +249,21 @@ pub fn check_all(config_toml: &str, batch: &Inputs, steps: usize, tol: Tol) {
         }
     }
 }
+
+/// A trainer's tensor: a STORAGE | COPY_DST buffer on `device` holding `values`.
+pub fn device_buffer<T: bytemuck::Pod>(
+    device: &lossfuse::wgpu::Device,
+    queue: &lossfuse::wgpu::Queue,
+    values: &[T],
+) -> lossfuse::wgpu::Buffer {
+    use lossfuse::wgpu;
+    let bytes: &[u8] = bytemuck::cast_slice(values);
+    let b = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("trainer tensor"),
+        size: bytes.len() as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&b, 0, bytes);
+    b
+}
