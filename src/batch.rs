@@ -5,23 +5,32 @@ use crate::error::Result;
 use crate::tensor::{HostBatch, HostData};
 use std::collections::BTreeMap;
 
-/// Element type of a tensor as the GPU reads it (4 bytes each).
+/// Element type of a tensor as the trainer hands it over.
+///
+/// Logits, embeddings and weights are F32. Labels of every kind may also be integers (I32, I64,
+/// U32, U64: EasyRec's callers pass int64 clicks) or F64; the plan converts those to what its
+/// kernels read in one pass on the GPU (see `docs/ARCHITECTURE.md`, "Label dtypes"). Ids
+/// (sessions, items) are any integer type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     /// 32-bit float: logits, labels in [0, 1], weights, probabilities.
     F32,
-    /// 32-bit signed integer ids (class ids, session ids).
+    /// 32-bit signed integers (labels, class ids, session ids).
     I32,
-    /// 32-bit unsigned integer ids.
+    /// 32-bit unsigned integers.
     U32,
-    /// 64-bit signed integer ids (session ids only: PyTorch's default integer type).
+    /// 64-bit signed integers (PyTorch's and TensorFlow's default integer type).
     I64,
+    /// 64-bit unsigned integers.
+    U64,
+    /// 64-bit floats (labels only).
+    F64,
 }
 
 impl DType {
-    /// Whether the tensor holds ids rather than real values.
+    /// Whether the tensor holds integers rather than real values.
     pub fn is_integer(self) -> bool {
-        !matches!(self, DType::F32)
+        !matches!(self, DType::F32 | DType::F64)
     }
     /// Name as used in messages and safetensors.
     pub fn name(self) -> &'static str {
@@ -30,15 +39,28 @@ impl DType {
             DType::I32 => "I32",
             DType::U32 => "U32",
             DType::I64 => "I64",
+            DType::U64 => "U64",
+            DType::F64 => "F64",
         }
     }
     /// Bytes per element.
     pub fn size(self) -> u64 {
         match self {
-            DType::I64 => 8,
+            DType::I64 | DType::U64 | DType::F64 => 8,
             _ => 4,
         }
     }
+    /// Every dtype a labels role accepts.
+    pub const LABELS: [DType; 6] = [
+        DType::F32,
+        DType::I32,
+        DType::U32,
+        DType::I64,
+        DType::U64,
+        DType::F64,
+    ];
+    /// Every integer dtype (ids).
+    pub const INTEGERS: [DType; 4] = [DType::I32, DType::U32, DType::I64, DType::U64];
 }
 
 /// Shape and element type of one named tensor.
@@ -129,8 +151,12 @@ pub enum Input<'a> {
     I32(&'a [i32]),
     /// u32 ids on the host.
     U32(&'a [u32]),
-    /// i64 ids on the host (session ids).
+    /// i64 values on the host (ids, integer labels).
     I64(&'a [i64]),
+    /// u64 values on the host (ids, integer labels).
+    U64(&'a [u64]),
+    /// f64 values on the host (labels).
+    F64(&'a [f64]),
     /// A buffer on the plan's device holding the tensor (from offset 0, tightly packed, in the
     /// plan's dtype); it needs `BufferUsages::STORAGE`. Bound directly: no copy.
     Buffer(&'a wgpu::Buffer),
@@ -143,6 +169,8 @@ impl Input<'_> {
             Input::I32(_) => Some(DType::I32),
             Input::U32(_) => Some(DType::U32),
             Input::I64(_) => Some(DType::I64),
+            Input::U64(_) => Some(DType::U64),
+            Input::F64(_) => Some(DType::F64),
             Input::Buffer(_) => None,
         }
     }
@@ -152,6 +180,8 @@ impl Input<'_> {
             Input::I32(v) => Some(v.len()),
             Input::U32(v) => Some(v.len()),
             Input::I64(v) => Some(v.len()),
+            Input::U64(v) => Some(v.len()),
+            Input::F64(v) => Some(v.len()),
             Input::Buffer(_) => None,
         }
     }
@@ -161,8 +191,36 @@ impl Input<'_> {
             Input::I32(v) => Some(bytemuck::cast_slice(v)),
             Input::U32(v) => Some(bytemuck::cast_slice(v)),
             Input::I64(v) => Some(bytemuck::cast_slice(v)),
+            Input::U64(v) => Some(bytemuck::cast_slice(v)),
+            Input::F64(v) => Some(bytemuck::cast_slice(v)),
             Input::Buffer(_) => None,
         }
+    }
+    /// A host input's values as f64 (none for a device buffer): what the host checks of labels
+    /// read, whatever the dtype.
+    pub(crate) fn host_f64(&self) -> Option<Vec<f64>> {
+        Some(match self {
+            Input::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            Input::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            Input::U32(v) => v.iter().map(|&x| x as f64).collect(),
+            Input::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Input::U64(v) => v.iter().map(|&x| x as f64).collect(),
+            Input::F64(v) => v.to_vec(),
+            Input::Buffer(_) => return None,
+        })
+    }
+    /// A host input's values as i64 when it holds integers (u64 above i64::MAX saturate).
+    pub(crate) fn host_i64(&self) -> Option<Vec<i64>> {
+        Some(match self {
+            Input::I32(v) => v.iter().map(|&x| x as i64).collect(),
+            Input::U32(v) => v.iter().map(|&x| x as i64).collect(),
+            Input::I64(v) => v.to_vec(),
+            Input::U64(v) => v
+                .iter()
+                .map(|&x| i64::try_from(x).unwrap_or(i64::MAX))
+                .collect(),
+            _ => return None,
+        })
     }
 }
 
@@ -192,9 +250,19 @@ impl<'a> Batch<'a> {
         self.inputs.insert(name.into(), Input::U32(values));
         self
     }
-    /// Adds i64 ids from the host (session ids).
+    /// Adds i64 values from the host (ids, integer labels).
     pub fn ids_i64(mut self, name: impl Into<String>, values: &'a [i64]) -> Self {
         self.inputs.insert(name.into(), Input::I64(values));
+        self
+    }
+    /// Adds u64 values from the host (ids, integer labels).
+    pub fn ids_u64(mut self, name: impl Into<String>, values: &'a [u64]) -> Self {
+        self.inputs.insert(name.into(), Input::U64(values));
+        self
+    }
+    /// Adds f64 values from the host (labels).
+    pub fn tensor_f64(mut self, name: impl Into<String>, values: &'a [f64]) -> Self {
+        self.inputs.insert(name.into(), Input::F64(values));
         self
     }
     /// Binds the trainer's own buffer (no copy).

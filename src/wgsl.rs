@@ -55,6 +55,7 @@ shader_files!(
     "rows.wgsl",
     "statistics.wgsl",
     "finite.wgsl",
+    "cast.wgsl",
 );
 
 /// The text of a shader file as it is on disk (directives and all).

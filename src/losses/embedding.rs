@@ -76,7 +76,8 @@ pub(crate) fn id_kind(dtype: DType) -> u32 {
         DType::F32 => 1,
         DType::I32 => 2,
         DType::U32 => 3,
-        DType::I64 => 4,
+        DType::I64 | DType::U64 => 4,
+        DType::F64 => unreachable!("F64 labels are read through an F32 view (losses::labels)"),
     }
 }
 

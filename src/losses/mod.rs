@@ -9,12 +9,14 @@
 //!
 //! Shared mechanisms exist once: [`family`] (what every family declares), [`params`] (typed
 //! parameters), [`registry`] (every loss type), [`shapes`] (checks), [`common`] (kernel helpers), [`select`] (GPU top-k),
-//! [`session`] (grouping by session), [`embedding`] (prep and apply of similarity rows).
+//! [`session`] (grouping by session), [`embedding`] (prep and apply of similarity rows),
+//! [`labels`] (labels of any dtype, cast once to what the kernels read).
 
 pub(crate) mod common;
 pub(crate) mod embedding;
 pub(crate) mod family;
 pub(crate) mod jrc;
+pub(crate) mod labels;
 pub(crate) mod metric;
 pub(crate) mod mining;
 pub(crate) mod pairwise;

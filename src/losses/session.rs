@@ -58,7 +58,7 @@ crate::gpu_struct! {
 
 /// Radix passes for ids of `dtype`: one per byte.
 pub(crate) fn radix_passes(dtype: DType) -> u32 {
-    if dtype == DType::I64 {
+    if dtype.size() == 8 {
         8
     } else {
         4

@@ -155,8 +155,8 @@ pub(crate) fn embeddings<'a>(
         }
     }
     let (b, d, first) = dims.expect("embedding terms have differentiable roles");
-    let ints = [DType::I32, DType::U32, DType::I64];
-    let any = [DType::F32, DType::I32, DType::U32, DType::I64];
+    let ints = DType::INTEGERS;
+    let any = [DType::F32, DType::I32, DType::U32, DType::I64, DType::U64];
     for role in roles {
         let Some(name) = term.input(role.name) else {
             continue;

@@ -15,11 +15,12 @@ use crate::batch::{DType, Shapes, TensorSpec};
 use crate::combine::{self, Settings, TermInfo};
 use crate::config::{LossConfig, Strategy};
 use crate::error::{Error, Result};
-use crate::kernel::{PassSpec, Work, WG};
+use crate::kernel::{Bind, PassSpec, Source, Work, WG};
 use crate::layout::{Layout, LayoutBuilder, PLAN};
 use crate::losses::common::TermAux;
 use crate::losses::embedding::Ctx;
 use crate::losses::family::{Form, Resolved};
+use crate::losses::labels;
 use crate::losses::session::{self, Grouping, SessionBuffers, SessionCtx, Shared};
 use crate::losses::statistics::BatchWide;
 use crate::losses::{pairwise, rows, softmax, statistics};
@@ -49,9 +50,12 @@ pub(crate) struct Blueprint {
 /// Builds the blueprint of `config` over `shapes` for an adapter with `limits`.
 pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Result<Blueprint> {
     config.validate()?;
+    // The kernels read labels of other dtypes through their cast views.
+    let (viewed, casts) = labels::views(config, shapes)?;
+    let (given, shapes) = (shapes, &viewed);
     let groups = groups(config, shapes, limits)?;
     let terms = || groups.iter().flat_map(|(g, _)| g.terms());
-    let checks = HostChecks::of(terms(), shapes, config.nonfinite);
+    let checks = HostChecks::of(terms(), given, config.nonfinite);
     let grads = gradient_sizes(terms(), shapes, limits)?;
     let layout = layout(config, &groups, checks.value_checks().len() as u32);
     let mut buffers = Buffers::new(limits.max_buffer);
@@ -80,6 +84,8 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
         state_map,
         ..
     } = builder;
+    let cast_passes = label_casts(&casts, &mut buffers, &mut group_passes)?;
+    group_passes.splice(0..0, cast_passes);
     let laid = chunking::lay_out(config, group_passes, limits, &layout)?;
     buffers.resize(core.partials, laid.partial_count * 16)?;
     buffers.set_init(
@@ -175,6 +181,49 @@ fn gradient_sizes<'a>(
         }
     }
     Ok(grads)
+}
+
+/// One group per cast label tensor, first in the step, writing its view into a buffer of its
+/// own that every other pass then binds in the tensor's place.
+fn label_casts(
+    casts: &[labels::Cast],
+    buffers: &mut Buffers,
+    groups: &mut [GroupPasses],
+) -> Result<Vec<GroupPasses>> {
+    let mut views = BTreeMap::new();
+    let mut passes = Vec::new();
+    for cast in casts {
+        let out = buffers.storage(format!("view/{}", cast.tensor), cast.len * 4)?;
+        views.insert(cast.tensor.clone(), out);
+        passes.push(GroupPasses {
+            forward: vec![labels::pass(cast, out)],
+            partial_work: Work::Rows { rows_per_wg: WG },
+            backward: Vec::new(),
+            rows: cast.len,
+            terms: Vec::new(),
+            ge_slots: Vec::new(),
+            partial_slots: 0,
+            single_chunk: false,
+            device_only: None,
+        });
+    }
+    let specs = groups
+        .iter_mut()
+        .flat_map(|g| g.forward.iter_mut().chain(g.backward.iter_mut()));
+    for spec in specs {
+        for b in &mut spec.binds {
+            let source = match &mut b.bind {
+                Bind::Whole(s) | Bind::Rows { source: s, .. } => s,
+                Bind::Chunk => continue,
+            };
+            if let Source::Input(t) = source {
+                if let Some(&k) = views.get(t.as_str()) {
+                    *source = Source::Internal(k);
+                }
+            }
+        }
+    }
+    Ok(passes)
 }
 
 /// The GPU value checks of device-buffer inputs, one group each (run only for device buffers).

@@ -5,7 +5,7 @@
 //! buffers are not read back: their values are checked on the GPU (`shaders/finite.wgsl`, and
 //! the softmax kernels for class ids), and a step that fails there commits nothing.
 
-use crate::batch::{Batch, DType, Input, Shapes};
+use crate::batch::{Batch, Input, Shapes};
 use crate::config::NonFinite;
 use crate::error::{Error, Result};
 use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Shader, Source, Work, WG};
@@ -141,9 +141,9 @@ impl HostChecks {
     fn add(&mut self, t: &Resolved, shapes: &Shapes, nonfinite: NonFinite) {
         let term = t.term.name.clone();
         let strict = nonfinite == NonFinite::Error || t.loss_type.refuses_nonfinite();
-        let is_f32 = |n: &str| shapes.get(n).is_some_and(|s| s.dtype == DType::F32);
+        let is_real = |n: &str| shapes.get(n).is_some_and(|s| !s.dtype.is_integer());
         for (_, tensor) in t.bound_roles() {
-            if is_f32(&tensor) {
+            if is_real(&tensor) {
                 self.add_value(ValueCheck {
                     tensor,
                     term: term.clone(),
@@ -192,20 +192,31 @@ impl HostChecks {
     /// Checks the host tensors of `batch`.
     pub(crate) fn check(&self, batch: &Batch, shapes: &Shapes) -> Result<()> {
         for c in &self.values {
-            if let Some(Input::F32(v)) = batch.get(&c.tensor) {
+            if let Some(v) = batch.get(&c.tensor).and_then(host_f32) {
                 let spec = shapes.get(&c.tensor).expect("plan tensors have shapes");
-                c.check(v, &spec.shape)?;
+                c.check(&v, &spec.shape)?;
             }
         }
         for c in &self.units {
-            if let Some(Input::F32(v)) = batch.get(&c.tensor) {
-                c.check(v)?;
+            if let Some(v) = batch.get(&c.tensor).and_then(host_f32) {
+                c.check(&v)?;
             }
         }
         for c in &self.ids {
             c.check(batch)?;
         }
         Ok(())
+    }
+}
+
+/// A host input's values as the GPU computes with them (f32), borrowed when they are f32;
+/// none for a device buffer.
+fn host_f32<'a>(input: &'a Input) -> Option<std::borrow::Cow<'a, [f32]>> {
+    match input {
+        Input::F32(v) => Some(std::borrow::Cow::Borrowed(v)),
+        other => other
+            .host_f64()
+            .map(|v| v.into_iter().map(|x| x as f32).collect()),
     }
 }
 
@@ -269,12 +280,11 @@ impl UnitCheck {
 
 impl IdCheck {
     fn check(&self, batch: &Batch) -> Result<()> {
-        let ids: Box<dyn Iterator<Item = i64>> = match batch.get(&self.tensor) {
-            Some(Input::I32(v)) => Box::new(v.iter().map(|&x| x as i64)),
-            Some(Input::U32(v)) => Box::new(v.iter().map(|&x| x as i64)),
-            _ => return Ok(()), // device buffers are checked on the GPU (invalid rows are reported)
+        // Device buffers are checked on the GPU (invalid rows are reported).
+        let Some(ids) = batch.get(&self.tensor).and_then(Input::host_i64) else {
+            return Ok(());
         };
-        for (row, y) in ids.enumerate() {
+        for (row, y) in ids.into_iter().enumerate() {
             if Some(y) != self.ignore && !(0..self.classes as i64).contains(&y) {
                 return Err(Error::tensor(
                     &self.tensor,

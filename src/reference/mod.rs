@@ -343,6 +343,9 @@ fn evaluate(
             term.kind.loss_type()
         ))
     })?;
+    // Integer labels are reals to the reference, as to the kernels (losses::labels).
+    let viewed = crate::losses::labels::real_view(term, batch);
+    let batch = viewed.as_ref().unwrap_or(batch);
     inputs::check_values(term, entry, batch, nonfinite)?;
     entry.family.reference(entry, term, batch, state)
 }

@@ -73,7 +73,7 @@ impl Family for JrcFamily {
         let labels = term.input("labels").expect("required");
         super::shapes::expect_vector(shapes, term, labels, "labels", Some(b), &[DType::F32])?;
         let session = term.input("session").expect("required");
-        let ints = [DType::I32, DType::U32, DType::I64];
+        let ints = DType::INTEGERS;
         super::shapes::expect_vector(shapes, term, session, "session", Some(b), &ints)?;
         let jrc = JrcTerm {
             alpha: p.alpha,

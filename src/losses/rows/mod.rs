@@ -320,7 +320,7 @@ pub(crate) fn check_columns(term: &LossTerm, lt: &LossType, shapes: &Shapes) -> 
             continue;
         }
         let dtypes: &[DType] = match role.kind {
-            RoleKind::SessionIds => &[DType::I32, DType::U32, DType::I64],
+            RoleKind::SessionIds => &DType::INTEGERS,
             _ => &[DType::F32],
         };
         expect_vector(shapes, term, tensor, role.name, Some(b), dtypes)?;

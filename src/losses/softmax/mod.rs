@@ -125,23 +125,12 @@ pub(crate) fn resolve(term: &LossTerm, shapes: &Shapes, p: &SoftmaxParams) -> Re
     let ids = match (labels.shape.as_slice(), labels.dtype) {
         (s, DType::I32 | DType::U32) if s == [b as usize] || s == [b as usize, 1] => true,
         (s, DType::F32) if s == [b as usize, c as usize] => false,
-        (s, DType::I64) if s == [b as usize] || s == [b as usize, 1] => {
-            return Err(Error::tensor(
-                labels_name,
-                Some(&term.name),
-                format!(
-                    "class ids must be I32 or U32 (the GPU reads 32-bit ids); these are I64. A \
-                     host tensor is I64 when some id does not fit 32 bits, and class ids must lie \
-                     in [0, {c}) anyway: check the ids"
-                ),
-            ))
-        }
         (s, d) => {
             return Err(Error::tensor(
                 labels_name,
                 Some(&term.name),
                 format!(
-                    "softmax labels must be class ids [{b}] (I32/U32) or probabilities [{b}, {c}] (F32), got {s:?} {}",
+                    "softmax labels must be class ids [{b}] (any integer type) or probabilities [{b}, {c}] (F32 or F64), got {s:?} {}",
                     d.name()
                 ),
             ))
@@ -307,7 +296,9 @@ impl Group<'_> {
                 DType::F32 => "f32",
                 DType::I32 => "i32",
                 DType::U32 => "u32",
-                DType::I64 => unreachable!("the scheduler takes class ids as I32 or U32"),
+                DType::I64 | DType::U64 | DType::F64 => {
+                    unreachable!("64-bit labels are read through a 32-bit view (losses::labels)")
+                }
             };
             let decl = format!("var<storage, read> in{i}: array<{ty}>; // {n}");
             let source = rows(Source::Input(n.clone()), row_bytes(n));
