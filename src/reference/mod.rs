@@ -101,6 +101,7 @@ pub(crate) mod rows;
 pub(crate) mod softmax;
 mod state;
 pub(crate) mod terms;
+pub(crate) mod ziln;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -172,6 +173,9 @@ pub struct ReferenceOutput {
     /// d total / d(u1, u2) per term for `jrc_loss` terms with uncertainty weighting: the term's
     /// effective weight e_k × the flooding sign × dL_k/du ([0, 0] for the other terms).
     pub jrc_u_grads: Vec<[f64; 2]>,
+    /// The per-row prediction of every term that has one (`ziln_loss`: its predicted mean), by
+    /// term name.
+    pub predictions: BTreeMap<String, Vec<f64>>,
 }
 
 /// The f64 reference engine for one configuration, with its state.
@@ -245,6 +249,12 @@ impl Reference {
                 combine::step_jrc_u(optimizer, *g, jrc);
             }
         }
+        let mut predictions = BTreeMap::new();
+        for (term, value) in self.config.losses.iter().zip(&evaluated) {
+            if let Some(p) = &value.prediction {
+                predictions.insert(term.name.clone(), p.clone());
+            }
+        }
         (next.ghm_acc, next.banks) = evaluated.into_iter().map(|t| (t.ghm_acc, t.bank)).unzip();
         let names = self.config.losses.iter().map(|t| t.name.clone());
         let output = ReferenceOutput {
@@ -254,6 +264,7 @@ impl Reference {
             grads,
             log_var_grads: combined.log_var_grads,
             jrc_u_grads,
+            predictions,
         };
         self.state = next;
         Ok(output)
