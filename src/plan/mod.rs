@@ -232,12 +232,13 @@ impl Plan {
         crate::report::grad_of(&self.grads, tensor)
     }
 
-    /// Fills every output (gradients and scalars) with NaN, so that a test can tell an element
+    /// Fills every output (gradients, predictions and scalars) with NaN, so that a test can tell an element
     /// the next step did not write.
     pub fn poison_outputs(&self) {
         for b in self
             .grads
             .values()
+            .chain(self.predictions.values().map(|p| &p.buffer))
             .chain([&self.internal[self.core.scalars]])
         {
             let words = vec![f32::NAN.to_bits(); (b.size() / 4) as usize];
