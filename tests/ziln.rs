@@ -98,7 +98,12 @@ fn beside_other_row_terms_fused_and_unfused() {
     for engine in engines() {
         let mut plan = engine.plan(&config, &Shapes::of_host(&b.0)).unwrap();
         let step = plan.step(&owned.batch()).unwrap();
-        assert_eq!(step.counters().passes_over("zl"), 1, "{}", engine.adapter().label());
+        assert_eq!(
+            step.counters().passes_over("zl"),
+            1,
+            "{}",
+            engine.adapter().label()
+        );
         assert_eq!(step.counters().passes_over("amount"), 2);
         let names: Vec<&String> = plan.prediction_names().collect();
         assert_eq!(names, ["ltv2", "ziln_loss"]);
@@ -118,7 +123,10 @@ fn prediction_of_a_term_without_one_names_the_term() {
         let mut plan = engine.plan(&config, &Shapes::of_host(&b.0)).unwrap();
         let step = plan.step(&owned.batch()).unwrap();
         let e = step.prediction("classification").unwrap_err().to_string();
-        assert!(e.contains("classification") && e.contains("ziln_loss"), "{e}");
+        assert!(
+            e.contains("classification") && e.contains("ziln_loss"),
+            "{e}"
+        );
         assert_eq!(step.read_prediction("ziln_loss").unwrap().len(), 64);
     }
 }
@@ -128,7 +136,10 @@ fn refusals_name_the_term_key_and_tensor() {
     let e = LossConfig::from_toml_str(&ziln("sample_weights = 'x'"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("ziln_loss") && e.contains("sample_weights"), "{e}");
+    assert!(
+        e.contains("ziln_loss") && e.contains("sample_weights"),
+        "{e}"
+    );
     let e = LossConfig::from_toml_str(&ziln("reduction = 'sum'"))
         .unwrap_err()
         .to_string();
@@ -144,7 +155,10 @@ fn refusals_name_the_term_key_and_tensor() {
         .tensor("zl", &[10, 2], lossfuse::DType::F32)
         .tensor("amount", &[10], lossfuse::DType::F32);
     let e = engine.plan(&config, &wrong).err().unwrap().to_string();
-    assert!(e.contains("zl") && e.contains("[10, 2]") && e.contains("[B, 3]"), "{e}");
+    assert!(
+        e.contains("zl") && e.contains("[10, 2]") && e.contains("[B, 3]"),
+        "{e}"
+    );
     // A negative amount is refused before anything runs, on the GPU and in the reference.
     let mut b = batch(11, 50, 3.0, 0.4);
     if let lossfuse::HostData::Real(v) = &mut b.0.get_mut("amount").unwrap().data {
@@ -157,4 +171,34 @@ fn refusals_name_the_term_key_and_tensor() {
     let mut r = lossfuse::reference::Reference::new(&config).unwrap();
     let e = r.step(&b.0).unwrap_err().to_string();
     assert!(e.contains("amount") && e.contains("row 7"), "{e}");
+}
+
+#[test]
+fn a_negative_amount_in_a_device_buffer_is_refused_on_the_gpu() {
+    let b = 500;
+    let mut rng = Rng::new(13);
+    let zl: Vec<f32> = reals(&mut rng, 3 * b, -2.0, 2.0)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let mut amount: Vec<f32> = (0..b).map(|i| (i % 3) as f32).collect();
+    amount[321] = -2.0;
+    let config = LossConfig::from_toml_str(&ziln("")).unwrap();
+    let shapes = Shapes::new()
+        .tensor("zl", &[b, 3], lossfuse::DType::F32)
+        .tensor("amount", &[b], lossfuse::DType::F32);
+    for engine in engines() {
+        let mut plan = engine.plan(&config, &shapes).unwrap();
+        let zb = device_buffer(engine.device(), engine.queue(), &zl);
+        let ab = device_buffer(engine.device(), engine.queue(), &amount);
+        let batch = lossfuse::Batch::new()
+            .buffer("zl", &zb)
+            .buffer("amount", &ab);
+        let out = plan.step(&batch).unwrap();
+        let e = out
+            .report_blocking()
+            .expect_err("a negative amount")
+            .to_string();
+        assert!(e.contains("'amount'") && e.contains("element 321"), "{e}");
+    }
 }

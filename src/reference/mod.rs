@@ -82,11 +82,17 @@
 //!   every row counts, and `eps` is accepted but unused (EasyRec uses it only with `ms_mining`,
 //!   not implemented).
 //!
+//! - `ziln_loss`: logits [B, 3], labels finite and ≥ 0; `sample_weights` and `reduction` are
+//!   refused (EasyRec ignores per-row weights and fixes its means); σ's clip passes the gradient
+//!   at its bounds and nowhere outside them (TensorFlow's `clip_by_value`); the per-row
+//!   prediction is returned in [`ReferenceOutput::predictions`].
+//!
 //! Modules: `inputs` (reading and checking tensors), `binary` and `softmax` (per-row losses),
 //! `ghm` (GHM-C), `f1` (F1-reweighted), `pairwise` (pairwise-in-session terms), `jrc` (`jrc_loss`),
 //! `retrieval` (`in_batch_softmax`, `cross_batch_softmax` and its bank, `contrastive_loss`,
 //! negative mining; the similarity helpers), `metric` (`circle_loss`, `multi_similarity_loss`),
-//! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
+//! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient),
+//! `ziln` (`ziln_loss` and its prediction).
 
 pub(crate) mod binary;
 pub(crate) mod combine;
@@ -101,13 +107,13 @@ pub(crate) mod rows;
 pub(crate) mod softmax;
 mod state;
 pub(crate) mod terms;
-pub(crate) mod ziln;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_pairwise;
 #[cfg(test)]
 mod tests_retrieval;
+pub(crate) mod ziln;
 
 use crate::config::Strategy;
 use crate::config::{LossConfig, LossTerm, NonFinite};

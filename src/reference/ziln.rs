@@ -90,7 +90,11 @@ pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch, p: &ZilnParams) -> Re
     let (name, t) = bound(batch, term, "logits")?;
     let (x, b) = real_matrix(name, &term.name, t, 3, "ZILN logits (p logit, μ, σ logit)")?;
     if b == 0 {
-        return Err(Error::tensor(name, Some(&term.name), "the batch has no rows"));
+        return Err(Error::tensor(
+            name,
+            Some(&term.name),
+            "the batch has no rows",
+        ));
     }
     let (label_name, labels) = bound(batch, term, "labels")?;
     let y = real_column(label_name, &term.name, labels, Some((b, name)))?;
@@ -202,7 +206,11 @@ mod tests {
         let x = [0.5, 0.3, 1.0, -0.2, 0.1, -1.0];
         check_fd(&x, &y, &clipped);
         let (_, g, _) = ziln(&x, &y, &clipped);
-        assert!((g[2] - 0.01 * 1.0).abs() < 1e-15, "σ clipped at 0.5: {}", g[2]);
+        assert!(
+            (g[2] - 0.01 * 1.0).abs() < 1e-15,
+            "σ clipped at 0.5: {}",
+            g[2]
+        );
     }
 
     #[test]

@@ -224,7 +224,13 @@ pub fn assert_matches(label: &str, gpu: &GpuStep, reference: &ReferenceOutput, t
         "{label}: prediction sets differ"
     );
     for (name, want) in &reference.predictions {
-        assert_close_rows(label, &format!("prediction/{name}"), &gpu.predictions[name], want, tol);
+        assert_close_rows(
+            label,
+            &format!("prediction/{name}"),
+            &gpu.predictions[name],
+            want,
+            tol,
+        );
     }
     for (name, want) in &reference.grads {
         assert_close_rows(label, &format!("grad/{name}"), &gpu.grads[name], want, tol);

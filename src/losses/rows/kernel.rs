@@ -189,11 +189,7 @@ impl<'a> RowKernel<'a> {
                 c => {
                     let parts: Vec<String> =
                         (0..c).map(|j| format!("in{i}[{c}u * r + {j}u]")).collect();
-                    let _ = writeln!(
-                        src,
-                        "{indent}let v{i} = vec{c}<f32>({});",
-                        parts.join(", ")
-                    );
+                    let _ = writeln!(src, "{indent}let v{i} = vec{c}<f32>({});", parts.join(", "));
                 }
             }
         }

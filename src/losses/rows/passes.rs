@@ -54,7 +54,11 @@ impl RowKernel<'_> {
                 }
                 None => String::new(),
             };
-            let _ = writeln!(src, "{indent}let lg{k} = {};", row.call(&value, &batch_wide));
+            let _ = writeln!(
+                src,
+                "{indent}let lg{k} = {};",
+                row.call(&value, &batch_wide)
+            );
             for line in factor(k, t, &self.aux[k], &value).lines() {
                 let _ = writeln!(src, "{indent}{line}");
             }
@@ -98,7 +102,12 @@ impl RowKernel<'_> {
             } else {
                 let parts = ["x", "y", "z", "w"];
                 (0..c as usize)
-                    .map(|j| (format!("grad{i}[{c}u * r + {j}u]"), format!("g{i}.{}", parts[j])))
+                    .map(|j| {
+                        (
+                            format!("grad{i}[{c}u * r + {j}u]"),
+                            format!("g{i}.{}", parts[j]),
+                        )
+                    })
                     .collect()
             };
             for (at, value) in targets {

@@ -2,12 +2,13 @@
 //! docs/LOSSES.md, "Gradient-density terms" and "Batch-wide terms"; reference
 //! `src/reference/ghm.rs`, `f1.rs`, `combine.rs`) and the passes a row group runs before its
 //! loss pass when some of its terms need a quantity of the whole batch (GHM-C's bin counts,
-//! OHEM's k-th largest value, F1's Σσ(x)):
+//! OHEM's k-th largest value, F1's Σσ(x), `ziln_loss`'s count of positive labels):
 //!
 //! 1. the statistics pass (`shaders/statistics.wgsl`) reads the tensors of those terms once:
 //!    GHM-C counts valid rows per bin (workgroup atomics, then one global add per bin), OHEM
 //!    writes each row's order key (`order_key(w·l)`) and counts the positive values, F1 sums σ(x)
-//!    and the class sums into per-workgroup partials;
+//!    and the class sums into per-workgroup partials, ZILN counts the labels > 0 (reading only
+//!    its labels: [`RowTerm::statistics_tensors`]);
 //! 2. OHEM terms run the selection ([`super::select`]) over their keys;
 //! 3. one `prepare` workgroup (`shaders/prepare.wgsl`) turns all of it into the factors the loss
 //!    pass reads.
