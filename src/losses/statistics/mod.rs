@@ -331,9 +331,16 @@ pub(crate) fn passes(
 /// statistics.wgsl's `terms` splice: the `bindings`, the terms' counters and sums, `stats_begin`,
 /// `stats_row` and `stats_end`. `slot_of(k)` is F1 term k's first partial slot.
 fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> usize) -> String {
-    let terms = kernel.terms;
-    let value = |n: &str| kernel.value(n);
     let mut s = bindings.to_string();
+    stats_begin(kernel, &mut s);
+    stats_row(kernel, &mut s);
+    stats_end(kernel, &mut s, slot_of);
+    s
+}
+
+/// The terms' counters and sums, and `stats_begin`, which zeroes the workgroup counters.
+fn stats_begin(kernel: &RowKernel, s: &mut String) {
+    let terms = kernel.terms;
     for (k, t) in terms.iter().enumerate() {
         let _ = match bw(t) {
             BatchWide::Ghm { bins, .. } => {
@@ -362,10 +369,16 @@ fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> u
             _ => Ok(()),
         };
     }
+}
+
+/// `stats_row`: one row's contributions to each term's statistics.
+fn stats_row(kernel: &RowKernel, s: &mut String) {
+    let terms = kernel.terms;
+    let value = |n: &str| kernel.value(n);
     s.push_str("}\n\nfn stats_row(r: u32) {\n");
     let indent = "    ";
-    kernel.load(&mut s, indent);
-    kernel.weights(&mut s, indent);
+    kernel.load(s, indent);
+    kernel.weights(s, indent);
     let mut key_index = 0;
     for (k, t) in terms.iter().enumerate() {
         let x = || value(&row_term(t).role_tensor("logits").expect("logits"));
@@ -404,6 +417,12 @@ fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> u
             ),
         };
     }
+}
+
+/// `stats_end`: the workgroup's counts into `aux`, its sums into `partials` (F1 term k at
+/// `slot_of(k)`).
+fn stats_end(kernel: &RowKernel, s: &mut String, slot_of: &dyn Fn(usize) -> usize) {
+    let terms = kernel.terms;
     s.push_str("}\n\nfn stats_end(lid: u32, wg: u32) {\n");
     for (k, t) in terms.iter().enumerate() {
         if let BatchWide::Ohem { .. } | BatchWide::Ziln = bw(t) {
@@ -438,7 +457,6 @@ fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> u
         };
     }
     s.push_str("}\n");
-    s
 }
 
 /// prepare.wgsl's `terms` splice: `prepare_sums` (the F1 terms' statistics over every

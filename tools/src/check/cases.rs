@@ -530,6 +530,12 @@ fn ziln(c: &mut Catalogue) {
         ROW_TOL,
         |d| ziln_rows(d, 1500, 0.5, 3.0),
     );
+    ziln_refused(c, &z);
+}
+
+/// `ziln_loss`'s refused step: an amount < 0, named in the error.
+fn ziln_refused(c: &mut Catalogue, z: &dyn Fn(&str) -> String) {
+    let f = "per-row";
     let mut refused = Catalogue {
         seed: c.seed,
         cases: Vec::new(),
