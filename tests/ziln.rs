@@ -202,3 +202,22 @@ fn a_negative_amount_in_a_device_buffer_is_refused_on_the_gpu() {
         assert!(e.contains("'amount'") && e.contains("element 321"), "{e}");
     }
 }
+
+/// Bindings of 4 KiB: the [B, 3] logits (12 bytes a row) and the columns split into chunks, the
+/// count of positives still covers every chunk.
+#[test]
+fn chunked_rows_match_the_reference() {
+    let b = batch(14, 2000, 3.0, 0.4);
+    let config = LossConfig::from_toml_str(&format!(
+        "{}[[losses]]\nloss_type = 'classification'\nlogits = 'x'\nlabels = 'y'\n",
+        ziln("")
+    ))
+    .unwrap();
+    let reference = run_reference(&config, &b.0, 1);
+    for engine in engines_with(lossfuse::EngineOptions {
+        max_binding_bytes: Some(4096),
+    }) {
+        let gpu = run_gpu(&engine, &config, &b.0, 1);
+        assert_matches(&engine.adapter().label(), &gpu[0], &reference[0], TOL);
+    }
+}
