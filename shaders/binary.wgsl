@@ -104,3 +104,41 @@ fn order_calibrate(x: f32, xr: f32) -> vec3<f32> {
     }
     return vec3<f32>(0.0);
 }
+
+// ziln_loss (EasyRec ZILN_LOSS, zero_inflated_lognormal_loss; docs/LOSSES.md, "ziln_loss") for
+// one row: its share of the term value and its gradient to the row's three logits, and its
+// predicted mean (zero_inflated_lognormal_pred). x = (p logit, μ, σ logit), y ≥ 0 the amount;
+// bw = (1/B, 1/(#positive + 1e-8)) from the statistics pass; c = (classification_weight,
+// regression_weight, mu_regularization, sigma_regularization); clip = (sqrt(1e-7), max_sigma,
+// max_log_clip_value).
+struct ZilnRow {
+    x: f32,        // the row's share of the value
+    y: vec3<f32>,  // d value / d x
+    p: f32,        // the prediction
+}
+
+const HALF_LN_2PI: f32 = 0.9189385332046727;
+
+fn ziln(x: vec3<f32>, y: f32, bw: vec2<f32>, c: vec4<f32>, clip: vec3<f32>, return_log: bool) -> ZilnRow {
+    let pos = y > 0.0;
+    let ce = sigmoid_ce(x.x, select(0.0, 1.0, pos));
+    let mu = x.y;
+    // σ = clip(softplus(x₂)); like tf.clip_by_value the gradient passes inside [min, max] only.
+    let s = softplus(x.z);
+    let sig = clamp(s, clip.x, clip.y);
+    let dsig = select(0.0, sigmoid(x.z), s >= clip.x && s <= clip.y);
+    // A row with y = 0 reads the safe label 1 (as EasyRec) and is masked by r = 0.
+    let ln_y = log(select(1.0, y, pos));
+    let z = (ln_y - mu) / sig;
+    let nll = 0.5 * z * z + log(sig) + HALF_LN_2PI + ln_y;
+    let r = select(0.0, c.y * bw.y, pos);
+    let loss = bw.x * (c.x * ce.x + c.z * mu * mu + c.w * x.z * x.z) + r * nll;
+    let grad = vec3<f32>(
+        bw.x * c.x * ce.y,
+        bw.x * 2.0 * c.z * mu - r * z / sig,
+        bw.x * 2.0 * c.w * x.z + r * (1.0 - z * z) / sig * dsig,
+    );
+    let log_pred = -softplus(-x.x) + mu + 0.5 * sig * sig;
+    let pred = select(exp(clamp(log_pred, -100.0, clip.z)), log_pred, return_log);
+    return ZilnRow(loss, grad, pred);
+}

@@ -98,6 +98,15 @@ fn ohem_prepare(positive: u32, scale: u32, k: u32) {
     aux[positive] = 0u;
 }
 
+// ziln_loss: from the count of positive labels (aux[base], zeroed here for the next step) the
+// factors its row function reads: aux[base+1] = 1/B, aux[base+2] = 1/(#positive + 1e-8) (EasyRec
+// num_pos = reduce_sum(positive) + 1e-8, in f32).
+fn ziln_prepare(base: u32, rows: f32) {
+    set_aux_f32(base + 1u, 1.0 / rows);
+    set_aux_f32(base + 2u, 1.0 / (f32(aux[base]) + 1e-8));
+    aux[base] = 0u;
+}
+
 //#splice terms
 fn prepare_sums(lid: u32) {}
 

@@ -79,4 +79,5 @@ pub mod params {
     pub use crate::losses::rows::params::{ClassificationParams, FocalParams};
     pub use crate::losses::softmax::params::SoftmaxParams;
     pub use crate::losses::statistics::params::{F1Params, GhmParams, MAX_GHM_BINS};
+    pub use crate::losses::ziln::params::{ZilnParams, MAX_LOG_CLIP};
 }

@@ -161,8 +161,16 @@ pub(crate) struct Outputs<'p> {
     pub config: &'p LossConfig,
     pub shapes: &'p Shapes,
     pub grads: &'p BTreeMap<String, wgpu::Buffer>,
+    pub predictions: &'p BTreeMap<String, Prediction>,
     pub readback: &'p wgpu::Buffer,
     pub value_checks: &'p [ValueCheck],
+}
+
+/// A term's per-row prediction: its buffer (f32 per row) and its rows.
+#[derive(Clone, Debug)]
+pub(crate) struct Prediction {
+    pub buffer: wgpu::Buffer,
+    pub rows: u64,
 }
 
 /// The error of a step whose GPU value check `check` (index + 1) refused element `at` of a
@@ -181,8 +189,11 @@ fn refused_value(outputs: &Outputs, check: u32, at: u32) -> Error {
     let width: usize = shape.iter().skip(1).product::<usize>().max(1);
     let row = at as usize / width;
     let what = match (c.finite, c.non_negative) {
-        (true, true) => "is not finite or is negative (sample weights must be finite and >= 0)",
-        (false, true) => "is negative (sample weights must be >= 0)",
+        (true, true) => {
+            "is not finite or is negative (sample weights and amount labels must be finite and \
+             >= 0)"
+        }
+        (false, true) => "is negative (sample weights and amount labels must be >= 0)",
         _ => "is not finite (NaN or ±Inf)",
     };
     Error::Tensor {
@@ -244,6 +255,41 @@ impl<'p> StepOutput<'p> {
             .map(|s| s.len())
             .unwrap_or(0);
         let bytes = read_buffer(self.outputs.engine, b, 0, (n as u64 * 4).max(4))?;
+        let mut v: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
+        v.truncate(n);
+        Ok(v)
+    }
+
+    /// The per-row prediction of term `term`, on the GPU: f32, one per row, written by this
+    /// step's forward pass like the gradients (`ziln_loss`: its predicted mean
+    /// σ(x₀)·exp(μ + σ²/2), EasyRec `zero_inflated_lognormal_pred`; docs/LOSSES.md).
+    pub fn prediction(&self, term: &str) -> Result<&'p wgpu::Buffer> {
+        self.prediction_of(term).map(|p| &p.buffer)
+    }
+
+    fn prediction_of(&self, term: &str) -> Result<&'p Prediction> {
+        self.outputs.predictions.get(term).ok_or_else(|| {
+            Error::term(
+                term,
+                format!(
+                    "no prediction: not a term of this plan with a per-row prediction (those \
+                     are: {})",
+                    self.outputs
+                        .predictions
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })
+    }
+
+    /// The per-row prediction of term `term` read back to the host (blocking).
+    pub fn read_prediction(&self, term: &str) -> Result<Vec<f32>> {
+        let p = self.prediction_of(term)?;
+        let n = p.rows as usize;
+        let bytes = read_buffer(self.outputs.engine, &p.buffer, 0, (p.rows * 4).max(4))?;
         let mut v: Vec<f32> = bytemuck::cast_slice(&bytes).to_vec();
         v.truncate(n);
         Ok(v)

@@ -251,7 +251,11 @@ fn run_bank(
         let want = reference.step(&b.0).unwrap();
         assert_matches(
             &format!("{label} step {s}"),
-            &GpuStep { report, grads },
+            &GpuStep {
+                report,
+                grads,
+                predictions: Default::default(),
+            },
             &want,
             EMB_TOL,
         );
@@ -442,6 +446,15 @@ fn a_full_bank_of_a_million_rows_at_d64_spans_two_bindings() {
             .iter()
             .map(|n| (n.clone(), out.read_grad(n).unwrap()))
             .collect();
-        assert_matches(&label, &GpuStep { report, grads }, &want, EMB_TOL);
+        assert_matches(
+            &label,
+            &GpuStep {
+                report,
+                grads,
+                predictions: Default::default(),
+            },
+            &want,
+            EMB_TOL,
+        );
     }
 }

@@ -327,6 +327,7 @@ fn sixteen_million_rows() {
         let step = GpuStep {
             report,
             grads: [("x".to_string(), grad)].into(),
+            predictions: Default::default(),
         };
         // At 16M rows a few values near OHEM's cut or a GHM bin edge fall on the other side in
         // f32, moving those rows' gradients wholesale: check values and the gradient's norm, not

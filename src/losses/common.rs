@@ -10,7 +10,8 @@ pub(crate) fn coef_index(slot: usize) -> usize {
     crate::combine::S_TERM_BASE + slot * crate::combine::S_TERM_STRIDE + crate::combine::T_COEF
 }
 
-/// Where a batch-wide term (GHM-C, OHEM, F1) keeps its data on the GPU.
+/// Where a row term keeps its data on the GPU: a batch-wide term's (GHM-C, OHEM, F1, ZILN)
+/// regions and buffers, and a term's per-row prediction.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TermAux {
     /// First word of the term's region of the `aux` buffer ([`statistics::aux_words`]).
@@ -22,6 +23,9 @@ pub(crate) struct TermAux {
     pub pending: u32,
     /// GHM-C: first word of the committed accumulators in the state buffer.
     pub acc: u32,
+    /// A term with a per-row prediction (`ziln_loss`): the internal buffer of one f32 per row
+    /// its loss pass writes.
+    pub prediction: Option<usize>,
 }
 
 /// The tensors a generated kernel binds, each once, in binding order.

@@ -29,6 +29,8 @@ pub enum RoleKind {
     ZeroOneLabels,
     /// Any real labels (regression targets, graded relevance).
     RealLabels,
+    /// Real labels ≥ 0 (amounts: `ziln_loss`'s lifetime value, 0 for a row without one).
+    NonNegativeLabels,
     /// Class ids, or probabilities over the classes.
     ClassLabels,
     /// Labels compared for equality: reals or integers.
@@ -229,12 +231,32 @@ pub(crate) struct RowLoss {
 
 /// A term of the fused row group (see `src/losses/rows/`).
 pub(crate) trait RowTerm: fmt::Debug + Send + Sync {
-    /// The WGSL call of the term's function on the row's values (`v(tensor)`).
-    fn call(&self, v: &dyn Fn(&str) -> String) -> String;
-    /// The tensors that get a gradient, with the component of `call`'s result holding it.
+    /// The WGSL call of the term's function on the row's values (`v(tensor)`: an `f32`, or a
+    /// `vecN<f32>` for a tensor of N > 1 [`columns`](Self::columns)); `batch_wide` names the
+    /// WGSL value of the term's batch-wide factors when its row function reads them
+    /// ([`crate::losses::statistics::prelude`]), else it is empty.
+    fn call(&self, v: &dyn Fn(&str) -> String, batch_wide: &str) -> String;
+    /// The tensors that get a gradient, with the component of `call`'s result holding it
+    /// (an `f32`, or a `vecN<f32>` for a tensor of N columns).
     fn grads(&self) -> Vec<(String, &'static str)>;
     /// Every tensor the term reads per row.
     fn tensors(&self) -> Vec<String>;
+    /// Values per row of `tensor`: 1 for a column `[B]` or `[B, 1]`, N for a `[B, N]` row
+    /// read whole (N ≤ 4; `ziln_loss`'s logits are [B, 3]).
+    fn columns(&self, tensor: &str) -> u32 {
+        let _ = tensor;
+        1
+    }
+    /// The tensors the row group's statistics pass reads for this term's batch-wide quantity
+    /// (all of them unless the term says less).
+    fn statistics_tensors(&self) -> Vec<String> {
+        self.tensors()
+    }
+    /// The component of `call`'s result holding the row's prediction, when the term reports a
+    /// per-row prediction ([`crate::StepOutput::prediction`]).
+    fn prediction(&self) -> Option<&'static str> {
+        None
+    }
     /// The batch-wide quantity the term needs before its loss (GHM-C, OHEM, F1), if any.
     fn batch_wide(&self) -> Option<crate::losses::statistics::params::BatchWide>;
     /// The tensor bound to `role`.

@@ -25,7 +25,10 @@ use crate::wgsl::Specialization;
 /// for equality are read as they are.
 pub(crate) fn view(kind: RoleKind, dtype: DType, column_logits: bool) -> Option<DType> {
     use RoleKind::*;
-    let real = matches!(kind, BinaryLabels | ZeroOneLabels | RealLabels)
+    let real = matches!(
+        kind,
+        BinaryLabels | ZeroOneLabels | RealLabels | NonNegativeLabels
+    )
         || (kind == ClassLabels && column_logits);
     match (kind, dtype) {
         (_, DType::F32) => None,

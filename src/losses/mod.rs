@@ -5,7 +5,9 @@
 //! - [`statistics`]: batch-wide row terms (GHM-C, OHEM focal, F1-reweighted);
 //! - [`softmax`]: softmax cross-entropy;
 //! - [`pairwise`] and [`jrc`]: terms over rows grouped by session ([`session`]);
-//! - [`retrieval`], [`metric`], [`mining`]: terms over embeddings ([`embedding`]).
+//! - [`retrieval`], [`metric`], [`mining`]: terms over embeddings ([`embedding`]);
+//! - [`ziln`]: the zero-inflated lognormal loss, a row term over [B, 3] logits with a per-row
+//!   prediction.
 //!
 //! Shared mechanisms exist once: [`family`] (what every family declares), [`params`] (typed
 //! parameters), [`registry`] (every loss type), [`shapes`] (checks), [`common`] (kernel helpers), [`select`] (GPU top-k),
@@ -29,3 +31,4 @@ pub(crate) mod session;
 pub(crate) mod shapes;
 pub(crate) mod softmax;
 pub(crate) mod statistics;
+pub(crate) mod ziln;

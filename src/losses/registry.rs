@@ -2,11 +2,11 @@
 //! and family. Adding a loss type to a family's `LOSS_TYPES` is all it takes to make it known.
 
 use super::family::{LossType, Role};
-use super::{jrc, metric, mining, pairwise, retrieval, rows, softmax, statistics};
+use super::{jrc, metric, mining, pairwise, retrieval, rows, softmax, statistics, ziln};
 use crate::config::{LossTerm, Reduction, TermKind};
 
 /// Every family's loss types, in the order the docs list them.
-fn families() -> [&'static [&'static LossType]; 8] {
+fn families() -> [&'static [&'static LossType]; 9] {
     [
         rows::LOSS_TYPES,
         softmax::LOSS_TYPES,
@@ -16,6 +16,7 @@ fn families() -> [&'static [&'static LossType]; 8] {
         retrieval::LOSS_TYPES,
         mining::LOSS_TYPES,
         metric::LOSS_TYPES,
+        ziln::LOSS_TYPES,
     ]
 }
 

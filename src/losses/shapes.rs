@@ -164,7 +164,7 @@ pub(crate) fn embeddings<'a>(
         let dtypes: &[DType] = match role.kind {
             RoleKind::ItemIds | RoleKind::SessionIds => &ints,
             RoleKind::AnyLabels => &any,
-            RoleKind::LogQ | RoleKind::RealLabels => &[DType::F32],
+            RoleKind::LogQ | RoleKind::RealLabels | RoleKind::NonNegativeLabels => &[DType::F32],
             _ => continue,
         };
         expect_vector(shapes, term, name, role.name, Some(b), dtypes)?;

@@ -45,6 +45,8 @@ pub(crate) struct Blueprint {
     /// What the state words hold.
     pub state_map: StateMap,
     pub checks: HostChecks,
+    /// The internal buffer and rows of each per-row prediction, by term name.
+    pub predictions: BTreeMap<String, (usize, u64)>,
 }
 
 /// Builds the blueprint of `config` over `shapes` for an adapter with `limits`.
@@ -60,7 +62,8 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
     let layout = layout(config, &groups, checks.value_checks().len() as u32);
     let mut buffers = Buffers::new(limits.max_buffer);
     let core = core_buffers(&mut buffers, config, &layout)?;
-    let term_aux = batch_wide_aux(terms(), &layout, &mut buffers)?;
+    let mut predictions = BTreeMap::new();
+    let term_aux = row_term_aux(terms(), &layout, &mut buffers, &mut predictions)?;
     let mut builder = GroupBuilder {
         buffers,
         shapes,
@@ -114,6 +117,7 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
         banks,
         state_map,
         checks,
+        predictions,
     })
 }
 
@@ -307,27 +311,43 @@ fn core_buffers(buffers: &mut Buffers, config: &LossConfig, layout: &Layout) -> 
     })
 }
 
-/// Where each batch-wide term keeps its data: its regions, and an OHEM term's key buffer.
-fn batch_wide_aux<'a>(
+/// Where each row term keeps its data: a batch-wide term's regions and an OHEM term's key
+/// buffer, and the per-row prediction buffer of a term with a prediction (also listed by term
+/// name in `predictions`).
+fn row_term_aux<'a>(
     terms: impl Iterator<Item = &'a Resolved>,
     layout: &Layout,
     buffers: &mut Buffers,
+    predictions: &mut BTreeMap<String, (usize, u64)>,
 ) -> Result<BTreeMap<usize, TermAux>> {
     let mut aux = BTreeMap::new();
     for t in terms {
-        let Some(bw) = batch_wide(t) else { continue };
+        let Form::Row(row) = &t.form else { continue };
+        let bw = row.batch_wide();
+        if bw.is_none() && row.prediction().is_none() {
+            continue;
+        }
         let offset = |r: Option<crate::layout::Region>| r.map_or(0, |r| r.offset);
         let keys = match bw {
-            BatchWide::Ohem { .. } => {
+            Some(BatchWide::Ohem { .. }) => {
                 Some(buffers.storage(format!("ohem_keys/{}", t.term.name), t.rows * 4)?)
             }
             _ => None,
+        };
+        let prediction = match row.prediction() {
+            Some(_) => {
+                let b = buffers.storage(format!("prediction/{}", t.term.name), t.rows * 4)?;
+                predictions.insert(t.term.name.clone(), (b, t.rows));
+                Some(b)
+            }
+            None => None,
         };
         let a = TermAux {
             base: offset(layout.aux(t.slot, "stats")),
             keys,
             pending: offset(layout.aux(t.slot, "ghm")),
             acc: offset(layout.state(t.slot, "ghm")),
+            prediction,
         };
         aux.insert(t.slot, a);
     }
@@ -379,7 +399,7 @@ impl GroupBuilder<'_> {
                 .iter()
                 .map(|t| match batch_wide(t) {
                     Some(BatchWide::Ghm { bins, .. }) => 4 * bins as u64,
-                    Some(BatchWide::Ohem { .. }) => 4,
+                    Some(BatchWide::Ohem { .. } | BatchWide::Ziln) => 4,
                     _ => 0,
                 })
                 .sum::<u64>();

@@ -1,6 +1,6 @@
 //! Checks of host tensors' values before anything is uploaded (so that a refused step changes
 //! nothing), derived from what each role means ([`RoleKind`]): every real input finite (unless
-//! `nonfinite = "propagate"` and the term tolerates it), sample weights ≥ 0, labels and
+//! `nonfinite = "propagate"` and the term tolerates it), sample weights and amount labels ≥ 0, labels and
 //! probabilities in [0, 1], labels that must be exactly 0 or 1, class ids in [0, C). Device
 //! buffers are not read back: their values are checked on the GPU (`shaders/finite.wgsl`, and
 //! the softmax kernels for class ids), and a step that fails there commits nothing.
@@ -30,14 +30,15 @@ struct IdCheck {
     ignore: Option<i64>,
 }
 
-/// A check of one f32 tensor's values: finite, and for sample weights ≥ 0.
+/// A check of one f32 tensor's values: finite, and for sample weights and amount labels
+/// (`RoleKind::NonNegativeLabels`) ≥ 0.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ValueCheck {
     pub tensor: String,
     pub term: String,
     /// NaN and ±Inf are errors.
     pub finite: bool,
-    /// Negative values are errors (sample weights).
+    /// Negative values are errors (sample weights, amount labels).
     pub non_negative: bool,
 }
 
@@ -142,13 +143,14 @@ impl HostChecks {
         let term = t.term.name.clone();
         let strict = nonfinite == NonFinite::Error || t.loss_type.refuses_nonfinite();
         let is_real = |n: &str| shapes.get(n).is_some_and(|s| !s.dtype.is_integer());
-        for (_, tensor) in t.bound_roles() {
-            if is_real(&tensor) {
+        for (role, tensor) in t.bound_roles() {
+            // Integer labels are finite, but may be negative.
+            if is_real(&tensor) || role.kind == RoleKind::NonNegativeLabels {
                 self.add_value(ValueCheck {
                     tensor,
                     term: term.clone(),
                     finite: strict,
-                    non_negative: false,
+                    non_negative: role.kind == RoleKind::NonNegativeLabels,
                 });
             }
         }
@@ -240,7 +242,8 @@ impl ValueCheck {
                     &self.tensor,
                     Some(&self.term),
                     format!(
-                        "sample weights must be finite and >= 0; row {i} holds {}",
+                        "values must be finite and >= 0 (sample weights, amount labels); row {i} \
+                         holds {}",
                         v[i]
                     ),
                 ));

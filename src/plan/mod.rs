@@ -31,7 +31,7 @@ use crate::config::LossConfig;
 use crate::engine::{Engine, EngineInner};
 use crate::error::{Error, Result};
 use crate::kernel::{Bind, Source};
-use crate::report::{Outputs, StepCounters};
+use crate::report::{Outputs, Prediction, StepCounters};
 use alloc::{Core, Limits};
 use build::Blueprint;
 use checks::HostChecks;
@@ -47,6 +47,8 @@ pub struct Plan {
     /// Upload buffers, created on the first host upload of each tensor.
     uploads: BTreeMap<String, wgpu::Buffer>,
     grads: BTreeMap<String, wgpu::Buffer>,
+    /// Each per-row prediction's buffer (one of `internal`), by term name.
+    predictions: BTreeMap<String, Prediction>,
     internal: Vec<wgpu::Buffer>,
     passes: Vec<Pass>,
     core: Core,
@@ -127,7 +129,16 @@ impl Plan {
         bp: Blueprint,
     ) -> Result<Self> {
         let (device, queue) = (&engine.device, &engine.queue);
-        let internal = bp.buffers.iter().map(|r| r.create(device, queue)).collect();
+        let internal: Vec<wgpu::Buffer> =
+            bp.buffers.iter().map(|r| r.create(device, queue)).collect();
+        let predictions = bp
+            .predictions
+            .iter()
+            .map(|(term, &(b, rows))| {
+                let buffer = internal[b].clone();
+                (term.clone(), Prediction { buffer, rows })
+            })
+            .collect();
         let grads = bp
             .grads
             .iter()
@@ -158,6 +169,7 @@ impl Plan {
             shapes: shapes.clone(),
             uploads: BTreeMap::new(),
             grads,
+            predictions,
             internal,
             passes,
             core: bp.core,
@@ -184,6 +196,7 @@ impl Plan {
             config: &self.config,
             shapes: &self.shapes,
             grads: &self.grads,
+            predictions: &self.predictions,
             readback: &self.readback,
             value_checks: self.checks.value_checks(),
         }
@@ -204,6 +217,11 @@ impl Plan {
         self.grads.keys()
     }
 
+    /// The terms with a per-row prediction ([`crate::StepOutput::prediction`]), by name.
+    pub fn prediction_names(&self) -> impl Iterator<Item = &String> {
+        self.predictions.keys()
+    }
+
     /// Counters summed over every step so far.
     pub fn counters(&self) -> &StepCounters {
         &self.totals
@@ -214,12 +232,13 @@ impl Plan {
         crate::report::grad_of(&self.grads, tensor)
     }
 
-    /// Fills every output (gradients and scalars) with NaN, so that a test can tell an element
+    /// Fills every output (gradients, predictions and scalars) with NaN, so that a test can tell an element
     /// the next step did not write.
     pub fn poison_outputs(&self) {
         for b in self
             .grads
             .values()
+            .chain(self.predictions.values().map(|p| &p.buffer))
             .chain([&self.internal[self.core.scalars]])
         {
             let words = vec![f32::NAN.to_bits(); (b.size() / 4) as usize];

@@ -30,6 +30,7 @@ fn shapes_for(config: &LossConfig, rows: usize) -> Shapes {
                     (vec![rows, 7], DType::F32)
                 }
                 RoleKind::Logits if loss_type == "jrc_loss" => (vec![rows, 2], DType::F32),
+                RoleKind::Logits if loss_type == "ziln_loss" => (vec![rows, 3], DType::F32),
                 RoleKind::ClassLabels if loss_type == "softmax_cross_entropy" => {
                     (vec![rows], DType::I32)
                 }
@@ -77,6 +78,7 @@ const VARIANTS: &[&str] = &[
     "loss_type = 'softmax_cross_entropy_with_negative_mining'\nuser = 'u'\nitem = 'v'\nlabels = 'y'\nnum_negative_samples = 4\nseed = 7",
     "loss_type = 'circle_loss'\nembeddings = 'u'\nlabels = 'cls_any'\nsession = 's'",
     "loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'cls_any'",
+    "loss_type = 'ziln_loss'\nlogits = 'zl'\nlabels = 'amount'\nmax_sigma = 2.0\nreturn_log_pred_value = true\nclassification_weight = 0.5",
 ];
 
 /// Every loss type whose defaults need no key, each role bound to a tensor of the role's name.

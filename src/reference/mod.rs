@@ -82,11 +82,17 @@
 //!   every row counts, and `eps` is accepted but unused (EasyRec uses it only with `ms_mining`,
 //!   not implemented).
 //!
+//! - `ziln_loss`: logits [B, 3], labels finite and ≥ 0; `sample_weights` and `reduction` are
+//!   refused (EasyRec ignores per-row weights and fixes its means); σ's clip passes the gradient
+//!   at its bounds and nowhere outside them (TensorFlow's `clip_by_value`); the per-row
+//!   prediction is returned in [`ReferenceOutput::predictions`].
+//!
 //! Modules: `inputs` (reading and checking tensors), `binary` and `softmax` (per-row losses),
 //! `ghm` (GHM-C), `f1` (F1-reweighted), `pairwise` (pairwise-in-session terms), `jrc` (`jrc_loss`),
 //! `retrieval` (`in_batch_softmax`, `cross_batch_softmax` and its bank, `contrastive_loss`,
 //! negative mining; the similarity helpers), `metric` (`circle_loss`, `multi_similarity_loss`),
-//! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient).
+//! `combine` (reductions, OHEM, strategies), `terms` (one term from tensors to value and gradient),
+//! `ziln` (`ziln_loss` and its prediction).
 
 pub(crate) mod binary;
 pub(crate) mod combine;
@@ -107,6 +113,7 @@ mod tests;
 mod tests_pairwise;
 #[cfg(test)]
 mod tests_retrieval;
+pub(crate) mod ziln;
 
 use crate::config::Strategy;
 use crate::config::{LossConfig, LossTerm, NonFinite};
@@ -172,6 +179,9 @@ pub struct ReferenceOutput {
     /// d total / d(u1, u2) per term for `jrc_loss` terms with uncertainty weighting: the term's
     /// effective weight e_k × the flooding sign × dL_k/du ([0, 0] for the other terms).
     pub jrc_u_grads: Vec<[f64; 2]>,
+    /// The per-row prediction of every term that has one (`ziln_loss`: its predicted mean), by
+    /// term name.
+    pub predictions: BTreeMap<String, Vec<f64>>,
 }
 
 /// The f64 reference engine for one configuration, with its state.
@@ -245,6 +255,12 @@ impl Reference {
                 combine::step_jrc_u(optimizer, *g, jrc);
             }
         }
+        let mut predictions = BTreeMap::new();
+        for (term, value) in self.config.losses.iter().zip(&evaluated) {
+            if let Some(p) = &value.prediction {
+                predictions.insert(term.name.clone(), p.clone());
+            }
+        }
         (next.ghm_acc, next.banks) = evaluated.into_iter().map(|t| (t.ghm_acc, t.bank)).unzip();
         let names = self.config.losses.iter().map(|t| t.name.clone());
         let output = ReferenceOutput {
@@ -254,6 +270,7 @@ impl Reference {
             grads,
             log_var_grads: combined.log_var_grads,
             jrc_u_grads,
+            predictions,
         };
         self.state = next;
         Ok(output)

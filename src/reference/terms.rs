@@ -20,6 +20,8 @@ pub(crate) struct TermValue {
     pub jrc_du: [f64; 2],
     /// The memory bank of a `cross_batch_softmax` term after this step (None otherwise).
     pub bank: Option<BankState>,
+    /// The per-row prediction of a term that has one (`ziln_loss`: its predicted mean).
+    pub prediction: Option<Vec<f64>>,
 }
 
 impl TermValue {
@@ -31,6 +33,7 @@ impl TermValue {
             ghm_acc: Vec::new(),
             jrc_du: [0.0; 2],
             bank: None,
+            prediction: None,
         }
     }
 }

@@ -110,6 +110,8 @@ impl Inputs {
 pub struct GpuStep {
     pub report: Report,
     pub grads: BTreeMap<String, Vec<f32>>,
+    /// Each per-row prediction, by term.
+    pub predictions: BTreeMap<String, Vec<f32>>,
 }
 
 /// Runs `steps` steps of `config` on `engine`, outputs poisoned with NaN before each.
@@ -124,6 +126,7 @@ pub fn run_gpu(
         .unwrap_or_else(|e| panic!("{}: plan: {e}", engine.adapter().label()));
     let owned = OwnedBatch::from_host(batch).unwrap();
     let names: Vec<String> = plan.grad_names().cloned().collect();
+    let predicted: Vec<String> = plan.prediction_names().cloned().collect();
     let mut out = Vec::new();
     for _ in 0..steps {
         plan.poison_outputs();
@@ -138,7 +141,15 @@ pub fn run_gpu(
             .iter()
             .map(|n| (n.clone(), step.read_grad(n).unwrap()))
             .collect();
-        out.push(GpuStep { report, grads });
+        let predictions = predicted
+            .iter()
+            .map(|n| (n.clone(), step.read_prediction(n).unwrap()))
+            .collect();
+        out.push(GpuStep {
+            report,
+            grads,
+            predictions,
+        });
     }
     out
 }
@@ -207,34 +218,53 @@ pub fn assert_matches(label: &str, gpu: &GpuStep, reference: &ReferenceOutput, t
         reference.grads.keys().collect::<Vec<_>>(),
         "{label}: gradient sets differ"
     );
-    for (name, want) in &reference.grads {
-        let got = &gpu.grads[name];
-        assert_eq!(got.len(), want.len(), "{label}: grad/{name} length");
-        if let Some(i) = got.iter().position(|g| !g.is_finite()) {
-            panic!(
-                "{label}: grad/{name}[{i}] = {} (unwritten or not finite)",
-                got[i]
-            );
-        }
-        let norm_ref = want.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let norm_diff = got
-            .iter()
-            .zip(want)
-            .map(|(&g, &w)| (g as f64 - w).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        assert!(
-            norm_diff <= tol.grad_norm * norm_ref + 1e-12,
-            "{label}: grad/{name} relative error of the norm {} (norm {norm_ref})",
-            norm_diff / norm_ref.max(1e-300)
+    assert_eq!(
+        gpu.predictions.keys().collect::<Vec<_>>(),
+        reference.predictions.keys().collect::<Vec<_>>(),
+        "{label}: prediction sets differ"
+    );
+    for (name, want) in &reference.predictions {
+        assert_close_rows(
+            label,
+            &format!("prediction/{name}"),
+            &gpu.predictions[name],
+            want,
+            tol,
         );
-        let max_ref = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g as f64 - w).abs() <= tol.grad_elem * max_ref + 1e-12,
-                "{label}: grad/{name}[{i}] = {g} vs reference {w} (max |g| {max_ref})"
-            );
-        }
+    }
+    for (name, want) in &reference.grads {
+        assert_close_rows(label, &format!("grad/{name}"), &gpu.grads[name], want, tol);
+    }
+}
+
+/// Asserts a GPU row output (a gradient, a prediction) matches the reference's: every element
+/// written and finite, the norm of the difference and each element within `tol`.
+pub fn assert_close_rows(label: &str, name: &str, got: &[f32], want: &[f64], tol: Tol) {
+    assert_eq!(got.len(), want.len(), "{label}: {name} length");
+    if let Some(i) = got.iter().position(|g| !g.is_finite()) {
+        panic!(
+            "{label}: {name}[{i}] = {} (unwritten or not finite)",
+            got[i]
+        );
+    }
+    let norm_ref = want.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let norm_diff = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (g as f64 - w).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        norm_diff <= tol.grad_norm * norm_ref + 1e-12,
+        "{label}: {name} relative error of the norm {} (norm {norm_ref})",
+        norm_diff / norm_ref.max(1e-300)
+    );
+    let max_ref = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= tol.grad_elem * max_ref + 1e-12,
+            "{label}: {name}[{i}] = {g} vs reference {w} (max |g| {max_ref})"
+        );
     }
 }
 

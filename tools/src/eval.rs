@@ -21,7 +21,8 @@ pub struct EvalArgs {
     /// Input batch: a safetensors file of named tensors (F32/F64 reals, I32/I64/U32/U64 ids).
     #[arg(long)]
     pub input: PathBuf,
-    /// Where to write loss/<term>, loss/total, weight/<term> and grad/<tensor> (safetensors, f32).
+    /// Where to write loss/<term>, loss/total, weight/<term>, grad/<tensor> and
+    /// prediction/<term> (safetensors, f32).
     #[arg(long)]
     pub output: PathBuf,
     /// Run on the first adapter whose "name (backend)" contains this (case-insensitive), e.g.
@@ -70,6 +71,8 @@ pub struct EvalResult {
     pub terms: Vec<TermResult>,
     /// d total / d tensor for every differentiable input, flat.
     pub grads: BTreeMap<String, Vec<f64>>,
+    /// The per-row prediction of every term that has one (`ziln_loss`), by term.
+    pub predictions: BTreeMap<String, Vec<f64>>,
     /// The flood level b of the config, when it has one.
     pub flooding: Option<f64>,
 }
@@ -127,6 +130,7 @@ pub fn run_gpu(
     };
     let mut plan = engine.plan(config, &Shapes::of_host(batch))?;
     let grad_names: Vec<String> = plan.grad_names().cloned().collect();
+    let predicted: Vec<String> = plan.prediction_names().cloned().collect();
     let owned = OwnedBatch::from_host(batch)?;
     let gpu_batch = owned.batch();
     let mut last = None;
@@ -140,11 +144,16 @@ pub fn run_gpu(
                 let g = out.read_grad(name)?;
                 grads.insert(name.clone(), g.into_iter().map(f64::from).collect());
             }
-            last = Some((report, grads));
+            let mut predictions = BTreeMap::new();
+            for name in &predicted {
+                let p = out.read_prediction(name)?;
+                predictions.insert(name.clone(), p.into_iter().map(f64::from).collect());
+            }
+            last = Some((report, grads, predictions));
         }
         progress(step);
     }
-    let (report, grads) = last.ok_or_else(no_steps)?;
+    let (report, grads, predictions) = last.ok_or_else(no_steps)?;
     let learned = learned_terms(config);
     Ok(EvalResult {
         source: engine.adapter().label(),
@@ -165,6 +174,7 @@ pub fn run_gpu(
             })
             .collect(),
         grads,
+        predictions,
         flooding: config.flooding,
     })
 }
@@ -216,6 +226,7 @@ pub fn run_reference(
         total: out.total,
         terms,
         grads: out.grads,
+        predictions: out.predictions,
         flooding: config.flooding,
     })
 }
@@ -241,7 +252,8 @@ fn learned_terms(config: &LossConfig) -> Vec<String> {
 
 /// The tensors `eval` writes: `loss/total`, `loss/<term>`, `weight/<term>`, `log_var/<term>`
 /// (the s used this step) and `log_var_grad/<term>` for learned weights, `jrc_u_grad/<term>` (d total / d (u1, u2)) for
-/// `jrc_loss` terms with learned weights, and `grad/<tensor>` in the input's shape.
+/// `jrc_loss` terms with learned weights, `grad/<tensor>` in the input's shape, and
+/// `prediction/<term>` ([B]) for every term with a per-row prediction (`ziln_loss`).
 pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, OutTensor> {
     let mut out = BTreeMap::new();
     out.insert(
@@ -275,6 +287,15 @@ pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, Ou
                 },
             );
         }
+    }
+    for (term, p) in &result.predictions {
+        out.insert(
+            format!("prediction/{term}"),
+            OutTensor {
+                shape: vec![p.len()],
+                values: p.iter().map(|&v| v as f32).collect(),
+            },
+        );
     }
     for (name, g) in &result.grads {
         let shape = match batch.get(name) {

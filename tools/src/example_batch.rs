@@ -85,6 +85,7 @@ fn draw(term: &LossTerm, role: &Role, rows: usize, rng: &mut SplitMix64) -> Host
         RoleKind::Logits => match loss_type {
             "softmax_cross_entropy" => reals(rng, &[b, CLASSES], -3.0, 3.0),
             "jrc_loss" => reals(rng, &[b, 2], -3.0, 3.0),
+            "ziln_loss" => reals(rng, &[b, 3], -2.0, 2.0),
             _ => reals(rng, &[b], -4.0, 4.0),
         },
         RoleKind::Probabilities => reals(rng, &[b], 0.01, 0.99),
@@ -96,6 +97,19 @@ fn draw(term: &LossTerm, role: &Role, rows: usize, rng: &mut SplitMix64) -> Host
         // Negative mining counts the rows whose label is > 0.
         RoleKind::RealLabels if loss_type.contains("negative_mining") => binary(rng, b),
         RoleKind::RealLabels => reals(rng, &[b], 0.0, 1.0),
+        // Amounts: 0 or lognormal-ish, as a lifetime value.
+        RoleKind::NonNegativeLabels => {
+            let v = (0..b)
+                .map(|_| {
+                    if rng.unit_f64() < 0.4 {
+                        0.0
+                    } else {
+                        (4.0 * rng.unit_f64() - 1.0).exp()
+                    }
+                })
+                .collect();
+            HostTensor::real(vec![b], v)
+        }
         RoleKind::AnyLabels => ids(rng, b, (b / 4).max(2)),
         RoleKind::SessionIds => ids(rng, b, (b / 8).max(1)),
         RoleKind::ItemIds => ids(rng, b, (b / 2).max(1)),

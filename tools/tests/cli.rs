@@ -772,3 +772,68 @@ fn bench_reports_batch_wide_terms_against_their_baseline() {
     assert!(rows[1]["time_ratio_to_baseline"].as_f64().unwrap() > 0.0);
     assert!(rows[0]["baseline"].is_null());
 }
+
+/// `ziln_loss` writes its per-row prediction as `prediction/<term>` ([B]), the same on every
+/// adapter as on the reference, and equal to σ(x₀)·exp(μ + σ²/2) of the logits it read.
+#[test]
+fn eval_writes_the_ziln_prediction() {
+    let found = adapters();
+    let dir = scratch("ziln");
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[[losses]]\nname = 'ltv'\nloss_type = 'ziln_loss'\nlogits = 'zl'\nlabels = 'amount'\n",
+    )
+    .unwrap();
+    let input = dir.join("batch.safetensors");
+    let mut rng = Rng(11);
+    let zl: Vec<f64> = (0..3 * B).map(|_| rng.unit() * 4.0 - 2.0).collect();
+    let amount: Vec<f64> = (0..B)
+        .map(|_| {
+            if rng.unit() < 0.4 {
+                0.0
+            } else {
+                (rng.unit() * 3.0).exp()
+            }
+        })
+        .collect();
+    write(
+        &input,
+        &[
+            ("zl", f32s(&[B, 3], zl.clone())),
+            ("amount", f32s(&[B], amount)),
+        ],
+    );
+    let reference = dir.join("reference.safetensors");
+    let o = eval(&cfg, &input, &reference, &["--reference"], 1);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t = read(&reference);
+    let keys: Vec<&str> = t.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "grad/zl",
+            "loss/ltv",
+            "loss/total",
+            "prediction/ltv",
+            "weight/ltv"
+        ]
+    );
+    assert_eq!(t["grad/zl"].0, [B, 3]);
+    let (shape, pred) = &t["prediction/ltv"];
+    assert_eq!(shape, &[B]);
+    let softplus = |z: f64| (1.0 + z.exp()).ln();
+    for (i, &p) in pred.iter().enumerate() {
+        let x: Vec<f64> = zl[3 * i..3 * i + 3]
+            .iter()
+            .map(|&v| v as f32 as f64)
+            .collect();
+        let s = softplus(x[2]);
+        let want = (x[1] + 0.5 * s * s).exp() / (1.0 + (-x[0]).exp());
+        assert!(
+            (p as f64 - want).abs() <= 1e-5 * want,
+            "prediction/ltv[{i}] = {p}, σ(x₀)·exp(μ + σ²/2) = {want}"
+        );
+    }
+    every_adapter_agrees(&found, &dir, &cfg, &input, &reference, 1);
+}

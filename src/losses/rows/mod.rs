@@ -265,7 +265,7 @@ impl RowInstance {
 }
 
 impl RowTerm for RowInstance {
-    fn call(&self, v: &dyn Fn(&str) -> String) -> String {
+    fn call(&self, v: &dyn Fn(&str) -> String, _: &str) -> String {
         (self.def.call)(&*self.params, &|role| v(self.tensor(role)))
     }
 

@@ -42,7 +42,23 @@ impl RowKernel<'_> {
             let _ = writeln!(src, "{indent}let key{k} = keys{j}[r];");
         }
         for (k, t) in self.terms.iter().enumerate() {
-            let _ = writeln!(src, "{indent}let lg{k} = {};", row_term(t).call(&value));
+            let row = row_term(t);
+            // A row function that reads batch-wide factors gets them as `bw{k}`.
+            let prelude = row
+                .batch_wide()
+                .and_then(|bw| statistics::prelude(k, bw, &self.aux[k]));
+            let batch_wide = match prelude {
+                Some(lines) => {
+                    let _ = writeln!(src, "{indent}{lines}");
+                    format!("bw{k}")
+                }
+                None => String::new(),
+            };
+            let _ = writeln!(
+                src,
+                "{indent}let lg{k} = {};",
+                row.call(&value, &batch_wide)
+            );
             for line in factor(k, t, &self.aux[k], &value).lines() {
                 let _ = writeln!(src, "{indent}{line}");
             }
@@ -51,8 +67,12 @@ impl RowKernel<'_> {
 
     /// Σ_k coef_k · (f_k · dl_k/dx + e_k) into each gradient.
     fn write_grads(&self, src: &mut String, indent: &str, grad_accumulates: &dyn Fn(&str) -> bool) {
-        for i in 0..self.grads.names.len() {
-            let _ = writeln!(src, "{indent}var g{i} = 0.0;");
+        for (i, n) in self.grads.names.iter().enumerate() {
+            match self.columns(n) {
+                1 => writeln!(src, "{indent}var g{i} = 0.0;"),
+                c => writeln!(src, "{indent}var g{i} = vec{c}<f32>(0.0);"),
+            }
+            .expect("writing to a String");
         }
         for (k, t) in self.terms.iter().enumerate() {
             let _ = writeln!(
@@ -75,10 +95,27 @@ impl RowKernel<'_> {
             let _ = writeln!(src, "{indent}}}");
         }
         for (i, n) in self.grads.names.iter().enumerate() {
-            if grad_accumulates(n) {
-                let _ = writeln!(src, "{indent}grad{i}[r] = grad{i}[r] + g{i};");
+            let c = self.columns(n);
+            // A tensor read by rows of c values gets its gradient written value by value.
+            let targets: Vec<(String, String)> = if c == 1 {
+                vec![(format!("grad{i}[r]"), format!("g{i}"))]
             } else {
-                let _ = writeln!(src, "{indent}grad{i}[r] = g{i};");
+                let parts = ["x", "y", "z", "w"];
+                (0..c as usize)
+                    .map(|j| {
+                        (
+                            format!("grad{i}[{c}u * r + {j}u]"),
+                            format!("g{i}.{}", parts[j]),
+                        )
+                    })
+                    .collect()
+            };
+            for (at, value) in targets {
+                if grad_accumulates(n) {
+                    let _ = writeln!(src, "{indent}{at} = {at} + {value};");
+                } else {
+                    let _ = writeln!(src, "{indent}{at} = {value};");
+                }
             }
         }
     }
@@ -107,6 +144,7 @@ impl RowKernel<'_> {
                 "{indent}acc{k} = acc{k} + vec4<f32>(f{k} * lg{k}.x, f{k}, select(0.0, 1.0, f{k} != 0.0), 0.0);"
             );
         }
+        self.write_predictions(&mut src, indent);
         if fused {
             self.write_grads(&mut src, indent, grad_accumulates);
         }

@@ -2,12 +2,13 @@
 //! docs/LOSSES.md, "Gradient-density terms" and "Batch-wide terms"; reference
 //! `src/reference/ghm.rs`, `f1.rs`, `combine.rs`) and the passes a row group runs before its
 //! loss pass when some of its terms need a quantity of the whole batch (GHM-C's bin counts,
-//! OHEM's k-th largest value, F1's Σσ(x)):
+//! OHEM's k-th largest value, F1's Σσ(x), `ziln_loss`'s count of positive labels):
 //!
 //! 1. the statistics pass (`shaders/statistics.wgsl`) reads the tensors of those terms once:
 //!    GHM-C counts valid rows per bin (workgroup atomics, then one global add per bin), OHEM
 //!    writes each row's order key (`order_key(w·l)`) and counts the positive values, F1 sums σ(x)
-//!    and the class sums into per-workgroup partials;
+//!    and the class sums into per-workgroup partials, ZILN counts the labels > 0 (reading only
+//!    its labels: [`RowTerm::statistics_tensors`]);
 //! 2. OHEM terms run the selection ([`super::select`]) over their keys;
 //! 3. one `prepare` workgroup (`shaders/prepare.wgsl`) turns all of it into the factors the loss
 //!    pass reads.
@@ -203,6 +204,22 @@ pub(crate) fn factor(
             aux.base + 2,
             x = input("logits"),
         ),
+        // The row function already scales by the factors of `prelude`.
+        BatchWide::Ziln => format!("let f{k} = w{k};"),
+    }
+}
+
+/// What the row function of batch-wide term `k` reads of the batch-wide data before it is
+/// called, as WGSL lines defining `bw{k}` (empty for terms whose factor applies after the row
+/// function): `ziln_loss`'s (1/B, 1/(#positive + 1e-8)).
+pub(crate) fn prelude(k: usize, bw: BatchWide, aux: &TermAux) -> Option<String> {
+    match bw {
+        BatchWide::Ziln => Some(format!(
+            "let bw{k} = vec2<f32>(aux_f32({}u), aux_f32({}u));",
+            aux.base + 1,
+            aux.base + 2
+        )),
+        _ => None,
     }
 }
 
@@ -212,6 +229,8 @@ pub(crate) fn aux_words(bw: BatchWide) -> u32 {
         BatchWide::Ohem { .. } => select::STATE_WORDS + 2,
         BatchWide::Ghm { bins, .. } => 2 * bins,
         BatchWide::F1 { .. } => 3,
+        // The count of positives, 1/B, 1/(count + 1e-8).
+        BatchWide::Ziln => 3,
     }
 }
 
@@ -243,7 +262,7 @@ pub(crate) fn passes(
     }
     let terms: Vec<Resolved> = chosen.iter().map(|&k| group.terms[k].clone()).collect();
     let aux: Vec<TermAux> = chosen.iter().map(|&k| group.aux[k]).collect();
-    let kernel = RowKernel::new(&terms, aux);
+    let kernel = RowKernel::statistics(&terms, aux);
     let first_slot = group.terms.len();
     // F1 terms take two statistics slots each, in order.
     let mut f1_slots = Vec::new();
@@ -312,15 +331,22 @@ pub(crate) fn passes(
 /// statistics.wgsl's `terms` splice: the `bindings`, the terms' counters and sums, `stats_begin`,
 /// `stats_row` and `stats_end`. `slot_of(k)` is F1 term k's first partial slot.
 fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> usize) -> String {
-    let terms = kernel.terms;
-    let value = |n: &str| kernel.value(n);
     let mut s = bindings.to_string();
+    stats_begin(kernel, &mut s);
+    stats_row(kernel, &mut s);
+    stats_end(kernel, &mut s, slot_of);
+    s
+}
+
+/// The terms' counters and sums, and `stats_begin`, which zeroes the workgroup counters.
+fn stats_begin(kernel: &RowKernel, s: &mut String) {
+    let terms = kernel.terms;
     for (k, t) in terms.iter().enumerate() {
         let _ = match bw(t) {
             BatchWide::Ghm { bins, .. } => {
                 writeln!(s, "var<workgroup> ghm_hist{k}: array<atomic<u32>, {bins}>;")
             }
-            BatchWide::Ohem { .. } => writeln!(
+            BatchWide::Ohem { .. } | BatchWide::Ziln => writeln!(
                 s,
                 "var<workgroup> positive{k}: atomic<u32>;\nvar<private> count{k}: u32;"
             ),
@@ -337,16 +363,22 @@ fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> u
                 s,
                 "    for (var i = lid; i < {bins}u; i = i + WG) {{ atomicStore(&ghm_hist{k}[i], 0u); }}"
             ),
-            BatchWide::Ohem { .. } => {
+            BatchWide::Ohem { .. } | BatchWide::Ziln => {
                 writeln!(s, "    if (lid == 0u) {{ atomicStore(&positive{k}, 0u); }}")
             }
             _ => Ok(()),
         };
     }
+}
+
+/// `stats_row`: one row's contributions to each term's statistics.
+fn stats_row(kernel: &RowKernel, s: &mut String) {
+    let terms = kernel.terms;
+    let value = |n: &str| kernel.value(n);
     s.push_str("}\n\nfn stats_row(r: u32) {\n");
     let indent = "    ";
-    kernel.load(&mut s, indent);
-    kernel.weights(&mut s, indent);
+    kernel.load(s, indent);
+    kernel.weights(s, indent);
     let mut key_index = 0;
     for (k, t) in terms.iter().enumerate() {
         let x = || value(&row_term(t).role_tensor("logits").expect("logits"));
@@ -363,7 +395,7 @@ fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> u
                 writeln!(
                     s,
                     "{indent}let v{k}_ = w{k} * {}.x;\n{indent}keys{}[r] = order_key(v{k}_);\n{indent}count{k} = count{k} + select(0u, 1u, v{k}_ > 0.0);",
-                    row_term(t).call(&value),
+                    row_term(t).call(&value, ""),
                     key_index - 1
                 )
             }
@@ -374,15 +406,26 @@ fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> u
                  {indent}let nz{k} = select(0.0, 1.0, w{k} != 0.0);\n\
                  {indent}sa{k} = sa{k} + vec4<f32>(sigmoid({}), select(0.0, 1.0, pos{k}), select(0.0, ce{k}, pos{k}), select(ce{k}, 0.0, pos{k}));\n\
                  {indent}sb{k} = sb{k} + vec4<f32>(select(0.0, w{k}, pos{k}), select(w{k}, 0.0, pos{k}), select(0.0, nz{k}, pos{k}), select(nz{k}, 0.0, pos{k}));",
-                row_term(t).call(&value),
+                row_term(t).call(&value, ""),
                 y(),
                 x()
             ),
+            BatchWide::Ziln => writeln!(
+                s,
+                "{indent}count{k} = count{k} + select(0u, 1u, {} > 0.0);",
+                y()
+            ),
         };
     }
+}
+
+/// `stats_end`: the workgroup's counts into `aux`, its sums into `partials` (F1 term k at
+/// `slot_of(k)`).
+fn stats_end(kernel: &RowKernel, s: &mut String, slot_of: &dyn Fn(usize) -> usize) {
+    let terms = kernel.terms;
     s.push_str("}\n\nfn stats_end(lid: u32, wg: u32) {\n");
     for (k, t) in terms.iter().enumerate() {
-        if let BatchWide::Ohem { .. } = bw(t) {
+        if let BatchWide::Ohem { .. } | BatchWide::Ziln = bw(t) {
             let _ = writeln!(s, "    atomicAdd(&positive{k}, count{k});");
         }
     }
@@ -407,10 +450,13 @@ fn stats_splice(kernel: &RowKernel, bindings: &str, slot_of: &dyn Fn(usize) -> u
                     slot + 1
                 )
             }
+            BatchWide::Ziln => writeln!(
+                s,
+                "    if (lid == 0u && wg < chunk.wgs) {{ atomicAdd(&aux[{base}u], atomicLoad(&positive{k})); }}"
+            ),
         };
     }
     s.push_str("}\n");
-    s
 }
 
 /// prepare.wgsl's `terms` splice: `prepare_sums` (the F1 terms' statistics over every
@@ -464,6 +510,13 @@ fn prepare_splice(kernel: &RowKernel, f1_slots: &[(usize, usize)], rows: u64) ->
                     t.term.name
                 )
             }
+            BatchWide::Ziln => writeln!(
+                p,
+                "    ziln_prepare({}u, {}); // {}",
+                a.base,
+                lit(rows as f64),
+                t.term.name
+            ),
         };
     }
     p.push_str("}\n");

@@ -79,4 +79,7 @@ pub(crate) enum BatchWide {
     Ohem { ratio: f64 },
     /// F1-reweighted: Σσ(x) and the class sums.
     F1 { beta_square: f64 },
+    /// `ziln_loss`: the number of positive labels (y > 0), the denominator of its regression
+    /// part.
+    Ziln,
 }

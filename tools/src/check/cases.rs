@@ -353,6 +353,7 @@ pub fn catalogue(seed: u64) -> Vec<Case> {
         cases: Vec::new(),
     };
     per_row(&mut c);
+    ziln(&mut c);
     softmax(&mut c);
     batch_wide(&mut c);
     pairwise(&mut c);
@@ -433,6 +434,132 @@ fn per_row(c: &mut Catalogue) {
          [[losses]]\nloss_type = 'sigmoid_l2_loss'\nlogits = 'x'\nlabels = 'y'\nweight = 0.5\n\
          [[losses]]\nloss_type = 'esmm'\nctr_logits = 'x'\ncvr_logits = 'x2'\nctr_labels = 'y'\nctcvr_labels = 'buy'\nweight = 2.0\n".into(),
         1, ROW_TOL, |d| rows(d, 1500, 6.0));
+}
+
+/// ZILN rows: logits `zl` [b, 3] (σ logits in ±`sigma_scale`, the others in ±3), amounts
+/// `amount` (a share `zero` of them 0, the rest e^{N(1, 1)}-like), and a binary column `x`/`y`.
+fn ziln_rows(d: &mut Draw, b: usize, zero: f64, sigma_scale: f64) -> Inputs {
+    let mut zl = Vec::with_capacity(3 * b);
+    for _ in 0..b {
+        zl.push(d.range(-3.0, 3.0));
+        zl.push(d.range(-3.0, 3.0));
+        zl.push(d.range(-sigma_scale, sigma_scale));
+    }
+    let amount = (0..b)
+        .map(|_| {
+            if d.unit() < zero {
+                0.0
+            } else {
+                d.range(-1.5, 3.5).exp()
+            }
+        })
+        .collect();
+    Inputs::default()
+        .real("zl", &[b, 3], zl)
+        .real("amount", &[b], amount)
+        .real("x", &[b], d.reals(b, -4.0, 4.0))
+        .real("y", &[b], d.binary(b, 0.3))
+}
+
+fn ziln(c: &mut Catalogue) {
+    let f = "per-row";
+    let z = |extra: &str| {
+        term(&format!(
+            "loss_type = 'ziln_loss'\nlogits = 'zl'\nlabels = 'amount'\n{extra}"
+        ))
+    };
+    c.add(
+        f,
+        "ziln_loss",
+        "zero-inflated lognormal, defaults; prediction compared too",
+        z(""),
+        1,
+        ROW_TOL,
+        |d| ziln_rows(d, 1000, 0.4, 3.0),
+    );
+    c.add(f, "ziln_loss/params", "both weights, both penalties, σ clipped at max_sigma = 1.5",
+        z("classification_weight = 0.3\nregression_weight = 2.0\nmu_regularization = 0.1\nsigma_regularization = 0.05\nmax_sigma = 1.5\nweight = 0.5"),
+        1, ROW_TOL, |d| ziln_rows(d, 777, 0.3, 6.0));
+    c.add(
+        f,
+        "ziln_loss/log_prediction",
+        "return_log_pred_value, max_log_clip_value 1",
+        z("return_log_pred_value = true") + &z("name = 'clipped'\nmax_log_clip_value = 1.0"),
+        1,
+        ROW_TOL,
+        |d| ziln_rows(d, 500, 0.4, 3.0),
+    );
+    c.add(
+        f,
+        "ziln_loss/zero_labels",
+        "every amount 0: no regression part",
+        z(""),
+        1,
+        ROW_TOL,
+        |d| ziln_rows(d, 600, 1.0, 3.0),
+    );
+    c.add(
+        f,
+        "ziln_loss/positive_labels",
+        "every amount > 0",
+        z(""),
+        1,
+        ROW_TOL,
+        |d| ziln_rows(d, 600, 0.0, 3.0),
+    );
+    // σ at its floor sqrt(1e-7): dNLL/dμ = −(ln y − μ)/σ² scales f32 rounding by 1e7.
+    c.add(
+        f,
+        "ziln_loss/sigma_floor",
+        "σ logits down to −20 (σ clipped at sqrt(1e-7))",
+        z(""),
+        1,
+        Tolerance {
+            grad_norm: 1e-3,
+            grad_elem: 1e-3,
+            ..ROW_TOL
+        },
+        |d| ziln_rows(d, 500, 0.3, 20.0),
+    );
+    c.add(
+        f,
+        "ziln_loss/fused",
+        "beside classification in the fused row group, two steps",
+        z("") + &term("loss_type = 'classification'\nlogits = 'x'\nlabels = 'y'"),
+        2,
+        ROW_TOL,
+        |d| ziln_rows(d, 1500, 0.5, 3.0),
+    );
+    ziln_refused(c, &z);
+}
+
+/// `ziln_loss`'s refused step: an amount < 0, named in the error.
+fn ziln_refused(c: &mut Catalogue, z: &dyn Fn(&str) -> String) {
+    let f = "per-row";
+    let mut refused = Catalogue {
+        seed: c.seed,
+        cases: Vec::new(),
+    };
+    refused.add(
+        f,
+        "ziln_loss/negative_label",
+        "an amount < 0: the step is refused naming it",
+        z(""),
+        1,
+        ROW_TOL,
+        |d| {
+            let r = ziln_rows(d, 100, 0.4, 3.0);
+            let mut amount = r.0["amount"].reals("amount", None).expect("reals").to_vec();
+            amount[42] = -0.5;
+            r.real("amount", &[100], amount)
+        },
+    );
+    for mut case in refused.cases {
+        case.expect = Expect::Refused {
+            tensor: "amount".into(),
+        };
+        c.cases.push(case);
+    }
 }
 
 fn softmax(c: &mut Catalogue) {

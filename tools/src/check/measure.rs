@@ -1,7 +1,8 @@
 //! Running a case on an engine or the reference, and how far two runs are apart.
 //!
 //! A run is a list of steps, each a set of named scalars (`total`, `loss/<term>`,
-//! `weight/<term>`, `log_var_grad/<term>`, `jrc_u_grad/<term>[i]`) and gradients. Two runs are
+//! `weight/<term>`, `log_var_grad/<term>`, `jrc_u_grad/<term>[i]`) and row outputs: gradients,
+//! and per-row predictions (`prediction/<term>`, compared as gradients are). Two runs are
 //! compared step by step and the worst step is kept.
 
 use super::cases::{Case, Tolerance};
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 pub struct StepResult {
     /// Named scalars.
     pub scalars: BTreeMap<String, f64>,
-    /// d total / d tensor, flat.
+    /// d total / d tensor, flat, and each per-row prediction as `prediction/<term>`.
     pub grads: BTreeMap<String, Vec<f64>>,
 }
 
@@ -86,10 +87,11 @@ fn from_reference(config: &LossConfig, out: &ReferenceOutput) -> StepResult {
             }
         }
     }
-    StepResult {
-        scalars: s,
-        grads: out.grads.clone(),
+    let mut grads = out.grads.clone();
+    for (term, p) in &out.predictions {
+        grads.insert(format!("prediction/{term}"), p.clone());
     }
+    StepResult { scalars: s, grads }
 }
 
 /// The f64 reference over the case's steps.
@@ -121,6 +123,7 @@ pub fn run_gpu(engine: &Engine, case: &Case) -> RunResult {
     let owned = OwnedBatch::from_host(&case.inputs).map_err(|e| failed(e.to_string()))?;
     let batch = owned.batch();
     let names: Vec<String> = plan.grad_names().cloned().collect();
+    let predicted: Vec<String> = plan.prediction_names().cloned().collect();
     let mut steps = Vec::with_capacity(case.steps);
     for s in 0..case.steps {
         plan.poison_outputs();
@@ -149,6 +152,15 @@ pub fn run_gpu(engine: &Engine, case: &Case) -> RunResult {
                 .read_grad(n)
                 .map_err(|e| failed(format!("step {s}: reading grad/{n}: {e}")))?;
             grads.insert(n.clone(), g.into_iter().map(f64::from).collect());
+        }
+        for n in &predicted {
+            let p = out
+                .read_prediction(n)
+                .map_err(|e| failed(format!("step {s}: reading prediction/{n}: {e}")))?;
+            grads.insert(
+                format!("prediction/{n}"),
+                p.into_iter().map(f64::from).collect(),
+            );
         }
         steps.push(StepResult {
             scalars: from_report(&config, &report),
