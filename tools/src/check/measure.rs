@@ -1,7 +1,7 @@
 //! Running a case on an engine or the reference, and how far two runs are apart.
 //!
 //! A run is a list of steps, each a set of named scalars (`total`, `loss/<term>`,
-//! `weight/<term>`, `log_var_grad/<term>`, `jrc_u_grad/<term>[i]`) and gradients. Two runs are
+//! `weight/<term>`, `log_var_grad/<term>`, `jrc_u_grad/<term>[i]`, `scale_grad/<term>[i]`) and gradients. Two runs are
 //! compared step by step and the worst step is kept.
 
 use super::cases::{Case, Tolerance};
@@ -67,6 +67,11 @@ fn from_report(config: &LossConfig, report: &Report) -> BTreeMap<String, f64> {
                 s.insert(format!("jrc_u_grad/{}[{i}]", t.name), *g as f64);
             }
         }
+        if let Some(scale) = t.scale {
+            for (i, g) in scale.grad.iter().enumerate() {
+                s.insert(format!("scale_grad/{}[{i}]", t.name), *g as f64);
+            }
+        }
     }
     s
 }
@@ -83,6 +88,12 @@ fn from_reference(config: &LossConfig, out: &ReferenceOutput) -> StepResult {
         if jrc_learned(config, name) {
             for (i, g) in out.jrc_u_grads[k].iter().enumerate() {
                 s.insert(format!("jrc_u_grad/{name}[{i}]"), *g);
+            }
+        }
+        // A listwise term's d total/d(w, b) (the reference keeps it where JRC keeps d/du).
+        if config.term(name).is_some_and(|t| t.learns_listwise_scale()) {
+            for (i, g) in out.jrc_u_grads[k].iter().enumerate() {
+                s.insert(format!("scale_grad/{name}[{i}]"), *g);
             }
         }
     }
