@@ -127,7 +127,8 @@ impl Params for ListwiseDistillParams {
     fn check(&mut self, _: &ParamContext) -> Result<(), ParamError> {
         positive("temperature", self.temperature)?;
         // Below 1 the clip to [1, c] has an empty range (and log1p(c) − log(y) can go negative).
-        if !(self.label_clip_max_value >= 1.0) {
+        // (Non-finite numbers are refused for every key before this.)
+        if self.label_clip_max_value < 1.0 {
             return Err(ParamError::new(
                 "label_clip_max_value",
                 format!(
