@@ -340,3 +340,34 @@ fn passes(
         second_slot: scale_slot,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MAX_ROWS;
+    use crate::batch::{DType, Shapes};
+    use crate::config::LossConfig;
+    use crate::error::Error;
+
+    /// The session pass merges up to B/256 + 1 block parts in one invocation: a batch past the
+    /// cap is refused when the plan is built, naming the term; one at the cap is accepted.
+    #[test]
+    fn batches_past_the_loop_limit_cap_are_refused() {
+        let config = LossConfig::from_toml_str(
+            "[[losses]]\nname = 'lw'\nloss_type = 'listwise_rank_loss'\nlogits = 'x'\nlabels = 'y'\nsession = 's'\n",
+        )
+        .unwrap();
+        let shapes = |b: usize| {
+            Shapes::new()
+                .tensor("x", &[b], DType::F32)
+                .tensor("y", &[b], DType::F32)
+                .tensor("s", &[b], DType::I32)
+        };
+        let at_cap = crate::schedule::schedule(&config, &shapes(MAX_ROWS as usize));
+        assert!(at_cap.is_ok(), "{:?}", at_cap.err());
+        let e = crate::schedule::schedule(&config, &shapes(MAX_ROWS as usize + 1)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Unsupported(m) if m.contains("'lw'") && m.contains("rows")),
+            "{e}"
+        );
+    }
+}
