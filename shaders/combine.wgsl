@@ -37,17 +37,17 @@ struct TermInfo {
     weight: f32,        // fixed weight
     half: f32,          // c_k of the uncertainty form: 0.5 for regression terms, else 1
     static_denom: f32,  // the reduction's denominator when it does not depend on the data, else 0
-    kind: u32,          // KIND_ROWS, KIND_PAIRS or KIND_JRC
-    ge_partial_base: u32, // JRC: the listwise part's partials (as many as the CE's)
+    kind: u32,          // KIND_ROWS, KIND_PAIRS, KIND_JRC or KIND_LISTWISE
+    ge_partial_base: u32, // JRC: the listwise part's partials (as many as the CE's); listwise: (Σ g·x, Σ g)
     alpha: f32,         // JRC fixed: α·ce + (1 − α)·ge
-    jrc_learn: u32,     // JRC: 1 for the learned form e^{−u1}·ce + u1/2 + e^{−u2}·ge + u2/2
-    jrc_state: u32,     // JRC: first state word of u1, m1, v1, u2, m2, v2, Adam step
+    jrc_learn: u32,     // JRC: 1 for the learned form e^{−u1}·ce + u1/2 + e^{−u2}·ge + u2/2; listwise: scale_logits
+    jrc_state: u32,     // JRC: first state word of u1, m1, v1, u2, m2, v2, Adam step (listwise: w, m, v, b, m, v, step)
     optimizer: u32,     // JRC's optimiser of u: 0 none, 1 sgd, 2 adam
     learning_rate: f32,
     beta1: f32,
     beta2: f32,
     epsilon: f32,
-    _pad0: u32,
+    temperature: f32,   // listwise: T (d total/d(w, b) divides by it)
     _pad1: u32,
 }
 
@@ -76,6 +76,7 @@ const T_DU2: u32 = 14u;
 const KIND_ROWS: u32 = 0u;      // partials (Σ f·l, Σ f, #{f ≠ 0}, invalid rows)
 const KIND_PAIRS: u32 = 1u;     // partials (Σ w·l, Σ w, #{w ≠ 0}, #pairs) over pairs
 const KIND_JRC: u32 = 2u;       // CE partials as rows, listwise ones from ge_partial_base
+const KIND_LISTWISE: u32 = 3u;  // (Σ l_S, N, N, 0); with scale_logits (Σ g·x, Σ g) from ge_partial_base
 
 const ST_STEP: u32 = 0u;
 const ST_ADAM_T: u32 = 1u;
@@ -145,6 +146,11 @@ fn state_weight(k: u32, step: u32, norm: vec2<f32>) -> f32 {
     return t.weight;
 }
 
+// Whether a term has partials in a second slot (JRC's listwise part, a listwise term's Σ g·x, Σ g).
+fn has_second_part(t: TermInfo) -> bool {
+    return t.kind == KIND_JRC || (t.kind == KIND_LISTWISE && t.jrc_learn == 1u);
+}
+
 @compute @workgroup_size(256)
 fn combine(@builtin(local_invocation_index) lid: u32) {
     // 1. Term values: each term's partials summed in a fixed order (JRC: both parts).
@@ -154,7 +160,7 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
         var ge_acc = vec4<f32>(0.0);
         for (var i = lid; i < t.partial_count; i = i + WG) {
             acc = acc + partials[t.partial_base + i];
-            if (t.kind == KIND_JRC) {
+            if (has_second_part(t)) {
                 ge_acc = ge_acc + partials[t.ge_partial_base + i];
             }
         }
@@ -189,6 +195,13 @@ fn combine(@builtin(local_invocation_index) lid: u32) {
                 } else {
                     value = t.alpha * ce + (1.0 - t.alpha) * ge;
                 }
+            }
+            if (t.kind == KIND_LISTWISE && t.jrc_learn == 1u) {
+                // The learned (w, b) this step used, and Σ g·x, Σ g for d total/d(w, b).
+                scalars[term_slot(k, T_U1)] = state_f32(t.jrc_state);
+                scalars[term_slot(k, T_U2)] = state_f32(t.jrc_state + 3u);
+                scalars[term_slot(k, T_CE)] = ge_sum.x;
+                scalars[term_slot(k, T_GE)] = ge_sum.y;
             }
             scalars[term_slot(k, T_VALUE)] = value;
             scalars[term_slot(k, T_DENOM)] = denom;
@@ -325,6 +338,12 @@ fn weigh() {
             coef = scale * ce_factor / denom;
         }
         scalars[term_slot(k, T_COEF)] = coef;
+        if (t.kind == KIND_LISTWISE && t.jrc_learn == 1u) {
+            // z = (x·|w| + b)/T: d total/dw = coef·sign(w)·Σ g·x/T, d total/db = coef·Σ g/T.
+            let w = scalars[term_slot(k, T_U1)];
+            scalars[term_slot(k, T_DU1)] = coef * sign(w) * scalars[term_slot(k, T_CE)] / t.temperature;
+            scalars[term_slot(k, T_DU2)] = coef * scalars[term_slot(k, T_GE)] / t.temperature;
+        }
         scalars[term_slot(k, T_LOG_VAR_GRAD)] = scalars[term_slot(k, T_LOG_VAR_GRAD)] * flood_sign;
     }
 
@@ -347,10 +366,11 @@ fn weigh() {
                 settings.beta1, settings.beta2, settings.epsilon, adam_t);
         }
     }
-    // JRC's learned u1, u2, each term with its own optimiser and Adam step.
+    // JRC's learned u1, u2 and the listwise terms' (w, b), each term with its own optimiser and
+    // Adam step (the same state layout).
     for (var k = 0u; k < n; k = k + 1u) {
         let t = terms[k];
-        if (t.kind != KIND_JRC || t.jrc_learn != 1u || t.optimizer == 0u) {
+        if (!(t.kind == KIND_JRC || t.kind == KIND_LISTWISE) || t.jrc_learn != 1u || t.optimizer == 0u) {
             continue;
         }
         let step_t = state[t.jrc_state + 6u] + 1u;

@@ -50,6 +50,15 @@ pub(crate) const KIND_PAIRS: u32 = 1;
 /// JRC: the calibration CE's partials, and the listwise part's from `ge_partial_base`.
 pub(crate) const KIND_JRC: u32 = 2;
 
+/// A listwise term: partials (Σ l_S, N, N, 0); with `scale_logits` its second slot holds
+/// (Σ g·x, Σ g) and (w, b) live in the state like JRC's u (T_U1, T_U2, T_DU1, T_DU2; T_CE and
+/// T_GE hold the second slot's two sums).
+pub(crate) const KIND_LISTWISE: u32 = 3;
+
+/// Words of a listwise term's learned affine: w, m, v, b, m, v (f32 bits), Adam step (the layout
+/// of [`JRC_STATE_WORDS`], so that one optimiser loop serves both).
+pub(crate) const SCALE_STATE_WORDS: u32 = 7;
+
 /// State block (u32 words): step, Adam step, EMA θ (f32 bits), reserved, then s, m, v per term.
 #[allow(dead_code)]
 pub(crate) const ST_STEP: usize = 0;
@@ -121,23 +130,25 @@ crate::gpu_struct! {
         half: f32,
         /// The reduction's denominator when it does not depend on the data, else 0.
         static_denom: f32,
-        /// [`KIND_ROWS`], [`KIND_PAIRS`] or [`KIND_JRC`].
+        /// [`KIND_ROWS`], [`KIND_PAIRS`], [`KIND_JRC`] or [`KIND_LISTWISE`].
         kind: u32,
-        /// JRC: the listwise part's partials (as many as the CE's).
+        /// JRC: the listwise part's partials (as many as the CE's); listwise with
+        /// `scale_logits`: the (Σ g·x, Σ g) partials.
         ge_partial_base: u32,
         /// JRC fixed: α·ce + (1 − α)·ge.
         alpha: f32,
-        /// JRC: 1 for the learned form.
+        /// JRC: 1 for the learned form; listwise: 1 with `scale_logits`.
         jrc_learn: u32,
-        /// JRC: first state word of u1, m1, v1, u2, m2, v2, Adam step.
+        /// JRC: first state word of u1, m1, v1, u2, m2, v2, Adam step (listwise: w, …, b, …).
         jrc_state: u32,
-        /// JRC's optimiser of u: 0 none, 1 sgd, 2 adam.
+        /// JRC's optimiser of u (listwise: of w, b): 0 none, 1 sgd, 2 adam.
         optimizer: u32,
         learning_rate: f32,
         beta1: f32,
         beta2: f32,
         epsilon: f32,
-        _pad0: u32,
+        /// Listwise: T (d total/d(w, b) divides by it).
+        temperature: f32,
         _pad1: u32,
     }
 }
@@ -298,6 +309,7 @@ mod tests {
             ("KIND_ROWS", KIND_ROWS as usize),
             ("KIND_PAIRS", KIND_PAIRS as usize),
             ("KIND_JRC", KIND_JRC as usize),
+            ("KIND_LISTWISE", KIND_LISTWISE as usize),
             ("ST_STEP", ST_STEP),
             ("ST_ADAM_T", ST_ADAM_T),
             ("ST_THETA", ST_THETA),

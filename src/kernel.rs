@@ -32,6 +32,7 @@ pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("statistics.wgsl", &[]),
     ("pairwise.wgsl", &[]),
     ("jrc.wgsl", &[]),
+    ("listwise.wgsl", &[]),
     ("select_words.wgsl", &[]),
     ("grouping.wgsl", &[]),
     ("weights.wgsl", &[]),

@@ -59,7 +59,7 @@ pub use losses::retrieval::{ContrastiveVariant, RetrievalParams, Similarity};
 pub use losses::softmax::params::SoftmaxParams;
 pub use parse::loss_types;
 pub use plan::Plan;
-pub use report::{JrcReport, Report, StepCounters, StepOutput, TermReport};
+pub use report::{JrcReport, Report, ScaleReport, StepCounters, StepOutput, TermReport};
 pub use tensor::{HostBatch, HostData, HostTensor};
 pub use wgpu;
 
@@ -67,6 +67,9 @@ pub use wgpu;
 /// and defaults (`Default`), checked by [`LossConfig::validate`]. Formulas: `docs/LOSSES.md`.
 pub mod params {
     pub use crate::losses::jrc::params::JrcParams;
+    pub use crate::losses::listwise::params::{
+        ListSpec, ListTargets, ListwiseDistillParams, ListwiseRankParams,
+    };
     pub use crate::losses::metric::params::{CircleParams, MultiSimilarityParams};
     pub use crate::losses::mining::params::MiningParams;
     pub use crate::losses::pairwise::params::{

@@ -60,6 +60,17 @@ pub struct TermReport {
     pub log_var: f32,
     /// The parts of a `jrc_loss` term (None for other terms).
     pub jrc: Option<JrcReport>,
+    /// The learned affine of a listwise term with `scale_logits` (None otherwise).
+    pub scale: Option<ScaleReport>,
+}
+
+/// The learned x·|w| + b of a listwise term with `scale_logits` (docs/LOSSES.md §6a) in one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScaleReport {
+    /// The (w, b) used this step (before this step's optimiser update).
+    pub wb: [f32; 2],
+    /// d total / d(w, b).
+    pub grad: [f32; 2],
 }
 
 /// The parts of a `jrc_loss` term in one step.
@@ -140,6 +151,10 @@ impl Report {
                         ge: at(combine::T_GE),
                         u: [at(combine::T_U1), at(combine::T_U2)],
                         u_grad: [at(combine::T_DU1), at(combine::T_DU2)],
+                    }),
+                    scale: t.learns_listwise_scale().then(|| ScaleReport {
+                        wb: [at(combine::T_U1), at(combine::T_U2)],
+                        grad: [at(combine::T_DU1), at(combine::T_DU2)],
                     }),
                 }
             })

@@ -44,6 +44,7 @@ shader_files!(
     "session.wgsl",
     "pairwise.wgsl",
     "jrc.wgsl",
+    "listwise.wgsl",
     "embedding.wgsl",
     "retrieval.wgsl",
     "metric.wgsl",

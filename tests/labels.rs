@@ -189,6 +189,7 @@ fn every_label_dtype_gives_the_f32_result_and_matches_the_reference() {
         let gpu = GpuStep {
             report: f32_report.clone(),
             grads: [("x".to_string(), f32_grad.clone())].into(),
+            predictions: Default::default(),
         };
         assert_matches_only(&label, &gpu, reference);
         for dtype in DType::LABELS {

@@ -4,7 +4,7 @@
 //! - [`rows`]: per-row terms in the fused row kernel;
 //! - [`statistics`]: batch-wide row terms (GHM-C, OHEM focal, F1-reweighted);
 //! - [`softmax`]: softmax cross-entropy;
-//! - [`pairwise`] and [`jrc`]: terms over rows grouped by session ([`session`]);
+//! - [`pairwise`], [`jrc`] and [`listwise`]: terms over rows grouped by session ([`session`]);
 //! - [`retrieval`], [`metric`], [`mining`]: terms over embeddings ([`embedding`]);
 //! - [`ziln`]: the zero-inflated lognormal loss, a row term over [B, 3] logits with a per-row
 //!   prediction.
@@ -19,6 +19,7 @@ pub(crate) mod embedding;
 pub(crate) mod family;
 pub(crate) mod jrc;
 pub(crate) mod labels;
+pub(crate) mod listwise;
 pub(crate) mod metric;
 pub(crate) mod mining;
 pub(crate) mod pairwise;

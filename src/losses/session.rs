@@ -1,5 +1,5 @@
-//! Rows grouped by session on the GPU (`shaders/session.wgsl`), shared by the pairwise terms and
-//! JRC: a stable LSD radix sort of (session id, row) with 8-bit digits (4 passes for 32-bit ids,
+//! Rows grouped by session on the GPU (`shaders/session.wgsl`), shared by the pairwise terms,
+//! JRC and the listwise terms: a stable LSD radix sort of (session id, row) with 8-bit digits (4 passes for 32-bit ids,
 //! 8 for 64-bit), then every sorted row's session range [start, end). The host never reads the
 //! ids; no buffer grows faster than B. Without a session tensor the whole batch is one session
 //! and nothing is sorted.
@@ -159,13 +159,15 @@ impl Grouping {
     }
 }
 
-/// The group-wide buffers a pairwise or JRC term binds.
+/// The group-wide buffers a pairwise, JRC or listwise term binds.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Shared {
     pub grouping: Grouping,
     pub partials: usize,
     pub scalars: usize,
     pub aux: usize,
+    /// The state (read by the forward passes of a listwise term that learns its scale).
+    pub state: usize,
 }
 
 /// The passes of one term: those before the combine pass, and the one after it.

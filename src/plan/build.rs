@@ -121,7 +121,7 @@ pub(crate) fn build(config: &LossConfig, shapes: &Shapes, limits: &Limits) -> Re
     })
 }
 
-/// The state regions of GHM-C and JRC terms (memory banks are added with their buffers).
+/// The state regions of GHM-C, JRC and listwise terms (memory banks are added with their buffers).
 fn term_state_map<'a>(terms: impl Iterator<Item = &'a Resolved>, layout: &Layout) -> StateMap {
     let mut map = StateMap::default();
     for t in terms {
@@ -135,7 +135,7 @@ fn term_state_map<'a>(terms: impl Iterator<Item = &'a Resolved>, layout: &Layout
         };
         let found = match batch_wide(t) {
             Some(BatchWide::Ghm { bins, .. }) => region(StateKind::Ghm { bins }, "ghm"),
-            _ => region(StateKind::Jrc, "jrc"),
+            _ => region(StateKind::Jrc, "jrc").or_else(|| region(StateKind::Scale, "scale")),
         };
         map.regions.extend(found);
     }
@@ -528,6 +528,7 @@ impl GroupBuilder<'_> {
             partials: self.core.partials,
             scalars: self.core.scalars,
             aux: self.core.aux,
+            state: self.core.state,
         };
         let mut backward = Vec::new();
         let mut ge_slots = Vec::new();

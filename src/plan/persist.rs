@@ -26,6 +26,8 @@ pub(crate) enum StateKind {
     Ghm { bins: u32 },
     /// JRC's learned u1, m1, v1, u2, m2, v2 (f32) and its Adam step.
     Jrc,
+    /// A listwise term's learned w, m, v, b, m, v (f32; w starts at 1) and its Adam step.
+    Scale,
     /// A memory bank's head and fill; its rows' values (embeddings and log_q, with any padding
     /// of their buffers) are words [first, first + count) of the saved words, after the state.
     Bank {
@@ -77,6 +79,12 @@ fn describe(config: &LossConfig) -> Vec<String> {
                     optimizer_name(o)
                 )),
             }
+        }
+        if let Some(o) = t.listwise_scale() {
+            line.push_str(&format!(
+                ", scale (w, b) learned with optimizer {}",
+                optimizer_name(&o)
+            ));
         }
         if let Some(p) = t.kind.params::<CrossBatchParams>() {
             line.push_str(&format!(", bank_size = {}", p.bank_rows()));
@@ -145,14 +153,18 @@ impl StateRegion {
                     return Err(format!("a GHM-C accumulator is {x} (they are counts >= 0)"));
                 }
             }
-            StateKind::Jrc => {
+            StateKind::Jrc | StateKind::Scale => {
+                let what = match self.kind {
+                    StateKind::Jrc => "JRC weights",
+                    _ => "listwise scale (w, b)",
+                };
                 let u: Vec<f32> = (0..6).map(|i| f32_at(words, at + i)).collect();
                 if u.iter().any(|x| !x.is_finite()) || u[2] < 0.0 || u[5] < 0.0 {
-                    return Err(format!("the learned JRC weights and moments are {u:?}"));
+                    return Err(format!("the learned {what} and moments are {u:?}"));
                 }
                 if words[at + 6] > step {
                     return Err(format!(
-                        "the JRC Adam step {} is beyond the step count {step}",
+                        "the Adam step {} of the learned {what} is beyond the step count {step}",
                         words[at + 6]
                     ));
                 }
@@ -191,6 +203,12 @@ impl Plan {
         let mut words = vec![0u32; self.state_words + self.state_buffer_words()];
         if let Strategy::EmaReweight(e) = &self.config.strategy {
             words[combine::ST_THETA] = (e.theta0 as f32).to_bits();
+        }
+        // A listwise term's learned w starts at 1 (EasyRec's ones_initializer), b at 0.
+        for r in &self.state_map.regions {
+            if let StateKind::Scale = r.kind {
+                words[r.offset as usize] = 1.0f32.to_bits();
+            }
         }
         words
     }

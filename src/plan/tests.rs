@@ -71,6 +71,8 @@ const VARIANTS: &[&str] = &[
     "loss_type = 'pairwise_hinge_loss'\nlogits = 'x'\nlabels = 'g'\nsession = 's'\nuse_label_margin = false",
     "loss_type = 'jrc_loss'\nlogits = 'j'\nlabels = 'y'\nsession = 's'",
     "loss_type = 'jrc_loss'\nlogits = 'j'\nlabels = 'y'\nsession = 's'\nsame_label_loss = false\nloss_weight_strategy = 'uncertainty'\nuncertainty = { optimizer = 'adam', learning_rate = 0.01 }",
+    "loss_type = 'listwise_rank_loss'\nlogits = 'x'\nlabels = 'g'\nsession = 's'\nlabel_is_logits = true\ntemperature = 2.0\nscale_logits = true\nscale_optimizer = { optimizer = 'adam', learning_rate = 0.01 }",
+    "loss_type = 'listwise_distill_loss'\nlogits = 'x'\nlabels = 'g'\nsession = 's'\nlabel_clip_max_value = 64\nscale_logits = true\nreduction = 'sum'",
     "loss_type = 'in_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'\nlog_q = 'q'\nsimilarity = 'cosine'\ntemperature = 0.1",
     "loss_type = 'cross_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'\nbank_size = 300\nwarmup_steps = 1",
     "loss_type = 'contrastive_loss'\nview_a = 'u'\nview_b = 'v'\nvariant = 'nt_xent'",

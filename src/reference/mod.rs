@@ -100,6 +100,7 @@ mod f1;
 mod ghm;
 mod inputs;
 pub(crate) mod jrc;
+pub(crate) mod listwise;
 pub(crate) mod metric;
 pub(crate) mod pairwise;
 pub(crate) mod retrieval;
@@ -109,6 +110,8 @@ mod state;
 pub(crate) mod terms;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_listwise;
 #[cfg(test)]
 mod tests_pairwise;
 #[cfg(test)]
@@ -147,7 +150,18 @@ impl ReferenceState {
                     None => Vec::new(),
                 })
                 .collect(),
-            jrc: vec![JrcState::default(); k],
+            // JRC's u start at 0; a listwise term's learned (w, b) at (1, 0), in the same slot.
+            jrc: config
+                .losses
+                .iter()
+                .map(|t| match t.listwise_scale() {
+                    Some(_) => JrcState {
+                        u: [1.0, 0.0],
+                        ..JrcState::default()
+                    },
+                    None => JrcState::default(),
+                })
+                .collect(),
             banks: config
                 .losses
                 .iter()
@@ -176,8 +190,9 @@ pub struct ReferenceOutput {
     pub grads: BTreeMap<String, Vec<f64>>,
     /// d total / d s_k per term (0 for terms whose weight is not learned).
     pub log_var_grads: Vec<f64>,
-    /// d total / d(u1, u2) per term for `jrc_loss` terms with uncertainty weighting: the term's
-    /// effective weight e_k × the flooding sign × dL_k/du ([0, 0] for the other terms).
+    /// d total / d(u1, u2) per term for `jrc_loss` terms with uncertainty weighting, and
+    /// d total / d(w, b) for listwise terms with `scale_logits`: the term's effective weight
+    /// e_k × the flooding sign × dL_k/du ([0, 0] for the other terms).
     pub jrc_u_grads: Vec<[f64; 2]>,
     /// The per-row prediction of every term that has one (`ziln_loss`: its predicted mean), by
     /// term name.
@@ -253,6 +268,9 @@ impl Reference {
             let weighting = term.kind.params::<JrcParams>().map(|p| &p.weighting);
             if let Some(JrcWeighting::Uncertainty(optimizer)) = weighting {
                 combine::step_jrc_u(optimizer, *g, jrc);
+            }
+            if let Some(optimizer) = term.listwise_scale() {
+                combine::step_jrc_u(&optimizer, *g, jrc);
             }
         }
         let mut predictions = BTreeMap::new();

@@ -19,8 +19,9 @@ pub struct ReferenceState {
     pub ema_theta: f64,
     /// GHM-C momentum accumulators per term (one per bin for `ghm_c` terms, empty otherwise).
     pub ghm_acc: Vec<Vec<f64>>,
-    /// The learned weights of `jrc_loss` terms with uncertainty weighting, one entry per term
-    /// (all zero and unused for the other terms).
+    /// The learned weights of `jrc_loss` terms with uncertainty weighting, and the learned
+    /// (w, b) (in `u`, starting at (1, 0)) of listwise terms with `scale_logits`, one entry per
+    /// term (all zero and unused for the other terms).
     pub jrc: Vec<JrcState>,
     /// The memory bank of each `cross_batch_softmax` term, one entry per term (`None` for the
     /// other terms).

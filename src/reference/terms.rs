@@ -16,7 +16,8 @@ pub(crate) struct TermValue {
     pub grads: Vec<(String, Vec<f64>)>,
     /// GHM-C momentum accumulators after this step (empty for other terms).
     pub ghm_acc: Vec<f64>,
-    /// dL_k/d(u1, u2) of a `jrc_loss` term with uncertainty weighting (0 otherwise).
+    /// dL_k/d(u1, u2) of a `jrc_loss` term with uncertainty weighting, or dL_k/d(w, b) of a
+    /// listwise term with `scale_logits` (0 otherwise).
     pub jrc_du: [f64; 2],
     /// The memory bank of a `cross_batch_softmax` term after this step (None otherwise).
     pub bank: Option<BankState>,
@@ -46,7 +47,8 @@ pub(crate) struct TermState<'a> {
     pub step: u64,
     /// The term's GHM-C accumulators (empty for other terms).
     pub ghm_acc: &'a [f64],
-    /// The learned (u1, u2) of a `jrc_loss` term with uncertainty weighting (unused otherwise).
+    /// The learned (u1, u2) of a `jrc_loss` term with uncertainty weighting, or (w, b) of a
+    /// listwise term with `scale_logits` (unused otherwise).
     pub jrc_u: [f64; 2],
     /// The memory bank of a `cross_batch_softmax` term (None for other terms).
     pub bank: Option<&'a BankState>,

@@ -38,7 +38,7 @@ fn engine() -> Engine {
 fn measurement_time(family: Family) -> Duration {
     Duration::from_secs(match family {
         Family::SoftmaxCe => 20,
-        Family::PerRow | Family::BatchWide => 10,
+        Family::PerRow | Family::BatchWide | Family::Listwise => 10,
         Family::Pairwise => 60,
         Family::Retrieval => 120,
     })

@@ -58,6 +58,8 @@ pub struct TermResult {
     pub log_var_grad: Option<f64>,
     /// d total / d (u1, u2) of a `jrc_loss` term with learned weights.
     pub jrc_u_grad: Option<[f64; 2]>,
+    /// d total / d (w, b) of a listwise term with `scale_logits`.
+    pub scale_grad: Option<[f64; 2]>,
 }
 
 /// The results of the last step, from either engine.
@@ -171,6 +173,7 @@ pub fn run_gpu(
                 jrc_u_grad: jrc_learned(config, &t.name)
                     .then(|| t.jrc.map(|j| j.u_grad.map(f64::from)))
                     .flatten(),
+                scale_grad: t.scale.map(|s| s.grad.map(f64::from)),
             })
             .collect(),
         grads,
@@ -219,6 +222,11 @@ pub fn run_reference(
                 .contains(name)
                 .then(|| out.log_var_grads.get(k).copied().unwrap_or(0.0)),
             jrc_u_grad: jrc_learned(config, name).then(|| out.jrc_u_grads[k]),
+            // The reference keeps a listwise term's d total/d(w, b) where JRC keeps d/du.
+            scale_grad: config
+                .term(name)
+                .is_some_and(|t| t.learns_listwise_scale())
+                .then(|| out.jrc_u_grads[k]),
         })
         .collect();
     Ok(EvalResult {
@@ -252,8 +260,9 @@ fn learned_terms(config: &LossConfig) -> Vec<String> {
 
 /// The tensors `eval` writes: `loss/total`, `loss/<term>`, `weight/<term>`, `log_var/<term>`
 /// (the s used this step) and `log_var_grad/<term>` for learned weights, `jrc_u_grad/<term>` (d total / d (u1, u2)) for
-/// `jrc_loss` terms with learned weights, `grad/<tensor>` in the input's shape, and
-/// `prediction/<term>` ([B]) for every term with a per-row prediction (`ziln_loss`).
+/// `jrc_loss` terms with learned weights, `scale_grad/<term>` (d total / d (w, b)) for listwise
+/// terms with `scale_logits`, `grad/<tensor>` in the input's shape, and `prediction/<term>`
+/// ([B]) for every term with a per-row prediction (`ziln_loss`).
 pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, OutTensor> {
     let mut out = BTreeMap::new();
     out.insert(
@@ -278,14 +287,16 @@ pub fn to_outputs(result: &EvalResult, batch: &HostBatch) -> BTreeMap<String, Ou
                 OutTensor::scalar(g as f32),
             );
         }
-        if let Some(g) = t.jrc_u_grad {
-            out.insert(
-                format!("jrc_u_grad/{}", t.name),
-                OutTensor {
-                    shape: vec![2],
-                    values: g.iter().map(|&x| x as f32).collect(),
-                },
-            );
+        for (key, g) in [("jrc_u_grad", t.jrc_u_grad), ("scale_grad", t.scale_grad)] {
+            if let Some(g) = g {
+                out.insert(
+                    format!("{key}/{}", t.name),
+                    OutTensor {
+                        shape: vec![2],
+                        values: g.iter().map(|&x| x as f32).collect(),
+                    },
+                );
+            }
         }
     }
     for (term, p) in &result.predictions {

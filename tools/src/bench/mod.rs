@@ -352,6 +352,8 @@ fn upload_inputs(
             Input::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Input::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Input::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Input::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Input::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Input::Buffer(_) => Vec::new(),
         }
     };

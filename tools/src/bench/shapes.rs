@@ -21,17 +21,20 @@ pub enum Family {
     BatchWide,
     /// pairwise_logistic_loss within sessions; work: pairs (i, j) with y_i > y_j.
     Pairwise,
+    /// listwise_rank_loss: a softmax per session; work: rows.
+    Listwise,
     /// In-batch and cross-batch softmax; work: similarity scores B × (B + M).
     Retrieval,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::SoftmaxCe,
         Family::PerRow,
         Family::BatchWide,
         Family::Pairwise,
+        Family::Listwise,
         Family::Retrieval,
     ];
 
@@ -42,6 +45,7 @@ impl Family {
             Family::PerRow => "per_row",
             Family::BatchWide => "batch_wide",
             Family::Pairwise => "pairwise",
+            Family::Listwise => "listwise",
             Family::Retrieval => "retrieval",
         }
     }
@@ -50,7 +54,7 @@ impl Family {
     pub fn work_unit(self) -> &'static str {
         match self {
             Family::SoftmaxCe => "elements",
-            Family::PerRow | Family::BatchWide => "rows",
+            Family::PerRow | Family::BatchWide | Family::Listwise => "rows",
             Family::Pairwise => "pairs",
             Family::Retrieval => "scores",
         }
@@ -165,6 +169,12 @@ pub const SHAPES: &[Shape] = &[
         "the same rows with every 64 sessions merged into one",
     ),
     shape(
+        "listwise_zipf_64k",
+        Family::Listwise,
+        "listwise_zipf_64k",
+        "listwise_rank_loss on pairwise_zipf_64k's rows: 65536 rows in shuffled sessions of Zipf sizes, graded labels 0..3",
+    ),
+    shape(
         "pairwise_batch_16k",
         Family::Pairwise,
         "batch_16k",
@@ -189,6 +199,24 @@ pub const SHAPES: &[Shape] = &[
         "cross_batch_softmax, user and item [1024, 64], a full bank of M = 262144 rows",
     ),
 ];
+
+/// `listwise_zipf_64k`: pairwise_zipf_64k's rows (same seed and draws) under
+/// `listwise_rank_loss`: (rows, config texts, shapes).
+fn listwise_zipf_64k(inputs: &mut OwnedBatch) -> (usize, Vec<String>, Shapes) {
+    let mut rng = SplitMix64::new(0x2a1f);
+    let b = 1usize << 16;
+    let sessions = zipf_sessions(&mut rng, b, 1);
+    let labels: Vec<f32> = (0..b).map(|_| rng.below(4) as f32).collect();
+    inputs.insert_real("logits", (0..b).map(|_| rng.range_f32(-4.0, 4.0)).collect());
+    inputs.insert_real("labels", labels);
+    inputs.insert_ids("session", sessions);
+    let shapes = Shapes::new()
+        .tensor("logits", &[b], DType::F32)
+        .tensor("labels", &[b], DType::F32)
+        .tensor("session", &[b], DType::I32);
+    let text = PAIRWISE.replace("pairwise_logistic_loss", "listwise_rank_loss");
+    (b, vec![text], shapes)
+}
 
 /// The shape called `name`, or a usage error listing the known names.
 pub fn find_shape(name: &str) -> CliResult<&'static Shape> {
@@ -477,6 +505,7 @@ impl Case {
                 let text = PAIRWISE.replace("session = 'session'\n", "");
                 (b, vec![text], shapes)
             }
+            "listwise_zipf_64k" => listwise_zipf_64k(&mut inputs),
             n if shape.family == Family::Retrieval => {
                 let (b, m) = match n {
                     "cbns_1024_m16k" => (1024usize, 16384u64),
@@ -552,7 +581,7 @@ impl Case {
             .sum();
         let work = match shape.family {
             Family::SoftmaxCe => (rows * classes) as u64,
-            Family::PerRow | Family::BatchWide => rows as u64,
+            Family::PerRow | Family::BatchWide | Family::Listwise => rows as u64,
             Family::Pairwise => session_work.1,
             Family::Retrieval => scores,
         };
@@ -594,6 +623,10 @@ impl Case {
                 Some(Input::U32(v)) => {
                     HostTensor::int(spec.shape.clone(), v.iter().map(|&x| x as i64).collect())
                 }
+                Some(Input::U64(v)) => {
+                    HostTensor::int(spec.shape.clone(), v.iter().map(|&x| x as i64).collect())
+                }
+                Some(Input::F64(v)) => HostTensor::real(spec.shape.clone(), v.to_vec()),
                 Some(Input::I64(v)) => HostTensor::int(spec.shape.clone(), v.to_vec()),
                 // Cases hold host values only.
                 Some(Input::Buffer(_)) | None => continue,

@@ -357,6 +357,7 @@ pub fn catalogue(seed: u64) -> Vec<Case> {
     softmax(&mut c);
     batch_wide(&mut c);
     pairwise(&mut c);
+    listwise(&mut c);
     retrieval(&mut c);
     weighting(&mut c);
     edge(&mut c);
@@ -744,6 +745,60 @@ fn pairwise(c: &mut Catalogue) {
     c.add(f, "jrc_loss/uncertainty", "learned u1, u2 with Adam over three steps",
         term("loss_type = 'jrc_loss'\nlogits = 'z'\nlabels = 'y'\nsession = 's'\nloss_weight_strategy = 'uncertainty'\nuncertainty = { optimizer = 'adam', learning_rate = 0.05 }"),
         3, PAIR_TOL, jrc);
+}
+
+/// Graded labels `y`, teacher positions `pos` (some below 1 and beyond 512), JRC logits `z` and
+/// labels `yb` besides the pairwise rows, in `pair_rows`' sessions.
+fn list_rows(d: &mut Draw, b: usize) -> Inputs {
+    let pos: Vec<f64> = (0..b).map(|_| d.below(700) as f64 * 0.999).collect();
+    let z = d.reals(2 * b, -3.0, 3.0);
+    let yb = d.binary(b, 0.35);
+    pair_rows(d, b)
+        .real("pos", &[b], pos)
+        .real("z", &[b, 2], z)
+        .real("yb", &[b], yb)
+}
+
+#[rustfmt::skip]
+fn listwise(c: &mut Catalogue) {
+    let f = "listwise";
+    let l = |body: &str| term(&format!("{body}\nlogits = 'x'\nsession = 's'"));
+    let rows = |d: &mut Draw| list_rows(d, 777);
+    c.add(f, "listwise_rank_loss", "raw graded labels weigh −log softmax per session, T = 0.5, sum",
+        l("loss_type = 'listwise_rank_loss'\nlabels = 'y'\ntemperature = 0.5\nreduction = 'sum'"), 1, PAIR_TOL, rows);
+    c.add(f, "listwise_rank_loss/label_is_logits", "targets softmax(y/T) per session, T = 2",
+        l("loss_type = 'listwise_rank_loss'\nlabels = 'y'\nlabel_is_logits = true\ntemperature = 2.0"),
+        1, PAIR_TOL, rows);
+    // Mean over sessions (EasyRec's): d total/db is 0 analytically and its f32 rounding, about
+    // 1e-7·Σ|dl/dz| times the coefficient, stays under the absolute floor only divided by N.
+    c.add(f, "listwise_rank_loss/scale_logits", "learned x·|w| + b with Adam over three steps",
+        l("loss_type = 'listwise_rank_loss'\nlabels = 'y'\nscale_logits = true\nscale_optimizer = { optimizer = 'adam', learning_rate = 0.1 }"),
+        3, PAIR_TOL, rows);
+    c.add(f, "listwise_distill_loss", "teacher positions clipped to [1, 512], log1p(512) − log(p), normalised",
+        l("loss_type = 'listwise_distill_loss'\nlabels = 'pos'"), 1, PAIR_TOL, rows);
+    c.add(f, "listwise_distill_loss/scale_logits", "clip 30, T = 0.7, learned scale with SGD over three steps",
+        l("loss_type = 'listwise_distill_loss'\nlabels = 'pos'\nlabel_clip_max_value = 30\ntemperature = 0.7\nscale_logits = true\nscale_optimizer = { optimizer = 'sgd', learning_rate = 0.5 }"),
+        3, PAIR_TOL, rows);
+    c.add(f, "listwise/shared_sort", "pair_wise_loss, jrc_loss and both listwise terms on one session tensor (one sort)",
+        format!("{}{}{}{}",
+            term("name = 'pairs'\nloss_type = 'pair_wise_loss'\nlogits = 'x'\nlabels = 'y'\nsession = 's'\nsample_weights = 'w'"),
+            term("name = 'jrc'\nloss_type = 'jrc_loss'\nlogits = 'z'\nlabels = 'yb'\nsession = 's'"),
+            term("name = 'rank'\nloss_type = 'listwise_rank_loss'\nlogits = 'x'\nlabels = 'y'\nsession = 's'"),
+            term("name = 'distill'\nloss_type = 'listwise_distill_loss'\nlogits = 'x'\nlabels = 'pos'\nsession = 's'\nweight = 0.5")),
+        2, PAIR_TOL, rows);
+    c.add(f, "edge/listwise_sessions", "a session of 3,000 rows, one-row sessions and all-zero-label sessions",
+        l("loss_type = 'listwise_rank_loss'\nlabels = 'y'"), 1, PAIR_TOL, |d| {
+            let b = 3_400;
+            // Rows 0..3000 one session; then sessions of 4 whose labels are all 0; then singletons.
+            let s: Vec<i64> = (0..b as i64)
+                .map(|i| if i < 3_000 { 7 } else if i < 3_200 { 100 + i / 4 } else { i })
+                .collect();
+            let y: Vec<f64> = (0..b).map(|i| if (3_000..3_200).contains(&i) { 0.0 } else { d.below(4) as f64 }).collect();
+            Inputs::default()
+                .real("x", &[b], d.reals(b, -3.0, 3.0))
+                .real("y", &[b], y)
+                .ids("s", &[b], s)
+        });
 }
 
 fn retrieval(c: &mut Catalogue) {

@@ -1,9 +1,10 @@
 //! Running a case on an engine or the reference, and how far two runs are apart.
 //!
 //! A run is a list of steps, each a set of named scalars (`total`, `loss/<term>`,
-//! `weight/<term>`, `log_var_grad/<term>`, `jrc_u_grad/<term>[i]`) and row outputs: gradients,
-//! and per-row predictions (`prediction/<term>`, compared as gradients are). Two runs are
-//! compared step by step and the worst step is kept.
+//! `weight/<term>`, `log_var_grad/<term>`, `jrc_u_grad/<term>[i]`, `scale_grad/<term>[0]`, a
+//! listwise term's d total/dw) and row outputs: gradients, and per-row predictions
+//! (`prediction/<term>`, compared as gradients are). Two runs are compared step by step and the
+//! worst step is kept.
 
 use super::cases::{Case, Tolerance};
 use lossfuse::reference::{Reference, ReferenceOutput};
@@ -68,6 +69,9 @@ fn from_report(config: &LossConfig, report: &Report) -> BTreeMap<String, f64> {
                 s.insert(format!("jrc_u_grad/{}[{i}]", t.name), *g as f64);
             }
         }
+        if let Some(scale) = t.scale {
+            s.insert(format!("scale_grad/{}[0]", t.name), scale.grad[0] as f64);
+        }
     }
     s
 }
@@ -85,6 +89,13 @@ fn from_reference(config: &LossConfig, out: &ReferenceOutput) -> StepResult {
             for (i, g) in out.jrc_u_grads[k].iter().enumerate() {
                 s.insert(format!("jrc_u_grad/{name}[{i}]"), *g);
             }
+        }
+        // A listwise term's d total/dw (the reference keeps d/d(w, b) where JRC keeps d/du).
+        // d total/db is 0 analytically (a softmax ignores a shift): the GPU's value is f32
+        // rounding of a sum that cancels, with no relative scale to compare; tests/listwise.rs
+        // bounds it absolutely.
+        if config.term(name).is_some_and(|t| t.learns_listwise_scale()) {
+            s.insert(format!("scale_grad/{name}[0]"), out.jrc_u_grads[k][0]);
         }
     }
     let mut grads = out.grads.clone();
