@@ -4,6 +4,7 @@
 //! - [`rows`]: per-row terms in the fused row kernel;
 //! - [`statistics`]: batch-wide row terms (GHM-C, OHEM focal, F1-reweighted);
 //! - [`softmax`]: softmax cross-entropy;
+//! - [`distill`]: knowledge distillation (row terms for one column, softmax terms for [B, C]);
 //! - [`pairwise`] and [`jrc`]: terms over rows grouped by session ([`session`]);
 //! - [`retrieval`], [`metric`], [`mining`]: terms over embeddings ([`embedding`]).
 //!
@@ -12,6 +13,7 @@
 //! [`session`] (grouping by session), [`embedding`] (prep and apply of similarity rows).
 
 pub(crate) mod common;
+pub(crate) mod distill;
 pub(crate) mod embedding;
 pub(crate) mod family;
 pub(crate) mod jrc;

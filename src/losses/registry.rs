@@ -2,15 +2,16 @@
 //! and family. Adding a loss type to a family's `LOSS_TYPES` is all it takes to make it known.
 
 use super::family::{LossType, Role};
-use super::{jrc, metric, mining, pairwise, retrieval, rows, softmax, statistics};
+use super::{distill, jrc, metric, mining, pairwise, retrieval, rows, softmax, statistics};
 use crate::config::{LossTerm, Reduction, TermKind};
 
 /// Every family's loss types, in the order the docs list them.
-fn families() -> [&'static [&'static LossType]; 8] {
+fn families() -> [&'static [&'static LossType]; 9] {
     [
         rows::LOSS_TYPES,
         softmax::LOSS_TYPES,
         statistics::LOSS_TYPES,
+        distill::LOSS_TYPES,
         pairwise::LOSS_TYPES,
         jrc::LOSS_TYPES,
         retrieval::LOSS_TYPES,

@@ -90,6 +90,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod combine;
+pub(crate) mod distill;
 mod f1;
 mod ghm;
 mod inputs;
@@ -103,6 +104,8 @@ mod state;
 pub(crate) mod terms;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_distill;
 #[cfg(test)]
 mod tests_pairwise;
 #[cfg(test)]
