@@ -46,7 +46,7 @@ fn classes(seed: u64, b: usize, c: usize, scale: f64) -> Inputs {
     let mut rng = Rng::new(seed);
     let z = reals(&mut rng, b * c, -scale, scale);
     let tz = reals(&mut rng, b * c, -scale, scale);
-    let mut probs = |rng: &mut Rng| -> Vec<f64> {
+    let probs = |rng: &mut Rng| -> Vec<f64> {
         (0..b)
             .flat_map(|_| {
                 let row: Vec<f64> = (0..c)
