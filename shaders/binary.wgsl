@@ -142,3 +142,70 @@ fn ziln(x: vec3<f32>, y: f32, bw: vec2<f32>, c: vec4<f32>, clip: vec3<f32>, retu
     let pred = select(exp(clamp(log_pred, -100.0, clip.z)), log_pred, return_log);
     return ZilnRow(loss, grad, pred);
 }
+
+// Knowledge distillation on one logit per row (docs/LOSSES.md §10; EasyRec build_kd_loss,
+// AutoFAS): student x, teacher y, both turned into logits and divided by T (inv_t = 1/T). Each
+// returns (loss, dloss/dx); the teacher gets no gradient.
+const KD_EPS: f32 = 1e-7;
+const KD_LN_EPS: f32 = -16.11809565095832;
+
+// EasyRec's logit of a probability: log(c/(1 − c)) with c = clip(p, 1e-7, 1 − 1e-7), formed from
+// min(p, 1 − p) (exact in f32) so that the upper clip is as exact as the lower one. Returns
+// (logit, dlogit/dp), the derivative 0 where the clip holds p (tf.clip_by_value's gradient).
+fn kd_prob_logit(p: f32) -> vec2<f32> {
+    let lower = p <= 0.5;
+    let m = select(1.0 - p, p, lower);
+    let c = clamp(m, KD_EPS, 0.5);
+    let l = log(c) - log(1.0 - c);
+    var d = 0.0;
+    if (m >= KD_EPS) {
+        d = 1.0 / (c * (1.0 - c));
+    }
+    return vec2<f32>(select(-l, l, lower), d);
+}
+
+// (s/T, d(s/T)/dx) with s = x for a logit, EasyRec's logit of x for a probability.
+fn kd_input(x: f32, is_logit: bool, inv_t: f32) -> vec2<f32> {
+    if (is_logit) {
+        return vec2<f32>(x * inv_t, inv_t);
+    }
+    return kd_prob_logit(x) * inv_t;
+}
+
+// kl_divergence_loss: Keras' KLD on [1 − q, q] against [1 − p, p], both clipped to [1e-7, 1], in
+// logs (log σ(z) = −softplus(−z)); the clip's gradient is 0 where it holds.
+fn kd_kl(x: f32, y: f32, inv_t: f32, pred_logit: bool, label_logit: bool) -> vec2<f32> {
+    let zs = kd_input(x, pred_logit, inv_t);
+    let z = zs.x;
+    let v = kd_input(y, label_logit, inv_t).x;
+    let lp = -softplus(-z);
+    let lpn = -softplus(z);
+    let lq = max(-softplus(-v), KD_LN_EPS);
+    let lqn = max(-softplus(v), KD_LN_EPS);
+    let q = exp(lq);
+    let qn = exp(lqn);
+    let loss = q * (lq - max(lp, KD_LN_EPS)) + qn * (lqn - max(lpn, KD_LN_EPS));
+    let g = select(0.0, -q * sigmoid(-z), lp >= KD_LN_EPS)
+        + select(0.0, qn * sigmoid(z), lpn >= KD_LN_EPS);
+    return vec2<f32>(loss, g * zs.y);
+}
+
+// binary_cross_entropy_loss with a teacher: BCE-with-logits of z against the target σ(v).
+fn kd_bce(x: f32, y: f32, inv_t: f32, pred_logit: bool, label_logit: bool) -> vec2<f32> {
+    let zs = kd_input(x, pred_logit, inv_t);
+    let z = zs.x;
+    let v = kd_input(y, label_logit, inv_t).x;
+    let q = sigmoid(v);
+    let qn = sigmoid(-v);
+    let loss = q * softplus(-z) + qn * softplus(z);
+    let g = qn * sigmoid(z) - q * sigmoid(-z);
+    return vec2<f32>(loss, g * zs.y);
+}
+
+// l2_distill_loss (AutoFAS): ‖[1 − q, q] − [1 − p, p]‖² = 2(q − p)².
+fn l2_distill(x: f32, y: f32, inv_t: f32) -> vec2<f32> {
+    let z = x * inv_t;
+    let p = sigmoid(z);
+    let d = sigmoid(y * inv_t) - p;
+    return vec2<f32>(2.0 * d * d, -4.0 * d * p * sigmoid(-z) * inv_t);
+}

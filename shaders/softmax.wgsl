@@ -35,6 +35,8 @@ fn segment_lse(lid: u32, width: u32, acc: vec2<f32>) -> vec2<f32> {
 //   fn forward_begin()                             start the terms' running sums
 //   fn forward_visit(c: u32, base: u32, xv: f32)   one logit into the terms' running sums
 //   fn forward_reduce(lid: u32)                    merge the sums of a row's R invocations
+//   fn forward_visit2(c: u32, base: u32, xv: f32)  (SECOND_SWEEP) one logit against the lses
+//   fn forward_reduce2(lid: u32)                   (SECOND_SWEEP) merge the second sweep's sums
 //   fn forward_row(row: u32, base: u32)            the row's losses into `part{k}`, stats written
 //   fn write_partials(lid: u32, wg: u32)           each term's workgroup sum into its slot
 //   fn backward_setup(row: u32)                    the row's label, weight, lse, coefficient
@@ -46,6 +48,9 @@ const R: u32 = 1u; // @spec
 const RPW: u32 = WG / R;
 // The backward pass adds to a gradient another term wrote this step.
 const ACCUMULATE: bool = false; // @spec
+// A distillation term needs a second sweep over the row, against the row's final lse
+// (src/losses/softmax/kd.rs).
+const SECOND_SWEEP: bool = false; // @spec
 
 @group(0) @binding(0) var<storage, read> chunk: Chunk;
 @group(0) @binding(1) var<storage, read_write> partials: array<vec4<f32>>;
@@ -70,6 +75,10 @@ fn forward_visit(c: u32, base: u32, xv: f32) {
 fn forward_reduce(lid: u32) {
     lse0 = segment_lse(lid, R, lse0);
 }
+
+fn forward_visit2(c: u32, base: u32, xv: f32) {}
+
+fn forward_reduce2(lid: u32) {}
 
 fn forward_row(row: u32, base: u32) {
     part0 = vec4<f32>(lse0.x + log(lse0.y), 1.0, 1.0, 0.0);
@@ -102,6 +111,15 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
         }
     }
     forward_reduce(lid);
+    if (SECOND_SWEEP) {
+        if (row_active) {
+            let base = row * C;
+            for (var c = lane; c < C; c = c + R) {
+                forward_visit2(c, base, logits[base + c]);
+            }
+        }
+        forward_reduce2(lid);
+    }
     if (row_active && lane == 0u) {
         forward_row(row, row * C);
     }

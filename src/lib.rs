@@ -66,6 +66,9 @@ pub use wgpu;
 /// Each loss type's parameters, for configs built in code with [`TermKind::new`]: EasyRec's keys
 /// and defaults (`Default`), checked by [`LossConfig::validate`]. Formulas: `docs/LOSSES.md`.
 pub mod params {
+    pub use crate::losses::distill::params::{
+        BceParams, DistillKind, KlParams, L2DistillParams, Teacher,
+    };
     pub use crate::losses::jrc::params::JrcParams;
     pub use crate::losses::listwise::params::{
         ListSpec, ListTargets, ListwiseDistillParams, ListwiseRankParams,

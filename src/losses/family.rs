@@ -186,10 +186,31 @@ impl Resolved {
     }
 
     /// Every bound role with its tensor: the row loss's roles for a row term (the sigmoid form of
-    /// `classification` reads binary labels), else the loss type's.
+    /// `classification` reads binary labels), a distillation term's by what its inputs hold,
+    /// else the loss type's.
     pub(crate) fn bound_roles(&self) -> Vec<(Role, String)> {
         match &self.form {
             Form::Row(r) => r.bound_roles(),
+            Form::Softmax(f) if f.distill.is_some() => {
+                // A distillation input that holds probabilities is checked in [0, 1].
+                let k = f.distill.expect("checked").teacher;
+                let kind = |role: &Role| match role.name {
+                    "logits" if !k.pred_is_logits => RoleKind::Probabilities,
+                    "labels" if !k.label_is_logits => RoleKind::BinaryLabels,
+                    _ => role.kind,
+                };
+                self.loss_type
+                    .roles
+                    .iter()
+                    .filter_map(|r| {
+                        let role = Role {
+                            kind: kind(r),
+                            ..*r
+                        };
+                        Some((role, self.term.input(r.name)?.to_string()))
+                    })
+                    .collect()
+            }
             _ => self
                 .loss_type
                 .roles

@@ -4,6 +4,7 @@
 //! - [`rows`]: per-row terms in the fused row kernel;
 //! - [`statistics`]: batch-wide row terms (GHM-C, OHEM focal, F1-reweighted);
 //! - [`softmax`]: softmax cross-entropy;
+//! - [`distill`]: knowledge distillation (row terms for one column, softmax terms for [B, C]);
 //! - [`pairwise`], [`jrc`] and [`listwise`]: terms over rows grouped by session ([`session`]);
 //! - [`retrieval`], [`metric`], [`mining`]: terms over embeddings ([`embedding`]);
 //! - [`ziln`]: the zero-inflated lognormal loss, a row term over [B, 3] logits with a per-row
@@ -15,6 +16,7 @@
 //! [`labels`] (labels of any dtype, cast once to what the kernels read).
 
 pub(crate) mod common;
+pub(crate) mod distill;
 pub(crate) mod embedding;
 pub(crate) mod family;
 pub(crate) mod jrc;

@@ -3,16 +3,17 @@
 
 use super::family::{LossType, Role};
 use super::{
-    jrc, listwise, metric, mining, pairwise, retrieval, rows, softmax, statistics, ziln,
+    distill, jrc, listwise, metric, mining, pairwise, retrieval, rows, softmax, statistics, ziln,
 };
 use crate::config::{LossTerm, Reduction, TermKind};
 
 /// Every family's loss types, in the order the docs list them.
-fn families() -> [&'static [&'static LossType]; 10] {
+fn families() -> [&'static [&'static LossType]; 11] {
     [
         rows::LOSS_TYPES,
         softmax::LOSS_TYPES,
         statistics::LOSS_TYPES,
+        distill::LOSS_TYPES,
         pairwise::LOSS_TYPES,
         jrc::LOSS_TYPES,
         listwise::LOSS_TYPES,

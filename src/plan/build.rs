@@ -455,9 +455,10 @@ impl GroupBuilder<'_> {
                 }
                 None => None,
             };
-            let stats = self
-                .buffers
-                .storage(format!("row_stats/{}", t.term.name), rows * 8)?;
+            let stats = self.buffers.storage(
+                format!("row_stats/{}", t.term.name),
+                rows * form.stats_bytes(),
+            )?;
             buffers.push(softmax::TermBuffers {
                 class_weights,
                 stats,

@@ -25,6 +25,8 @@ fn shapes_for(config: &LossConfig, rows: usize) -> Shapes {
                 continue;
             }
             let (shape, dtype) = match role.kind {
+                // Distillation over classes: student and teacher [B, 7].
+                _ if name.starts_with("mc_") => (vec![rows, 7], DType::F32),
                 RoleKind::Embeddings => (vec![rows, 24], DType::F32),
                 RoleKind::Logits if loss_type == "softmax_cross_entropy" => {
                     (vec![rows, 7], DType::F32)
@@ -81,6 +83,15 @@ const VARIANTS: &[&str] = &[
     "loss_type = 'circle_loss'\nembeddings = 'u'\nlabels = 'cls_any'\nsession = 's'",
     "loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'cls_any'",
     "loss_type = 'ziln_loss'\nlogits = 'zl'\nlabels = 'amount'\nmax_sigma = 2.0\nreturn_log_pred_value = true\nclassification_weight = 0.5",
+    "loss_type = 'kl_divergence_loss'\nlogits = 'x'\nlabels = 'kd_t'\ntemperature = 2.0\nsample_weights = 'w'",
+    "loss_type = 'kl_divergence_loss'\nlogits = 'p'\nlabels = 'kd_q'\npred_is_logits = false\nlabel_is_logits = false",
+    "loss_type = 'binary_cross_entropy_loss'\nlogits = 'x'\nlabels = 'kd_t'\ntemperature = 3.0\npred_is_logits = false",
+    "loss_type = 'l2_distill_loss'\nlogits = 'x'\nlabels = 'kd_t'\ntemperature = 2.0",
+    "loss_type = 'softmax_cross_entropy'\nlogits = 'mc_z'\nlabels = 'mc_t'",
+    "loss_type = 'kl_divergence_loss'\nlogits = 'mc_z'\nlabels = 'mc_t'\ntemperature = 2.0\nsample_weights = 'w'",
+    "loss_type = 'kl_divergence_loss'\nlogits = 'mc_p'\nlabels = 'mc_q'\npred_is_logits = false\nlabel_is_logits = false",
+    "loss_type = 'l2_distill_loss'\nlogits = 'mc_z'\nlabels = 'mc_t'\ntemperature = 0.5",
+    "loss_type = 'binary_cross_entropy_loss'\nlogits = 'mc_z'\nlabels = 'mc_t'\ntemperature = 2.0",
 ];
 
 /// Every loss type whose defaults need no key, each role bound to a tensor of the role's name.

@@ -96,6 +96,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod combine;
+pub(crate) mod distill;
 mod f1;
 mod ghm;
 mod inputs;
@@ -112,6 +113,8 @@ pub(crate) mod terms;
 mod tests;
 #[cfg(test)]
 mod tests_listwise;
+#[cfg(test)]
+mod tests_distill;
 #[cfg(test)]
 mod tests_pairwise;
 #[cfg(test)]

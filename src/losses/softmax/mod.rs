@@ -11,6 +11,7 @@
 //!
 //! Shader: `shaders/softmax.wgsl`; reference: `reference/softmax.rs`.
 
+mod kd;
 pub(crate) mod params;
 
 use super::common::{coef_index, weight_expr, Inputs};
@@ -25,7 +26,7 @@ use crate::kernel::{bind, internal, Bind, Generated, Params, PassSpec, Shader, S
 use crate::reference::terms::{TermState, TermValue};
 use crate::tensor::HostBatch;
 use crate::wgsl::{f32_literal, Specialization};
-pub(crate) use params::{SoftmaxForm, SoftmaxParams};
+pub(crate) use params::{Distill, SoftmaxForm, SoftmaxParams};
 use std::fmt::Write;
 
 fn lit(x: f64) -> String {
@@ -140,6 +141,7 @@ pub(crate) fn resolve(term: &LossTerm, shapes: &Shapes, p: &SoftmaxParams) -> Re
         params: p.clone(),
         classes: c,
         ids,
+        distill: None,
     };
     Ok((Form::Softmax(form), b))
 }
@@ -167,6 +169,8 @@ struct TermView<'a> {
     t: &'a Resolved,
     p: &'a SoftmaxParams,
     ids: bool,
+    /// A distillation term (`kd.rs`) instead of cross-entropy.
+    distill: Option<Distill>,
 }
 
 fn view(t: &Resolved) -> TermView<'_> {
@@ -175,6 +179,7 @@ fn view(t: &Resolved) -> TermView<'_> {
             t,
             p: &f.params,
             ids: f.ids,
+            distill: f.distill,
         },
         _ => unreachable!("softmax group holds softmax terms only"),
     }
@@ -311,8 +316,12 @@ impl Group<'_> {
             }
         }
         for (k, buf) in buffers.iter().enumerate() {
-            let decl = format!("var<storage, read_write> stats{k}: array<vec2<f32>>;");
-            let source = rows(Source::Internal(buf.stats), 8);
+            let (ty, bytes) = match self.views[k].distill {
+                Some(_) => ("vec4", 16),
+                None => ("vec2", 8),
+            };
+            let decl = format!("var<storage, read_write> stats{k}: array<{ty}<f32>>;");
+            let source = rows(Source::Internal(buf.stats), bytes);
             generated.push(decl, bind(format!("stats{k}"), source));
         }
         generated
@@ -322,14 +331,22 @@ impl Group<'_> {
     /// element) and `forward_reduce` (across a row's invocations).
     fn forward_sweep(&self) -> String {
         let mut f = String::new();
-        for k in 0..self.views.len() {
+        for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                f.push_str(&kd::declarations(k));
+                continue;
+            }
             let _ = writeln!(
                 f,
                 "var<private> part{k}: vec4<f32>;\nvar<private> acc_lse{k}: vec2<f32>;\nvar<private> acc_lin{k}: vec4<f32>;"
             );
         }
         f.push_str("\nfn forward_begin() {\n");
-        for k in 0..self.views.len() {
+        for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                f.push_str(&kd::begin(k));
+                continue;
+            }
             let _ = writeln!(
                 f,
                 "    acc_lse{k} = vec2<f32>(NEG_BIG, 0.0);\n    acc_lin{k} = vec4<f32>(0.0);"
@@ -337,6 +354,10 @@ impl Group<'_> {
         }
         f.push_str("}\n\nfn forward_visit(c: u32, base: u32, xv: f32) {\n");
         for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                f.push_str(&kd::visit(self, k));
+                continue;
+            }
             let _ = writeln!(
                 f,
                 "            {{\n                let z = xv * {};\n                acc_lse{k} = lse_push(acc_lse{k}, z);",
@@ -362,9 +383,32 @@ impl Group<'_> {
         }
         f.push_str("}\n\nfn forward_reduce(lid: u32) {\n");
         for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                f.push_str(&kd::reduce(k));
+                continue;
+            }
             let _ = writeln!(f, "    acc_lse{k} = segment_lse(lid, R, acc_lse{k});");
             if !v.ids || v.p.label_smoothing != 0.0 {
                 let _ = writeln!(f, "    acc_lin{k} = segment_sum(lid, R, acc_lin{k});");
+            }
+        }
+        f.push_str("}\n");
+        f
+    }
+
+    /// The second sweep of the forward pass (distillation terms only, `kd.rs`):
+    /// `forward_visit2` (one element) and `forward_reduce2` (across a row's invocations).
+    fn second_sweep(&self) -> String {
+        let mut f = String::from("\nfn forward_visit2(c: u32, base: u32, xv: f32) {\n");
+        for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                f.push_str(&kd::visit2(self, k));
+            }
+        }
+        f.push_str("}\n\nfn forward_reduce2(lid: u32) {\n");
+        for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                f.push_str(&kd::reduce2(k));
             }
         }
         f.push_str("}\n");
@@ -376,6 +420,11 @@ impl Group<'_> {
         let classes = self.classes;
         let mut f = String::from("\nfn forward_row(row: u32, base: u32) {\n");
         for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                let weight = weight_expr(&v.t.weights, |n| self.row_value(n));
+                f.push_str(&kd::row(k, &v.t.term.name, &weight));
+                continue;
+            }
             let eps = v.p.label_smoothing;
             let zl = v.p.z_loss;
             let _ = writeln!(
@@ -421,6 +470,13 @@ impl Group<'_> {
     fn backward_setup(&self) -> String {
         let mut b = String::new();
         for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                let _ = writeln!(
+                    b,
+                    "var<private> b_st{k}: vec4<f32>;\nvar<private> b_coef{k}: f32;"
+                );
+                continue;
+            }
             let _ = writeln!(
                 b,
                 "var<private> b_st{k}: vec2<f32>;\nvar<private> b_lse{k}: f32;\nvar<private> b_coef{k}: f32;"
@@ -432,6 +488,17 @@ impl Group<'_> {
         b.push_str("\nfn backward_setup(row: u32) {\n");
         for (k, v) in self.views.iter().enumerate() {
             let inv_t = lit(1.0 / v.p.temperature);
+            if v.distill.is_some() {
+                // The row's statistics and coefficient (1/T: dz/dx of the student's logit).
+                let _ = writeln!(
+                    b,
+                    "    // {}\n    b_st{k} = stats{k}[row];\n    b_coef{k} = scalars[{}] * ({}) * {inv_t};",
+                    v.t.term.name,
+                    coef_index(v.t.slot),
+                    weight_expr(&v.t.weights, |n| self.row_value(n))
+                );
+                continue;
+            }
             let _ = writeln!(
                 b,
                 "    // {}\n    let w{k} = {};\n    let st{k} = stats{k}[row];\n    let lse{k} = st{k}.x;",
@@ -461,6 +528,10 @@ impl Group<'_> {
             "\nfn backward_element(c: u32, e: u32, xv: f32) -> f32 {\n    var g = 0.0;\n",
         );
         for (k, v) in self.views.iter().enumerate() {
+            if v.distill.is_some() {
+                b.push_str(&kd::element(self, k));
+                continue;
+            }
             let eps = v.p.label_smoothing;
             let zl = v.p.z_loss;
             let inv_t = lit(1.0 / v.p.temperature);
@@ -524,9 +595,10 @@ pub(crate) fn passes(
     let r = row_threads(classes);
     let generated = g.bindings(buffers, dtype);
     let splice = format!(
-        "{}{}{}\n{}{}",
+        "{}{}{}{}\n{}{}",
         generated.wgsl,
         g.forward_sweep(),
+        g.second_sweep(),
         g.forward_row(),
         g.backward_setup(),
         g.backward_element()
@@ -552,6 +624,7 @@ pub(crate) fn passes(
         .u32("C", classes as u32)
         .u32("R", r)
         .bool("ACCUMULATE", grad_accumulates)
+        .bool("SECOND_SWEEP", g.views.iter().any(|v| v.distill.is_some()))
         .splice("terms", splice);
     let pass = |name: &str, entry: &'static str, binds| PassSpec {
         label: format!("{label} {name}"),

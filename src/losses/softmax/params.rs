@@ -65,4 +65,29 @@ pub(crate) struct SoftmaxForm {
     pub classes: u64,
     /// The labels are class ids (else probabilities [B, C]).
     pub ids: bool,
+    /// A distillation term (KL divergence or L2 against a teacher's [B, C] logits) instead of
+    /// cross-entropy; the temperature is then `params.temperature`.
+    pub distill: Option<Distill>,
+}
+
+/// A distillation term of a softmax group (`src/losses/distill/`, docs/LOSSES.md §10).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Distill {
+    /// `kl_divergence_loss` or `l2_distill_loss`.
+    pub kind: crate::losses::distill::params::DistillKind,
+    /// How the student and the teacher are read.
+    pub teacher: crate::losses::distill::params::Teacher,
+}
+
+impl SoftmaxForm {
+    /// Bytes of the row statistics the forward pass writes for the backward pass: vec2(lse,
+    /// Σ c·t') for cross-entropy, vec4(student lse, teacher lse, the row sum of the gradient, 0)
+    /// for distillation.
+    pub(crate) fn stats_bytes(&self) -> u64 {
+        if self.distill.is_some() {
+            16
+        } else {
+            8
+        }
+    }
 }

@@ -97,6 +97,13 @@ pub const SHAPES: &[Shape] = &[
         "softmax_cross_entropy, logits [4096, 8192] f32, class ids [4096]",
     ),
     shape(
+        "kd_softmax_4096x1024",
+        Family::SoftmaxCe,
+        "kd_softmax",
+        "softmax_cross_entropy on class ids and kl_divergence_loss at T = 2 against teacher \
+         logits, student and teacher [4096, 1024] f32: one softmax group",
+    ),
+    shape(
         "classification_64k",
         Family::PerRow,
         "classification",
@@ -235,6 +242,10 @@ pub fn seed_of(name: &str) -> u64 {
 }
 
 /// The retrieval config of the `in_batch_*` and `cbns_*` shapes (`bank_size` replaced).
+/// A trainer's distillation step: CE on the hard label and KL against the teacher at T = 2 on
+/// the same student logits.
+const KD_SOFTMAX: &str = "[[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'logits'\nlabels = 'labels'\n\
+     [[losses]]\nloss_type = 'kl_divergence_loss'\nlogits = 'logits'\nlabels = 'teacher'\ntemperature = 2.0\n";
 const RETRIEVAL: &str = "[[losses]]\nloss_type = 'in_batch_softmax'\nuser = 'user'\nitem = 'item'\nitem_ids = 'item_id'\nlog_q = 'log_q'\nsimilarity = 'cosine'\ntemperature = 0.05\n";
 
 /// The pairwise config of the `pairwise_zipf_*` shapes.
@@ -326,6 +337,10 @@ pub fn baseline(shape: &str) -> Option<String> {
 ///   2, gradient 4, reduction 3: **20**.
 /// - softmax_cross_entropy, per logit: forward (online log-sum-exp: max, −, exp, +) 4, backward
 ///   p = exp(z − lse) and × coefficient 3: **7**; per row (log, target pick, reduction) 10.
+/// - kl_divergence_loss over [B, C], per logit: first sweep two scaled logits and two online
+///   log-sum-exp pushes 10, second sweep (two log-probabilities, two clips, exp, product, two
+///   sums) 9, backward (two log-probabilities, exp of each, clip test, product, × coefficient)
+///   9: **28**; per row (two lse logs, reduction) 8.
 /// - pairwise_logistic_loss: per pair with y_i > y_j, loss softplus(−(s_i − s_j)) 7 and the
 ///   gradient σ computed from both ends of the pair 2 × 5: **17**; per visited pair of a session
 ///   (Σ size², both orders) the label comparison 1; per row gather and apply 3.
@@ -352,6 +367,10 @@ pub mod flops {
     pub const SOFTMAX_PER_LOGIT: u64 = 7;
     /// softmax_cross_entropy, per row.
     pub const SOFTMAX_PER_ROW: u64 = 10;
+    /// kl_divergence_loss over [B, C], per logit.
+    pub const KD_PER_LOGIT: u64 = 28;
+    /// kl_divergence_loss over [B, C], per row.
+    pub const KD_PER_ROW: u64 = 8;
     /// pairwise_logistic_loss, per pair with y_i > y_j.
     pub const PAIR: u64 = 17;
     /// pairwise terms, per visited (ordered) pair of a session.
@@ -382,6 +401,9 @@ fn term_flops(kind: &TermKind, w: &Work) -> u64 {
         "classification" if w.classes > 1 => softmax,
         "classification" => w.rows * flops::CLASSIFICATION,
         "softmax_cross_entropy" => softmax,
+        "kl_divergence_loss" if w.classes > 1 => {
+            w.rows * w.classes * flops::KD_PER_LOGIT + w.rows * flops::KD_PER_ROW
+        }
         "sigmoid_l2_loss" => w.rows * flops::SIGMOID_L2,
         "binary_focal_loss" => match kind.params::<params::FocalParams>() {
             Some(p) if p.ohem_ratio < 1.0 => w.rows * flops::FOCAL_OHEM,
@@ -462,6 +484,22 @@ impl Case {
                     DType::I32,
                 );
                 (b, vec![text.to_string()], shapes)
+            }
+            "kd_softmax_4096x1024" => {
+                let (b, c) = (4096usize, 1024usize);
+                classes = c;
+                for t in ["logits", "teacher"] {
+                    inputs.insert_real(t, (0..b * c).map(|_| rng.range_f32(-4.0, 4.0)).collect());
+                }
+                inputs.insert_ids(
+                    "labels",
+                    (0..b).map(|_| rng.below(c as u32) as i32).collect(),
+                );
+                let shapes = Shapes::new()
+                    .tensor("logits", &[b, c], DType::F32)
+                    .tensor("teacher", &[b, c], DType::F32)
+                    .tensor("labels", &[b], DType::I32);
+                (b, vec![KD_SOFTMAX.to_string()], shapes)
             }
             n if shape.family == Family::PerRow || shape.family == Family::BatchWide => {
                 let b = if n.ends_with("_16m") {

@@ -355,6 +355,7 @@ pub fn catalogue(seed: u64) -> Vec<Case> {
     per_row(&mut c);
     ziln(&mut c);
     softmax(&mut c);
+    distill(&mut c);
     batch_wide(&mut c);
     pairwise(&mut c);
     listwise(&mut c);
@@ -612,6 +613,218 @@ fn softmax(c: &mut Catalogue) {
         ROW_TOL,
         |d| softmax_rows(d, 100, 10, 4.0, None),
     );
+}
+
+/// Probabilities with the clip at 1e-7 active: exact 0 and 1, 3e-9 and 1 − 2e-8 on some rows.
+fn kd_probs(d: &mut Draw, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| match i % 17 {
+            0 => 0.0,
+            1 => 1.0,
+            2 => 3e-9,
+            3 => 1.0 - 2e-8,
+            _ => d.unit(),
+        })
+        .collect()
+}
+
+/// Distillation rows: student `x` and teacher `t` logits in ±20 (σ below 1e-7 beyond ±16.1),
+/// probabilities `p`, `q` with the clip active, soft labels `soft`, weights `w`; and [b, c]
+/// student `z`, teacher `tz` in ±12, probability rows `pz`, `qz` (some zeros), class ids `k`.
+fn kd_rows(d: &mut Draw, b: usize, c: usize) -> Inputs {
+    let probs = |d: &mut Draw| -> Vec<f64> {
+        (0..b)
+            .flat_map(|_| {
+                let row: Vec<f64> = (0..c)
+                    .map(|_| {
+                        if d.unit() < 0.1 {
+                            0.0
+                        } else {
+                            d.unit().powi(3)
+                        }
+                    })
+                    .collect();
+                let s: f64 = row.iter().sum::<f64>().max(1e-30);
+                row.into_iter().map(move |v| v / s)
+            })
+            .collect()
+    };
+    let (pz, qz) = (probs(d), probs(d));
+    let k: Vec<i64> = (0..b).map(|_| d.below(c as u32) as i64).collect();
+    Inputs::default()
+        .real("x", &[b], d.reals(b, -20.0, 20.0))
+        .real("t", &[b], d.reals(b, -20.0, 20.0))
+        .real("p", &[b], kd_probs(d, b))
+        .real("q", &[b], kd_probs(d, b))
+        .real("soft", &[b], d.reals(b, 0.0, 1.0))
+        .real("w", &[b], d.weights(b))
+        .real("z", &[b, c], d.reals(b * c, -12.0, 12.0))
+        .real("tz", &[b, c], d.reals(b * c, -12.0, 12.0))
+        .real("pz", &[b, c], pz)
+        .real("qz", &[b, c], qz)
+        .ids("k", &[b], k)
+}
+
+fn distill(c: &mut Catalogue) {
+    let f = "distill";
+    let kd = |lt: &str, x: &str, y: &str, extra: &str| {
+        term(&format!(
+            "loss_type = '{lt}'\nlogits = '{x}'\nlabels = '{y}'\n{extra}"
+        ))
+    };
+    c.add(
+        f,
+        "kl_divergence_loss",
+        "one column, T = 2, teacher logits in ±20 (clip at 1e-7)",
+        kd("kl_divergence_loss", "x", "t", "temperature = 2.0"),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 1000, 2),
+    );
+    c.add(
+        f,
+        "kl_divergence_loss/probabilities",
+        "student and teacher probabilities incl. 0 and 1, sample weights",
+        kd(
+            "kl_divergence_loss",
+            "p",
+            "q",
+            "pred_is_logits = false\nlabel_is_logits = false\nsample_weights = 'w'",
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 1000, 2),
+    );
+    c.add(
+        f,
+        "kl_divergence_loss/classes",
+        "C = 37, T = 2, beside softmax CE on the same logits",
+        format!(
+            "{}{}",
+            term("loss_type = 'softmax_cross_entropy'\nlogits = 'z'\nlabels = 'k'"),
+            kd(
+                "kl_divergence_loss",
+                "z",
+                "tz",
+                "temperature = 2.0\nsample_weights = 'w'\nweight = 0.5"
+            )
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 300, 37),
+    );
+    c.add(
+        f,
+        "kl_divergence_loss/class_probabilities",
+        "C = 37, probabilities in (log(p + 1e-7)), clip active",
+        kd(
+            "kl_divergence_loss",
+            "pz",
+            "qz",
+            "pred_is_logits = false\nlabel_is_logits = false",
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 300, 37),
+    );
+    c.add(
+        f,
+        "binary_cross_entropy_loss/teacher",
+        "teacher logits, T = 2.5, student probabilities",
+        kd(
+            "binary_cross_entropy_loss",
+            "p",
+            "t",
+            "temperature = 2.5\npred_is_logits = false",
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 1000, 2),
+    );
+    c.add(
+        f,
+        "binary_cross_entropy_loss/plain",
+        "no teacher key: EasyRec's BINARY_CROSS_ENTROPY_LOSS on soft labels",
+        kd("binary_cross_entropy_loss", "x", "soft", ""),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 1000, 2),
+    );
+    c.add(
+        f,
+        "binary_cross_entropy_loss/classes",
+        "[B, C] element-wise, mean over B·C",
+        kd(
+            "binary_cross_entropy_loss",
+            "z",
+            "tz",
+            "label_is_logits = true",
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 200, 9),
+    );
+    c.add(
+        f,
+        "l2_distill_loss",
+        "one column, sample weights, T = 0.5",
+        kd(
+            "l2_distill_loss",
+            "x",
+            "t",
+            "temperature = 0.5\nsample_weights = 'w'",
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 1000, 2),
+    );
+    c.add(
+        f,
+        "l2_distill_loss/classes",
+        "C = 37, T = 3 with KL at T = 3 on the same logits",
+        format!(
+            "{}{}",
+            kd("l2_distill_loss", "z", "tz", "temperature = 3.0"),
+            kd("kl_divergence_loss", "z", "tz", "temperature = 3.0")
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 300, 37),
+    );
+    c.add(
+        f,
+        "distill/wide_row",
+        "C = 5000: KL and L2 over a row wider than a workgroup",
+        format!(
+            "{}{}",
+            kd("kl_divergence_loss", "z", "tz", ""),
+            kd("l2_distill_loss", "z", "tz", "")
+        ),
+        1,
+        ROW_TOL,
+        |d| kd_rows(d, 4, 5000),
+    );
+    let mut bad = Catalogue {
+        seed: c.seed,
+        cases: Vec::new(),
+    };
+    bad.add(
+        f,
+        "distill/probability_refused",
+        "a student probability above 1 with pred_is_logits = false is refused",
+        kd("kl_divergence_loss", "p", "t", "pred_is_logits = false"),
+        1,
+        ROW_TOL,
+        |d| {
+            let mut p = kd_probs(d, 64);
+            p[5] = 1.5;
+            kd_rows(d, 64, 2).real("p", &[64], p)
+        },
+    );
+    for mut case in bad.cases {
+        case.expect = Expect::Refused { tensor: "p".into() };
+        c.cases.push(case);
+    }
 }
 
 fn batch_wide(c: &mut Catalogue) {
