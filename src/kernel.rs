@@ -41,6 +41,7 @@ pub const SHADER_FILES: &[(&str, &[&str])] = &[
     ("metric.wgsl", &[]),
     ("mining.wgsl", &[]),
     ("finite.wgsl", &[]),
+    ("cast.wgsl", &[]),
 ];
 
 crate::gpu_struct! {

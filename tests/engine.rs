@@ -391,11 +391,12 @@ fn plan_errors_name_the_term_the_tensor_and_the_shape() {
         m.contains("'y'") && m.contains("11") && m.contains("10"),
         "{m}"
     );
+    // Labels take any dtype (cast on the GPU); logits are F32.
     let m = msg(Shapes::new()
-        .tensor("x", &[10], DType::F32)
-        .tensor("y", &[10], DType::I32));
+        .tensor("x", &[10], DType::I32)
+        .tensor("y", &[10], DType::I64));
     assert!(
-        m.contains("'y'") && m.contains("F32") && m.contains("I32"),
+        m.contains("'x'") && m.contains("F32") && m.contains("I32"),
         "{m}"
     );
     let m = msg(Shapes::new()

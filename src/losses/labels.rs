@@ -28,8 +28,7 @@ pub(crate) fn view(kind: RoleKind, dtype: DType, column_logits: bool) -> Option<
     let real = matches!(
         kind,
         BinaryLabels | ZeroOneLabels | RealLabels | NonNegativeLabels
-    )
-        || (kind == ClassLabels && column_logits);
+    ) || (kind == ClassLabels && column_logits);
     match (kind, dtype) {
         (_, DType::F32) => None,
         _ if real => Some(DType::F32),

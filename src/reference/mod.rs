@@ -112,9 +112,9 @@ pub(crate) mod terms;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_listwise;
-#[cfg(test)]
 mod tests_distill;
+#[cfg(test)]
+mod tests_listwise;
 #[cfg(test)]
 mod tests_pairwise;
 #[cfg(test)]

@@ -747,9 +747,10 @@ fn errors_name_the_tensor_the_term_and_the_shapes() {
     b.insert("y".into(), HostTensor::real([B + 1], vec![0.0; B + 1]));
     assert_mentions(&error_of(ctr, &b), &["'y'", "'ctr'", "[7]", "[8]", "'x'"]);
 
+    // Integer labels are read as reals (losses::labels), and checked as reals.
     let mut b = batch.clone();
-    b.insert("y".into(), HostTensor::int([B], vec![0; B]));
-    assert_mentions(&error_of(ctr, &b), &["'y'", "'ctr'", "real"]);
+    b.insert("y".into(), HostTensor::int([B], vec![2; B]));
+    assert_mentions(&error_of(ctr, &b), &["'y'", "'ctr'", "[0, 1]"]);
 
     let mut b = batch.clone();
     b.insert("y".into(), HostTensor::real([B], vec![2.0; B]));

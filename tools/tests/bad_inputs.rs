@@ -150,12 +150,13 @@ const STEP_FAULTS: &[StepFault] = &[
     },
     StepFault {
         config: "ctr",
+        // (Labels take integers: logits do not.)
         what: "ids where reals are planned",
         fault: |b| {
-            let t = b.get_mut("click").unwrap();
+            let t = b.get_mut("ctr_logits").unwrap();
             *t = HostTensor::int(vec![ROWS], vec![0; ROWS]);
         },
-        says: &["'click'", "dtype"],
+        says: &["'ctr_logits'", "dtype"],
         device: None,
     },
     StepFault {
@@ -461,7 +462,7 @@ fn every_config_fault_names_the_key() {
 /// Plan faults (shapes): (what, TOML, shapes, fragments).
 #[test]
 fn every_shape_fault_names_the_tensor_and_the_shape() {
-    use lossfuse::DType::{F32, I32, I64};
+    use lossfuse::DType::{F32, I32};
     let cases: Vec<(&str, &str, Shapes, &[&str])> = vec![
         (
             "3-D classification logits",
@@ -498,12 +499,12 @@ fn every_shape_fault_names_the_tensor_and_the_shape() {
             &["'k'"],
         ),
         (
-            "I64 softmax class ids",
+            "F32 softmax class ids (ids are integers, F32 labels are probabilities [B, C])",
             "[[losses]]\nloss_type = 'softmax_cross_entropy'\nlogits = 'x'\nlabels = 'k'",
             Shapes::new()
                 .tensor("x", &[8, 3], F32)
-                .tensor("k", &[8], I64),
-            &["'k'", "I64"],
+                .tensor("k", &[8], F32),
+            &["'k'", "F32", "[8]"],
         ),
     ];
     for engine in engines() {

@@ -918,6 +918,22 @@ fn pairwise(c: &mut Catalogue) {
         1, PAIR_TOL, |d| pair_rows(d, 777));
     c.add(
         f,
+        "pair_wise_loss/integer_labels",
+        "integer labels (EasyRec's int64 clicks): graded ids for pairs, 0/1 ids for focal, cast on the GPU",
+        p("loss_type = 'pair_wise_loss'\nsession = 's'")
+            + &term("loss_type = 'binary_focal_loss'\nlogits = 'x'\nlabels = 'click'"),
+        1,
+        PAIR_TOL,
+        |d| {
+            let r = pair_rows(d, 777);
+            let y = r.0["y"].reals("y", None).expect("reals").to_vec();
+            let click = y.iter().map(|&g| (g >= 2.0) as i64).collect();
+            r.ids("y", &[777], y.iter().map(|&g| g as i64).collect())
+                .ids("click", &[777], click)
+        },
+    );
+    c.add(
+        f,
         "pair_wise_loss/no_session_ohem",
         "all pairs of the batch, OHEM over pairs, two steps",
         p("loss_type = 'pair_wise_loss'\nohem_ratio = 0.37\nsample_weights = 'w'"),
