@@ -25,7 +25,7 @@ struct Settings {
     commit_count: u32,
     finite_base: u32,   // words of `aux` the GPU value checks flag (first bad element) ...
     finite_count: u32,  // ... one per check; read and cleared by `weigh`
-    _pad0: u32,
+    ema_detach: u32,    // 1 when EMA's θ̃ is detached (detach_theta)
 }
 
 struct TermInfo {
@@ -128,6 +128,30 @@ fn rlw_norm(step: u32) -> vec2<f32> {
         }
     }
     return norm;
+}
+
+// d total / d L_k before flooding: the term's weight, except with ema_reweight's
+// detach_theta = false, where θ_{t+1} = α·L_main/D + (1 − α)·θ_t (D = L_main + λ·L_aux) depends
+// on this step's values: d/dL_main = 1 + α·λ·L_aux²/D², d/dL_aux = θ_{t+1} − α·λ·L_main·L_aux/D²
+// (docs/LOSSES.md §8.4; θ̃ = θ_t, a constant, when D = 0).
+fn grad_weight(k: u32, weight: f32) -> f32 {
+    if (settings.strategy != 3u || settings.ema_detach == 1u) {
+        return weight;
+    }
+    let lm = scalars[term_slot(settings.ema_main, T_VALUE)];
+    let la = scalars[term_slot(settings.ema_aux, T_VALUE)];
+    let d = lm + settings.ema_lambda * la;
+    if (d == 0.0) {
+        return weight;
+    }
+    let c = settings.ema_alpha * settings.ema_lambda * la / (d * d);
+    if (k == settings.ema_main) {
+        return weight + c * la;
+    }
+    if (k == settings.ema_aux) {
+        return weight - c * lm;
+    }
+    return weight;
 }
 
 // Term k's weight as far as the state decides it: fixed, learned (from s), random, EMA's main.
@@ -317,7 +341,7 @@ fn weigh() {
     for (var k = 0u; k < n; k = k + 1u) {
         let t = terms[k];
         let denom = scalars[term_slot(k, T_DENOM)];
-        let scale = scalars[term_slot(k, T_WEIGHT)] * flood_sign;
+        let scale = grad_weight(k, scalars[term_slot(k, T_WEIGHT)]) * flood_sign;
         // JRC: each part's factor in the term's value, and d total / d u.
         var ce_factor = 1.0;
         if (t.kind == KIND_JRC) {

@@ -108,7 +108,8 @@ crate::gpu_struct! {
         /// reads and clears them.
         finite_base: u32,
         finite_count: u32,
-        _pad0: u32,
+        /// 1 when EMA's θ̃ is detached (`detach_theta`).
+        ema_detach: u32,
     }
 }
 
@@ -209,6 +210,7 @@ impl Settings {
                 s.ema_aux = index(&e.aux);
                 s.ema_alpha = e.alpha as f32;
                 s.ema_lambda = e.lambda as f32;
+                s.ema_detach = e.detach_theta as u32;
             }
         }
         if let Some(b) = config.flooding {

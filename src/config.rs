@@ -139,6 +139,10 @@ pub struct EmaReweight {
     pub lambda: f64,
     /// Initial θ.
     pub theta0: f64,
+    /// Whether θ̃ is a constant of the step (true, the default); false lets the gradient flow
+    /// through θ̃ = L_main / (L_main + λ L_aux) within the step, as the published PyTorch code of
+    /// the method does (θ of earlier steps stays detached).
+    pub detach_theta: bool,
 }
 
 /// Every `loss_weight_strategy` (docs/LOSSES.md, "Combining terms").

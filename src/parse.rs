@@ -281,13 +281,14 @@ fn parse_strategy(top: &Map<String, Value>) -> Result<Strategy> {
         }
         "ema_reweight" => {
             let t = Table::new(top.get("ema_reweight"), "[ema_reweight]")?;
-            t.only(&["main", "aux", "alpha", "lambda", "theta0"])?;
+            t.only(&["main", "aux", "alpha", "lambda", "theta0", "detach_theta"])?;
             let ema = EmaReweight {
                 main: t.string("main")?,
                 aux: t.string("aux")?,
                 alpha: t.f64_or("alpha", 0.1)?,
                 lambda: t.f64_or("lambda", 1.0)?,
                 theta0: t.f64_or("theta0", 0.0)?,
+                detach_theta: t.bool_or("detach_theta", true)?,
             };
             Strategy::EmaReweight(ema)
         }

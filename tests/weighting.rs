@@ -101,6 +101,19 @@ fn ema_reweighting_over_steps() {
 }
 
 #[test]
+fn ema_reweighting_with_attached_theta() {
+    check_all(
+        &format!(
+            "loss_weight_strategy = 'ema_reweight'\n[ema_reweight]\nmain = 'ctr'\naux = 'reg'\nalpha = 0.3\nlambda = 2.0\ntheta0 = 0.1\ndetach_theta = false\n{}",
+            terms(false)
+        ),
+        &batch(6),
+        5,
+        TOL,
+    );
+}
+
+#[test]
 fn flooding_above_and_below_the_total() {
     for level in ["0.05", "50.0"] {
         check_all(

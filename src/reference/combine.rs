@@ -120,6 +120,9 @@ pub(crate) struct Combined {
     pub total: f64,
     /// Each term's effective weight e_k (without the flooding sign).
     pub weights: Vec<f64>,
+    /// d total / d L_k before the flooding sign: e_k, except for `ema_reweight` with
+    /// `detach_theta = false` (docs/LOSSES.md §8.4).
+    pub grad_weights: Vec<f64>,
     /// The flooding sign (+1, −1 or 0; +1 without flooding) that multiplies every gradient.
     pub sign: f64,
     /// d total / d s_k, flooding sign included (0 for terms whose weight is not learned).
@@ -210,13 +213,38 @@ pub(crate) fn combine(config: &LossConfig, values: &[f64], state: &ReferenceStat
         step_log_vars(optimizer, config, &log_var_grads, &mut next);
     }
     next.step += 1;
+    let grad_weights = grad_weights(config, values, &weights);
     Combined {
         total,
+        grad_weights,
         weights,
         sign,
         log_var_grads,
         next,
     }
+}
+
+/// d total / d L_k (before flooding): the weights, except that with `ema_reweight` and
+/// `detach_theta = false` θ_{t+1} = α·L_m/D + (1 − α)·θ_t (D = L_m + λ·L_a) depends on the step's
+/// values: d/dL_m = 1 + α·λ·L_a²/D², d/dL_a = θ_{t+1} − α·λ·L_m·L_a/D² (0 extra when D = 0,
+/// where θ̃ = θ_t).
+fn grad_weights(config: &LossConfig, values: &[f64], weights: &[f64]) -> Vec<f64> {
+    let mut g = weights.to_vec();
+    let Strategy::EmaReweight(ema) = &config.strategy else {
+        return g;
+    };
+    let index = |name: &str| config.losses.iter().position(|t| t.name == name);
+    let (Some(m), Some(a)) = (index(&ema.main), index(&ema.aux)) else {
+        return g;
+    };
+    let d = values[m] + ema.lambda * values[a];
+    if ema.detach_theta || d == 0.0 {
+        return g;
+    }
+    let c = ema.alpha * ema.lambda * values[a] / (d * d);
+    g[m] += c * values[a];
+    g[a] -= c * values[m];
+    g
 }
 
 /// The optimiser step on the learned s_k with gradient `grads`: none, SGD (s −= lr·g) or Adam with

@@ -244,7 +244,7 @@ impl Reference {
         let values: Vec<f64> = evaluated.iter().map(|t| t.value).collect();
         let combined = combine::combine(&self.config, &values, &self.state);
         let mut grads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for (term, e) in evaluated.iter().zip(&combined.weights) {
+        for (term, e) in evaluated.iter().zip(&combined.grad_weights) {
             let scale = e * combined.sign;
             for (tensor, g) in &term.grads {
                 let acc = grads
@@ -257,7 +257,7 @@ impl Reference {
         }
         let jrc_u_grads: Vec<[f64; 2]> = evaluated
             .iter()
-            .zip(&combined.weights)
+            .zip(&combined.grad_weights)
             .map(|(term, e)| term.jrc_du.map(|du| e * combined.sign * du))
             .collect();
         let mut next = combined.next;

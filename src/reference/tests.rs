@@ -144,9 +144,10 @@ pub(super) fn check(
     }
     let s0 = reference.state().clone();
     let out = reference.clone().step(batch).unwrap();
-    // ema_reweight detaches θ: differentiate the total with this step's weights frozen.
+    // ema_reweight detaches θ by default: differentiate the total with this step's weights
+    // frozen (with detach_theta = false, the whole total).
     let frozen = match &config.strategy {
-        Strategy::EmaReweight(_) => {
+        Strategy::EmaReweight(e) if e.detach_theta => {
             let mut c = config.clone();
             c.strategy = Strategy::Fixed;
             for (term, (_, e)) in c.losses.iter_mut().zip(&out.weights) {
@@ -510,6 +511,31 @@ fn ema_reweight_gradient_and_theta() {
     assert!((out.total - weighted_sum(&out)).abs() < 1e-14);
 }
 
+/// With `detach_theta = false` the gradient is the derivative of the total, θ̃ included (finite
+/// differences of the whole total, two steps so that θ_t ≠ θ0), and differs from the detached one.
+#[test]
+fn ema_reweight_attached_theta_is_differentiated() {
+    let batch = test_batch(9);
+    let head = |detach: bool| {
+        format!(
+            "loss_weight_strategy = \"ema_reweight\"\n[ema_reweight]\nmain = \"ctr\"\n\
+             aux = \"focal\"\nalpha = 0.3\nlambda = 2.0\ntheta0 = 0.4\ndetach_theta = {detach}"
+        )
+    };
+    let attached = multi(&head(false), false);
+    let mut r = Reference::new(&attached).unwrap();
+    r.step(&batch).unwrap();
+    let out = check(&attached, &batch, Some(r.state().clone()));
+    let detached = check(&multi(&head(true), false), &batch, Some(r.state().clone()));
+    assert_eq!(out.total, detached.total);
+    assert_eq!(out.weights, detached.weights);
+    let differs = out.grads.iter().any(|(n, g)| g != &detached.grads[n]);
+    assert!(
+        differs,
+        "the attached gradient must differ from the detached one"
+    );
+}
+
 #[test]
 fn flooding_above_and_below_the_total() {
     let batch = test_batch(10);
@@ -856,6 +882,7 @@ fn an_invalid_config_is_refused_by_new() {
         alpha: 0.1,
         lambda: 1.0,
         theta0: 0.0,
+        detach_theta: true,
     });
     assert!(Reference::new(&config).is_err());
 }

@@ -1113,6 +1113,9 @@ fn weighting(c: &mut Catalogue) {
     c.add(f, "strategy/ema_reweight", "EMA reweighting of an auxiliary term over five steps",
         format!("loss_weight_strategy = 'ema_reweight'\n[ema_reweight]\nmain = 'ctr'\naux = 'reg'\nalpha = 0.3\nlambda = 2.0\ntheta0 = 0.1\n{}", weighting_terms(false)),
         5, ROW_TOL, weighting_rows);
+    c.add(f, "strategy/ema_reweight_attached", "EMA reweighting with detach_theta = false: the gradient flows through θ̃ within the step",
+        format!("loss_weight_strategy = 'ema_reweight'\n[ema_reweight]\nmain = 'ctr'\naux = 'reg'\nalpha = 0.3\nlambda = 2.0\ntheta0 = 0.1\ndetach_theta = false\n{}", weighting_terms(false)),
+        5, ROW_TOL, weighting_rows);
     c.add(
         f,
         "flooding/below",
