@@ -4,7 +4,7 @@
 // reference: src/reference/metric.rs.
 //
 // Constants: D (embedding.wgsl), TC and TILED (sweep.wgsl), CIRCLE (else multi-similarity),
-// MARGIN and GAMMA (circle), ALPHA, BETA and LAMB (multi-similarity). Pair (i, j), j ≠ i, is a
+// MARGIN and GAMMA (circle), ALPHA, BETA, LAMB, MINING and EPS (multi-similarity). Pair (i, j), j ≠ i, is a
 // positive when the rows have the same key (label and session), a negative otherwise. A
 // dispatch visits the rows of a `MetricRange` (llvmpipe stops any invocation's loops after
 // 65,535 iterations in all, so the rows are split into ranges); the forward pass carries its
@@ -22,6 +22,11 @@ const GAMMA: f32 = 32.0; // @spec
 const ALPHA: f32 = 2.0; // @spec
 const BETA: f32 = 50.0; // @spec
 const LAMB: f32 = 1.0; // @spec
+// Multi-similarity's pair mining (the `mine` sweep finds each row's bounds first) and its ε.
+const MINING: bool = false; // @spec
+const EPS: f32 = 0.1; // @spec
+// The mining sweep (`mine`, else the forward or gradient sweep).
+const MINE: bool = false; // @spec
 // The gradient sweep (else the forward one).
 const BACKWARD: bool = false; // @spec
 // rowinfo: how the labels are held (embedding.wgsl's ID_*); whether a session tensor is bound,
@@ -53,12 +58,19 @@ struct MetricRange {
 @group(0) @binding(8) var<storage, read_write> de: array<f32>;
 @group(0) @binding(9) var<storage, read_write> w_out: array<f32>;
 @group(0) @binding(10) var<storage, read_write> keys_out: array<vec4<u32>>;
+// Each row's mining bounds (max S over its negatives, min S over its positives).
+@group(0) @binding(11) var<storage, read_write> bounds: array<vec2<f32>>;
 @group(0) @binding(25) var<storage, read> labels: array<u32>;
 @group(0) @binding(26) var<storage, read> session: array<u32>;
 
 var<workgroup> tile: array<f32, TILE_FLOATS>;
 var<workgroup> tile_key: array<vec4<u32>, TC>;
 var<workgroup> tile_stats: array<vec4<f32>, TC>;
+var<workgroup> tile_bounds: array<vec2<f32>, TC>;
+
+// The bounds of a row with neither positives nor negatives: nothing is mined against an empty
+// set (the paper's max and min over it are −∞ and +∞).
+const BIG: f32 = 3.0e38;
 
 // The key of value r of a column held as `kind` (embedding.wgsl's ID_*).
 fn key_of_labels(r: u32) -> vec2<u32> {
@@ -129,6 +141,19 @@ fn pair_gradient(s: f32, positive: bool, st: vec4<f32>) -> f32 {
     return st.z * exp(x - st.x);
 }
 
+// Whether row i's sum keeps the pair at S = s (Wang et al. 2019, §3.3), by row i's bounds: a
+// positive when max(s, 0) < max_neg + ε, a negative when max(s, 0) > min_pos − ε.
+fn kept(s: f32, positive: bool, bnd: vec2<f32>) -> bool {
+    if (!MINING) {
+        return true;
+    }
+    let sc = max(s, 0.0);
+    if (positive) {
+        return sc < bnd.x + EPS;
+    }
+    return sc > bnd.y - EPS;
+}
+
 // Row j (at slot c of the tile): from the staged tile, or straight from the buffer where TILED
 // is false.
 fn other_elem(j: u32, c: u32, x: u32) -> f32 {
@@ -152,12 +177,21 @@ fn other_stats(j: u32, c: u32) -> vec4<f32> {
     return stats[j];
 }
 
+fn other_bounds(j: u32, c: u32) -> vec2<f32> {
+    if (TILED) {
+        return tile_bounds[c];
+    }
+    return bounds[j];
+}
+
 // What one invocation carries through its sweep.
 var<private> ev: array<f32, D>;
 var<private> acc: array<f32, D>;
 var<private> row: u32;
 var<private> my_key: vec4<u32>;
 var<private> my_stats: vec4<f32>;
+// This row's mining bounds: read (forward and gradient sweeps) or being found (`mine`).
+var<private> my_bounds: vec2<f32>;
 var<private> neg: vec2<f32>;
 var<private> pos: vec2<f32>;
 var<private> n_pos: u32;
@@ -171,6 +205,9 @@ fn sweep_stage(lid: u32, first: u32, n: u32) {
         tile_key[c] = keys[first + c];
 //#if BACKWARD
         tile_stats[c] = stats[first + c];
+//#if MINING
+        tile_bounds[c] = bounds[first + c];
+//#endif
 //#endif
     }
 }
@@ -191,14 +228,41 @@ fn sweep_visit(j: u32, c: u32) {
     }
     let positive = all(other_key(j, c) == my_key);
     var g = 0.0;
-    if (my_stats.z != 0.0) {
+    if (my_stats.z != 0.0 && kept(s, positive, my_bounds)) {
         g = pair_gradient(s, positive, my_stats);
     }
-    if (other.z != 0.0) {
+    if (other.z != 0.0 && kept(s, positive, other_pair_bounds(j, c))) {
         g = g + pair_gradient(s, positive, other);
     }
     for (var x = 0u; x < D; x = x + 1u) {
         acc[x] = acc[x] + g * other_elem(j, c, x);
+    }
+}
+
+// Row j's bounds, where they exist (MINING).
+fn other_pair_bounds(j: u32, c: u32) -> vec2<f32> {
+//#if MINING
+    return other_bounds(j, c);
+//#else
+    return vec2<f32>(0.0);
+//#endif
+}
+//#else
+//#if MINE
+// The pair's S into this row's bounds.
+fn sweep_visit(j: u32, c: u32) {
+    if (j == row) {
+        return;
+    }
+    var s = 0.0;
+    for (var x = 0u; x < D; x = x + 1u) {
+        s = s + ev[x] * other_elem(j, c, x);
+    }
+    let sc = max(s, 0.0);
+    if (all(other_key(j, c) == my_key)) {
+        my_bounds.y = min(my_bounds.y, sc);
+    } else {
+        my_bounds.x = max(my_bounds.x, sc);
     }
 }
 //#else
@@ -212,6 +276,9 @@ fn sweep_visit(j: u32, c: u32) {
         s = s + ev[x] * other_elem(j, c, x);
     }
     let positive = all(other_key(j, c) == my_key);
+    if (!kept(s, positive, my_bounds)) {
+        return;
+    }
     let v = pair_exponent(s, positive);
     if (positive) {
         pos = lse_push(pos, v);
@@ -221,6 +288,7 @@ fn sweep_visit(j: u32, c: u32) {
         n_neg = n_neg + 1u;
     }
 }
+//#endif
 //#endif
 
 // Row i's stats and partials once its last range is visited.
@@ -262,6 +330,7 @@ fn forward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
         ev[c] = e[row * D + c];
     }
     my_key = keys[row];
+    my_bounds = row_bounds(row);
     // Multi-similarity's log(1 + Σ e^x) is the log-sum-exp of {0} ∪ {x}: start at (0, 1).
     neg = select(vec2<f32>(0.0, 1.0), vec2<f32>(NEG_BIG, 0.0), CIRCLE);
     pos = neg;
@@ -306,6 +375,7 @@ fn backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
     }
     my_key = keys[row];
     my_stats = stats[row];
+    my_bounds = row_bounds(row);
     let span = vec2<u32>(range.first, range.first + range.count);
     sweep(lid, live, span, span);
     if (live) {
@@ -316,6 +386,41 @@ fn backward(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wi
                 de[i * D + x] = de[i * D + x] + acc[x];
             }
         }
+    }
+}
+
+// Row r's mining bounds (not read without MINING).
+fn row_bounds(r: u32) -> vec2<f32> {
+//#if MINING
+    return bounds[r];
+//#else
+    return vec2<f32>(0.0);
+//#endif
+}
+
+// bounds[i] = (max S over the negatives, min S over the positives) of row i, carried over the
+// ranges; the forward and gradient sweeps then keep only the mined pairs.
+@compute @workgroup_size(256)
+fn mine(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
+    let ch = range.chunk;
+    let wg = linear_workgroup(wid, nwg);
+    let i = wg * WG + lid;
+    let b = ch.rows;
+    let live = wg < ch.wgs && i < b;
+    row = min(i, b - 1u);
+    for (var c = 0u; c < D; c = c + 1u) {
+        ev[c] = e[row * D + c];
+    }
+    my_key = keys[row];
+    my_bounds = vec2<f32>(-BIG, BIG);
+    if ((range.flags & 1u) == 0u) {
+        my_bounds = bounds[row];
+    }
+    let span = vec2<u32>(range.first, range.first + range.count);
+    sweep(lid, live, span, span);
+    if (live) {
+        bounds[i] = my_bounds;
     }
 }
 

@@ -182,9 +182,18 @@ session = "s6"
 alpha = 3.0
 beta = 20.0
 lamb = 0.5
+[[losses]]
+name = "ms_mined_session"
+loss_type = "multi_similarity_loss"
+embeddings = "u7"
+labels = "y7"
+session = "s7"
+ms_mining = true
+eps = 0.3
+sample_weights = "w7"
 "#;
     // B = 33 with d = 5; mining's K = 32 = B − 1 scores every other item.
-    check_all(config, &batch(2, 7, 33, 5), 3, EMB_TOL);
+    check_all(config, &batch(2, 8, 33, 5), 3, EMB_TOL);
 }
 
 #[test]
@@ -456,5 +465,70 @@ fn a_full_bank_of_a_million_rows_at_d64_spans_two_bindings() {
             &want,
             EMB_TOL,
         );
+    }
+}
+
+/// Embeddings around one centre per class (4 classes), so that a row's positives are all close
+/// and the pair mining drops negatives as well as positives; with the (positives, negatives)
+/// each row's mining at ε keeps, by the f64 cosines.
+fn clustered(rng: &mut Rng, b: usize, d: usize, eps: f64) -> (Inputs, [usize; 2], [usize; 2]) {
+    let centres = reals(rng, 4 * d, -1.0, 1.0);
+    let y: Vec<usize> = (0..b).map(|_| rng.below(4) as usize).collect();
+    let u: Vec<f64> = (0..b * d)
+        .map(|x| centres[y[x / d] * d + x % d] + 0.6 * rng.range(-1.0, 1.0))
+        .collect();
+    let unit: Vec<Vec<f64>> = u
+        .chunks(d)
+        .map(|r| {
+            let n = r.iter().map(|v| v * v).sum::<f64>().sqrt();
+            r.iter().map(|v| v / n).collect()
+        })
+        .collect();
+    let s = |i: usize, j: usize| -> f64 {
+        let c: f64 = unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum();
+        c.max(0.0)
+    };
+    let (mut kept, mut all) = ([0, 0], [0, 0]);
+    for i in 0..b {
+        let others = (0..b).filter(|&j| j != i);
+        let (pos, neg): (Vec<usize>, Vec<usize>) = others.partition(|&j| y[j] == y[i]);
+        let max_neg = neg
+            .iter()
+            .map(|&j| s(i, j))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let min_pos = pos.iter().map(|&j| s(i, j)).fold(f64::INFINITY, f64::min);
+        kept[0] += pos.iter().filter(|&&j| s(i, j) < max_neg + eps).count();
+        kept[1] += neg.iter().filter(|&&j| s(i, j) > min_pos - eps).count();
+        all[0] += pos.len();
+        all[1] += neg.len();
+    }
+    let labels = y.iter().map(|&c| c as f64).collect();
+    let w = sample_weights(rng, b);
+    let inputs = Inputs::new()
+        .real("u", &[b, d], u)
+        .real("y", &[b], labels)
+        .real("w", &[b], w);
+    (inputs, kept, all)
+}
+
+#[test]
+fn multi_similarity_mining_matches_the_reference() {
+    // B = 600 at d = 64: two column ranges per sweep, so the bounds are carried between the
+    // mining dispatches; B = 45 at d = 8 in one range.
+    for (seed, b, d, eps) in [(21, 600, 64, 0.1), (22, 45, 8, 0.05)] {
+        let (inputs, kept, all) = clustered(&mut Rng::new(seed), b, d, eps);
+        // Both sides mined, neither emptied.
+        for side in 0..2 {
+            assert!(
+                kept[side] > 0 && kept[side] < all[side],
+                "{kept:?} of {all:?}"
+            );
+        }
+        let config = format!(
+            "[[losses]]\nloss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'y'\n\
+             ms_mining = true\neps = {eps:?}\nalpha = 2.0\nbeta = 10.0\nlamb = 0.5\n\
+             sample_weights = 'w'\nreduction = 'weighted_mean'\n"
+        );
+        check_all(&config, &inputs, 1, EMB_TOL);
     }
 }

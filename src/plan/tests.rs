@@ -82,6 +82,7 @@ const VARIANTS: &[&str] = &[
     "loss_type = 'softmax_cross_entropy_with_negative_mining'\nuser = 'u'\nitem = 'v'\nlabels = 'y'\nnum_negative_samples = 4\nseed = 7",
     "loss_type = 'circle_loss'\nembeddings = 'u'\nlabels = 'cls_any'\nsession = 's'",
     "loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'cls_any'",
+    "loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'cls_any'\nsession = 's'\nms_mining = true\neps = 0.2",
     "loss_type = 'ziln_loss'\nlogits = 'zl'\nlabels = 'amount'\nmax_sigma = 2.0\nreturn_log_pred_value = true\nclassification_weight = 0.5",
     "loss_type = 'kl_divergence_loss'\nlogits = 'x'\nlabels = 'kd_t'\ntemperature = 2.0\nsample_weights = 'w'",
     "loss_type = 'kl_divergence_loss'\nlogits = 'p'\nlabels = 'kd_q'\npred_is_logits = false\nlabel_is_logits = false",

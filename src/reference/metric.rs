@@ -1,6 +1,6 @@
 //! Metric-learning terms in f64 (docs/LOSSES.md, "Retrieval and embedding terms"): `circle_loss` (Sun
 //! et al. CVPR 2020; EasyRec `circle_loss`) and `multi_similarity_loss` (Wang et al. CVPR 2019;
-//! EasyRec `ms_loss` without `ms_mining`) over one batch of embeddings e `[B, d]` with class
+//! EasyRec `ms_loss`, with its `ms_mining`) over one batch of embeddings e `[B, d]` with class
 //! labels and optional session ids.
 //!
 //! Both use the cosine matrix S_ij = ê_i·ê_j with ê = e / max(‖e‖, 1e-12). For j ≠ i, (i, j) is a
@@ -177,8 +177,7 @@ pub(crate) fn circle_with_factors(
     (reduced.value, normalise_backward(e, d, de))
 }
 
-/// The parameters of `multi_similarity_loss`. EasyRec's `eps` only acts with its `ms_mining`,
-/// which is not implemented, so it is not here.
+/// The parameters of `multi_similarity_loss`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct MultiSimilarity {
     /// α (positives).
@@ -187,12 +186,34 @@ pub(crate) struct MultiSimilarity {
     pub beta: f64,
     /// λ.
     pub lamb: f64,
+    /// With `ms_mining`: ε, the margin of the pair mining (None: every pair counts).
+    pub mining: Option<f64>,
+}
+
+/// Row i's mining bounds (max over its negatives of S_ik, min over its positives of S_ij), on the
+/// clamped S; an empty set gives −∞ (no negative) or +∞ (no positive), so that nothing is mined
+/// on the other side (the paper's max and min over an empty set).
+fn mining_bounds(unit: &[f64], d: usize, relations: &Relations, i: usize) -> (f64, f64) {
+    let rows = unit.len() / d;
+    let (mut max_neg, mut min_pos) = (f64::NEG_INFINITY, f64::INFINITY);
+    for j in 0..rows {
+        let s = dot(row(unit, d, i), row(unit, d, j)).max(0.0);
+        match relations.of(i, j) {
+            Relation::Itself => {}
+            Relation::Positive => min_pos = min_pos.min(s),
+            Relation::Negative => max_neg = max_neg.max(s),
+        }
+    }
+    (max_neg, min_pos)
 }
 
 /// `multi_similarity_loss`: value and dL/de. S_ij = max(ê_i·ê_j, 0) (dS/dcos = 1 where the
 /// cosine is > 0, else 0);
 /// l_i = log(1 + Σ_pos e^{−α(S_ij − λ)})/α + log(1 + Σ_neg e^{β(S_ij − λ)})/β, each log(1 + Σ e^x)
 /// computed as lse({0} ∪ {x}) (0 for an empty set). Every row counts, with the sample weights w.
+/// With mining (Wang et al. 2019, §3.3; EasyRec `ms_mining`), row i's sums run only over the
+/// positives with S_ij < max_neg S_ik + ε and the negatives with S_ik > min_pos S_ij − ε
+/// ([`mining_bounds`]); the selection is a constant of the step (no gradient through it).
 /// dl_i/dS_ij = −softmax_j for a positive and +softmax_j for a negative (softmax over {0} ∪ {x}).
 pub(crate) fn multi_similarity(
     ms: &MultiSimilarity,
@@ -207,22 +228,31 @@ pub(crate) fn multi_similarity(
     // Row i: the exponents x of the positives and of the negatives, each with (j, cos_ij), after
     // the leading 0 of lse({0} ∪ {x}).
     type Exponents = (Vec<f64>, Vec<(usize, f64)>);
+    let bounds: Vec<(f64, f64)> = match ms.mining {
+        Some(_) => (0..b)
+            .map(|i| mining_bounds(&unit, d, relations, i))
+            .collect(),
+        None => Vec::new(),
+    };
     let exponents = |i: usize| -> (Exponents, Exponents) {
         let (mut pos, mut neg): (Exponents, Exponents) =
             ((vec![0.0], Vec::new()), (vec![0.0], Vec::new()));
+        let (max_neg, min_pos) = bounds.get(i).copied().unwrap_or((f64::NAN, f64::NAN));
+        let eps = ms.mining.unwrap_or(0.0);
         for j in 0..b {
             let cos = dot(row(&unit, d, i), row(&unit, d, j));
             let s = cos.max(0.0);
             match relations.of(i, j) {
                 Relation::Itself => {}
-                Relation::Positive => {
+                Relation::Positive if ms.mining.is_none() || s < max_neg + eps => {
                     pos.0.push(-ms.alpha * (s - ms.lamb));
                     pos.1.push((j, cos));
                 }
-                Relation::Negative => {
+                Relation::Negative if ms.mining.is_none() || s > min_pos - eps => {
                     neg.0.push(ms.beta * (s - ms.lamb));
                     neg.1.push((j, cos));
                 }
+                Relation::Positive | Relation::Negative => {}
             }
         }
         (pos, neg)
@@ -275,6 +305,7 @@ pub(crate) fn evaluate(term: &LossTerm, batch: &HostBatch) -> Result<TermValue> 
         alpha: p.alpha,
         beta: p.beta,
         lamb: p.lamb,
+        mining: p.ms_mining.then_some(p.eps),
     };
     metric_term(term, batch, |e, dim, relations, reduction, w| {
         multi_similarity(&ms, e, dim, relations, reduction, w)

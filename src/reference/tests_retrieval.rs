@@ -309,7 +309,16 @@ fn multi_similarity_gradients_match_finite_differences() {
     let mut n = 0;
     for labels in ["cls", "clsr"] {
         for session in ["", "session = \"sess\""] {
-            for params in ["", "alpha = 1.0\nbeta = 5.0\nlamb = 0.5\neps = 0.0"] {
+            for params in [
+                "",
+                "alpha = 1.0\nbeta = 5.0\nlamb = 0.5\neps = 0.0",
+                "ms_mining = true",
+                "ms_mining = true\nalpha = 1.0\nbeta = 5.0\nlamb = 0.5\neps = 0.3",
+            ] {
+                // With the sessions, ε = 0.1 mines no pair of these 6 rows.
+                if !session.is_empty() && params == "ms_mining = true" {
+                    continue;
+                }
                 for reduction in REDUCTIONS {
                     let weights = WEIGHTS[n % 3];
                     n += 1;
@@ -674,6 +683,58 @@ fn circle_by_hand() {
     assert!(out.grads["e"].iter().all(|g| *g == 0.0));
     // One label and no session: every pair is a positive, no row has a negative.
     assert_eq!(total(&format!("{base}labels = \"same\"\n"), &batch), 0.0);
+}
+
+#[test]
+fn multi_similarity_mining_drops_pairs_in_the_gradient_test_batch() {
+    // The batch of the finite-difference test: mining must drop some pairs there (else that test
+    // says nothing about it) and keep others.
+    let batch = emb_batch(7);
+    let ms = |extra: &str| {
+        total(
+            &format!(
+                "[[losses]]\nloss_type = \"multi_similarity_loss\"\nembeddings = \"e\"\n\
+                 labels = \"cls\"\n{extra}\n"
+            ),
+            &batch,
+        )
+    };
+    let (all, mined) = (ms(""), ms("ms_mining = true"));
+    assert!(
+        mined > 0.0 && (mined - all).abs() > 1e-3 * all,
+        "{all} {mined}"
+    );
+}
+
+#[test]
+fn multi_similarity_mining_by_hand() {
+    // The rows of multi_similarity_by_hand: S_01 = 0.6, S_02 = 0.8, S_12 = 0.48 − 0.48 = 0,
+    // labels (0, 0, 1), α = 2, β = 4, λ = 0.5.
+    let batch: HostBatch = [
+        (
+            "e".into(),
+            HostTensor::real([3, 2], vec![1.0, 0.0, 0.6, 0.8, 0.8, -0.6]),
+        ),
+        ("y".into(), HostTensor::real([3], vec![0.0, 0.0, 1.0])),
+    ]
+    .into_iter()
+    .collect();
+    let c = |eps: f64| {
+        format!(
+            "[[losses]]\nloss_type = \"multi_similarity_loss\"\nembeddings = \"e\"\n\
+             labels = \"y\"\nalpha = 2.0\nbeta = 4.0\nlamb = 0.5\nms_mining = true\n\
+             eps = {eps:?}\n"
+        )
+    };
+    let pos = (1.0 + (-0.2f64).exp()).ln() / 2.0;
+    let l0 = pos + (1.0 + 1.2f64.exp()).ln() / 4.0;
+    let l1 = pos + (1.0 + (-2f64).exp()).ln() / 4.0;
+    // ε = 0.1. Row 0 (max_neg 0.8, min_pos 0.6) keeps both pairs. Row 1 (max_neg 0, min_pos
+    // 0.6) keeps neither: 0.6 ≮ 0.1 and 0 ≯ 0.5. Row 2 has no positive, so no negative is mined
+    // against it (EasyRec's masks would keep both).
+    assert!(close(total(&c(0.1), &batch), l0 / 3.0, 1e-14));
+    // ε = 0.7: row 1 keeps both (0.6 < 0.7, 0 > −0.1); row 2 still mines nothing.
+    assert!(close(total(&c(0.7), &batch), (l0 + l1) / 3.0, 1e-14));
 }
 
 #[test]

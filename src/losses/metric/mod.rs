@@ -2,7 +2,8 @@
 //! "Retrieval and embedding terms"; reference: `reference/metric.rs`.
 //!
 //! `prep` normalises the embeddings; `rowinfo` gathers each row's weight and key (label and
-//! session, 64 bits each); `forward` streams every other row through workgroup memory for each
+//! session, 64 bits each); with multi-similarity's `ms_mining`, `mine` finds each row's bounds
+//! (its hardest negative and hardest positive); `forward` streams every other row through workgroup memory for each
 //! row's positive and negative log-sum-exps (the cosine matrix is never stored) and writes the
 //! partials; `backward` streams them again for dê_i = Σ_j (G_ij + G_ji) ê_j, with G the
 //! derivative of a row's loss in S_ij (S is symmetric, so each S_ij reaches two rows' losses);
@@ -18,7 +19,7 @@ use super::params::ParamSpec;
 use crate::batch::Shapes;
 use crate::config::LossTerm;
 use crate::error::{Error, Result};
-use crate::kernel::{bind, internal, Bind, Chunk, Params, PassSpec, Source};
+use crate::kernel::{bind, internal, Bind, Binding, Chunk, Params, PassSpec, Source};
 use crate::layout::Layout;
 use crate::reference::terms::{TermState, TermValue};
 use crate::tensor::HostBatch;
@@ -52,13 +53,31 @@ static MULTI_SIMILARITY: LossType = LossType {
 /// The loss types of this family.
 pub(crate) static LOSS_TYPES: &[&LossType] = &[&CIRCLE, &MULTI_SIMILARITY];
 
-/// (circle, [margin, gamma, alpha, beta, lamb]) of a metric term.
-fn metric_params(term: &LossTerm) -> Result<(bool, [f64; 5])> {
+/// A metric term's shader constants.
+struct MetricConstants {
+    /// Circle loss (else multi-similarity).
+    circle: bool,
+    /// [margin, gamma, alpha, beta, lamb].
+    values: [f64; 5],
+    /// Multi-similarity's pair mining: ε.
+    mining: Option<f64>,
+}
+
+/// The shader constants of a metric term.
+fn metric_params(term: &LossTerm) -> Result<MetricConstants> {
     if let Some(p) = term.kind.params::<CircleParams>() {
-        return Ok((true, [p.margin, p.gamma, 1.0, 1.0, 0.0]));
+        return Ok(MetricConstants {
+            circle: true,
+            values: [p.margin, p.gamma, 1.0, 1.0, 0.0],
+            mining: None,
+        });
     }
     let p: &MultiSimilarityParams = term.kind.params().ok_or_else(|| wrong_params(term))?;
-    Ok((false, [0.0, 1.0, p.alpha, p.beta, p.lamb]))
+    Ok(MetricConstants {
+        circle: false,
+        values: [0.0, 1.0, p.alpha, p.beta, p.lamb],
+        mining: p.ms_mining.then_some(p.eps),
+    })
 }
 
 struct MetricFamily;
@@ -115,10 +134,48 @@ crate::gpu_struct! {
     }
 }
 
+/// The internal buffers of a metric term.
+struct Buffers {
+    /// ê [B, d].
+    e: usize,
+    /// Each row's key (label, session).
+    keys: usize,
+    /// Each row's sample weight.
+    row_w: usize,
+    /// Each row's (lse_neg, lse_pos, factor, valid).
+    stats: usize,
+    /// dL/dê [B, d] before the coefficient.
+    de: usize,
+    /// The running sums between ranges, and their counts.
+    carry: usize,
+    counts: usize,
+    /// Multi-similarity's mining bounds (with `ms_mining` only).
+    bounds: Option<usize>,
+}
+
+impl Buffers {
+    fn new(name: &str, b: u64, d: u64, mining: bool, ctx: &mut Ctx) -> Result<Self> {
+        let mut alloc = |what: &str, bytes: u64| (ctx.alloc)(format!("{name}/{what}"), bytes);
+        Ok(Self {
+            e: alloc("e", b * d * 4)?,
+            keys: alloc("keys", b * 16)?,
+            row_w: alloc("row_w", b * 4)?,
+            stats: alloc("stats", b * 16)?,
+            de: alloc("de", b * d * 4)?,
+            carry: alloc("carry", b * 16)?,
+            counts: alloc("counts", b * 8)?,
+            bounds: if mining {
+                Some(alloc("bounds", b * 8)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
 /// The passes of a `circle_loss` or `multi_similarity_loss` term.
 fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
-    let b = t.rows;
-    let d = dim;
+    let (b, d) = (t.rows, dim);
     let name = &t.term.name;
     let label = format!("{} {name}", t.term.kind.loss_type());
     check_binding(
@@ -127,88 +184,25 @@ fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
         b * d * 4,
         ctx.max_binding,
     )?;
-    let tc = embedding::tile_columns(d, 32, ctx.workgroup_bytes).ok_or_else(|| {
+    let constants = metric_params(&t.term)?;
+    let mining = constants.mining.is_some();
+    // Per staged column: its key and stats, and with mining its bounds.
+    let column_bytes = if mining { 40 } else { 32 };
+    let tc = embedding::tile_columns(d, column_bytes, ctx.workgroup_bytes).ok_or_else(|| {
         Error::Unsupported(format!(
             "term '{name}': one row of d = {d} floats does not fit the adapter's {} bytes of \
              workgroup memory",
             ctx.workgroup_bytes
         ))
     })?;
-    let (circle, params) = metric_params(&t.term)?;
-    let e = (ctx.alloc)(format!("{name}/e"), b * d * 4)?;
-    let keys = (ctx.alloc)(format!("{name}/keys"), b * 16)?;
-    let row_w = (ctx.alloc)(format!("{name}/row_w"), b * 4)?;
-    let stats = (ctx.alloc)(format!("{name}/stats"), b * 16)?;
-    let de = (ctx.alloc)(format!("{name}/de"), b * d * 4)?;
-    let carry = (ctx.alloc)(format!("{name}/carry"), b * 16)?;
-    let counts = (ctx.alloc)(format!("{name}/counts"), b * 8)?;
+    let buffers = Buffers::new(name, b, d, mining, ctx)?;
     let input = t.input("embeddings").to_string();
-
-    let spec = Specialization::new()
-        .u32("D", d as u32)
-        .u32("TC", tc)
-        .bool("TILED", ctx.tiled)
-        .u32("TILE_FLOATS", tc * d as u32)
-        .bool("CIRCLE", circle)
-        .f32("MARGIN", params[0])
-        .f32("GAMMA", params[1])
-        .f32("ALPHA", params[2])
-        .f32("BETA", params[3])
-        .f32("LAMB", params[4]);
-    let range_params = |first: u64, count: u64, flags: u32| {
-        Params::of(&MetricRange {
-            chunk: Chunk::default(),
-            first: first as u32,
-            count: count as u32,
-            flags,
-        })
-    };
-    // Column ranges short enough for llvmpipe's loop limiter (see metric.wgsl).
-    let range = embedding::columns_per_dispatch(d);
-    let ranges: Vec<(u64, u64)> = (0..b)
-        .step_by(range as usize)
-        .map(|f| (f, range.min(b - f)))
-        .collect();
+    let spec = metric_spec(&constants, d, tc, ctx.tiled);
     let mut forward = vec![
-        embedding::prep(&label, &input, b, d, true, e, 0),
-        rowinfo(t, &label, &spec, ctx, [row_w, keys], b),
+        embedding::prep(&label, &input, b, d, true, buffers.e, 0),
+        rowinfo(t, &label, &spec, ctx, [buffers.row_w, buffers.keys], b),
     ];
-    for (k, &(first, count)) in ranges.iter().enumerate() {
-        let flags = (k == 0) as u32 | (((k + 1 == ranges.len()) as u32) << 1);
-        forward.push(embedding::pass(
-            format!("{label} forward columns {first}.."),
-            "metric.wgsl",
-            "forward",
-            spec.clone(),
-            vec![
-                bind("range", Bind::Chunk),
-                internal("e", e),
-                internal("keys", keys),
-                internal("row_w", row_w),
-                internal("stats", stats),
-                internal("partials", ctx.partials),
-                internal("carry", carry),
-                internal("counts", counts),
-            ],
-            range_params(first, count, flags),
-        ));
-    }
-    for &(first, count) in &ranges {
-        forward.push(embedding::pass(
-            format!("{label} backward columns {first}.."),
-            "metric.wgsl",
-            "backward",
-            spec.clone().bool("BACKWARD", true),
-            vec![
-                bind("range", Bind::Chunk),
-                internal("e", e),
-                internal("keys", keys),
-                internal("stats", stats),
-                internal("de", de),
-            ],
-            range_params(first, count, 0),
-        ));
-    }
+    forward.extend(sweep_passes(&label, &spec, &buffers, ctx.partials, b, d));
     let accumulate = (ctx.written)(&input);
     let backward = vec![embedding::apply(
         &label,
@@ -221,7 +215,7 @@ fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
             scalars: ctx.scalars,
             coef: super::common::coef_index(t.slot),
             spec: spec.clone(),
-            parts: vec![internal("de", de)],
+            parts: vec![internal("de", buffers.de)],
             accumulate,
         },
     )];
@@ -231,6 +225,100 @@ fn passes(t: &Resolved, dim: u64, ctx: &mut Ctx) -> Result<TermPasses> {
         rows: b,
         grads: vec![input],
         bank: None,
+    })
+}
+
+/// The sweeps over the other rows, each split into column ranges short enough for llvmpipe's
+/// loop limiter (see metric.wgsl): with mining the bounds, then the forward sums, then dê.
+fn sweep_passes(
+    label: &str,
+    spec: &Specialization,
+    buffers: &Buffers,
+    partials: usize,
+    b: u64,
+    d: u64,
+) -> Vec<PassSpec> {
+    let range = embedding::columns_per_dispatch(d);
+    let ranges: Vec<(u64, u64)> = (0..b)
+        .step_by(range as usize)
+        .map(|f| (f, range.min(b - f)))
+        .collect();
+    let bounds = buffers.bounds.map(|id| internal("bounds", id));
+    let sweeps =
+        |entry, spec: Specialization, binds: Vec<Binding>, flags: &dyn Fn(usize) -> u32| {
+            let common = [
+                bind("range", Bind::Chunk),
+                internal("e", buffers.e),
+                internal("keys", buffers.keys),
+            ];
+            let binds: Vec<Binding> = common
+                .into_iter()
+                .chain(binds)
+                .chain(bounds.clone())
+                .collect();
+            let pass = |(k, &(first, count)): (usize, &(u64, u64))| {
+                embedding::pass(
+                    format!("{label} {entry} columns {first}.."),
+                    "metric.wgsl",
+                    entry,
+                    spec.clone(),
+                    binds.clone(),
+                    range_params(first, count, flags(k)),
+                )
+            };
+            ranges.iter().enumerate().map(pass).collect::<Vec<_>>()
+        };
+    let first = |k: usize| (k == 0) as u32;
+    let last = ranges.len() - 1;
+    let mut out = Vec::new();
+    if buffers.bounds.is_some() {
+        out.extend(sweeps(
+            "mine",
+            spec.clone().bool("MINE", true),
+            vec![],
+            &first,
+        ));
+    }
+    let forward_binds = vec![
+        internal("row_w", buffers.row_w),
+        internal("stats", buffers.stats),
+        internal("partials", partials),
+        internal("carry", buffers.carry),
+        internal("counts", buffers.counts),
+    ];
+    let flags = |k: usize| first(k) | (((k == last) as u32) << 1);
+    out.extend(sweeps("forward", spec.clone(), forward_binds, &flags));
+    let backward_binds = vec![internal("stats", buffers.stats), internal("de", buffers.de)];
+    let backward_spec = spec.clone().bool("BACKWARD", true);
+    out.extend(sweeps("backward", backward_spec, backward_binds, &|_| 0));
+    out
+}
+
+/// The shader constants of a metric term's sweeps over rows of `d` floats, `tc` per tile.
+fn metric_spec(constants: &MetricConstants, d: u64, tc: u32, tiled: bool) -> Specialization {
+    let [margin, gamma, alpha, beta, lamb] = constants.values;
+    Specialization::new()
+        .u32("D", d as u32)
+        .u32("TC", tc)
+        .bool("TILED", tiled)
+        .u32("TILE_FLOATS", tc * d as u32)
+        .bool("CIRCLE", constants.circle)
+        .f32("MARGIN", margin)
+        .f32("GAMMA", gamma)
+        .f32("ALPHA", alpha)
+        .f32("BETA", beta)
+        .f32("LAMB", lamb)
+        .bool("MINING", constants.mining.is_some())
+        .f32("EPS", constants.mining.unwrap_or(0.0))
+}
+
+/// The parameters of one sweep dispatch over rows [first, first + count).
+fn range_params(first: u64, count: u64, flags: u32) -> Params {
+    Params::of(&MetricRange {
+        chunk: Chunk::default(),
+        first: first as u32,
+        count: count as u32,
+        flags,
     })
 }
 

@@ -39,9 +39,11 @@ pub struct MultiSimilarityParams {
     pub beta: f64,
     /// λ.
     pub lamb: f64,
-    /// EasyRec's mining margin ≥ 0; it only acts with EasyRec's `ms_mining`, which lossfuse
-    /// does not implement yet, so it is accepted and kept.
+    /// ε ≥ 0, the margin of the pair mining (acts only with `ms_mining`).
     pub eps: f64,
+    /// The pair mining of the MS paper (§3.3; EasyRec `ms_loss(ms_mining=True)`): row i keeps a
+    /// positive j when S_ij < max_neg S_ik + ε and a negative k when S_ik > min_pos S_ij − ε.
+    pub ms_mining: bool,
 }
 
 impl Default for MultiSimilarityParams {
@@ -51,6 +53,7 @@ impl Default for MultiSimilarityParams {
             beta: 50.0,
             lamb: 1.0,
             eps: 0.1,
+            ms_mining: false,
         }
     }
 }

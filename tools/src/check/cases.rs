@@ -287,6 +287,23 @@ fn embedding_rows(d: &mut Draw, b: usize, dim: usize) -> Inputs {
         .real("w", &[b], w)
 }
 
+/// `b` embeddings `u` [b, dim] around one centre per class (labels `y`, 4 classes) and weights
+/// `w`: a row's positives are close, so multi-similarity's pair mining drops pairs on both sides.
+fn clustered_rows(d: &mut Draw, b: usize, dim: usize) -> Inputs {
+    let centres = d.reals(4 * dim, -1.0, 1.0);
+    let y: Vec<usize> = (0..b).map(|_| d.below(4) as usize).collect();
+    let noise = d.reals(b * dim, -0.6, 0.6);
+    let u = (0..b * dim)
+        .map(|x| centres[y[x / dim] * dim + x % dim] + noise[x])
+        .collect();
+    let labels = y.iter().map(|&c| c as f64).collect();
+    let w = d.weights(b);
+    Inputs::default()
+        .real("u", &[b, dim], u)
+        .real("y", &[b], labels)
+        .real("w", &[b], w)
+}
+
 /// Three terms on their own tensors for the weighting strategies: `ctr` (classification),
 /// `reg` (sigmoid L2), `cls` (softmax CE, 5 classes).
 fn weighting_rows(d: &mut Draw) -> Inputs {
@@ -1064,6 +1081,9 @@ fn retrieval(c: &mut Catalogue) {
     c.add(m, "multi_similarity_loss", "graded labels, weights, weighted mean",
         term("loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'y'\nsample_weights = 'w'\nreduction = 'weighted_mean'"),
         1, EMB_TOL, e);
+    c.add(m, "multi_similarity_loss/ms_mining", "pair mining (ε = 0.1) over 300 clustered rows, d = 16, weights",
+        term("loss_type = 'multi_similarity_loss'\nembeddings = 'u'\nlabels = 'y'\nms_mining = true\nbeta = 10.0\nlamb = 0.5\nsample_weights = 'w'"),
+        1, EMB_TOL, |d| clustered_rows(d, 300, 16));
     c.add(r, "in_batch_softmax/d64_tiles", "B = 300, d = 64: several tiles, workgroups and column ranges",
         term("loss_type = 'in_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'\nlog_q = 'lq'\nsimilarity = 'cosine'\ntemperature = 0.05"),
         1, EMB_TOL, |d| embedding_rows(d, 300, 64));
