@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 /// Work counters of a step (or, summed, of a plan), so tests can assert one submission per step
 /// and that adding a term on the same tensor adds no pass over it.
@@ -310,71 +310,146 @@ impl<'p> StepOutput<'p> {
         Ok(v)
     }
 
-    /// Waits for the step and reads the scalars.
+    /// Waits for the step and reads the scalars. The calling thread blocks in the device's wait
+    /// (no spinning: on the CPU adapters a spinning thread takes a core from the driver's own).
     pub fn report_blocking(&self) -> Result<Report> {
-        pollster::block_on(self.report())
+        let state = self.map_scalars();
+        let waited = self
+            .outputs
+            .engine
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let mapped = state.lock().unwrap().mapped.take();
+        finish_map(self.outputs.engine, mapped, Some(waited)).unwrap_or_else(|| {
+            Err(Error::Gpu(
+                "internal: the device wait returned before mapping the scalars".into(),
+            ))
+        })?;
+        read_scalars(self.outputs)
     }
 
-    /// The scalars as a future. On native backends the future drives the device by polling it
-    /// each time it is polled, so it completes under any executor.
+    /// The scalars as a future. Polled while the step runs, it starts one thread that blocks in
+    /// the device's wait and wakes the future when the scalars are mapped, so it completes under
+    /// any executor without spinning.
     pub fn report(&self) -> impl Future<Output = Result<Report>> + 'p {
         let outputs = self.outputs;
-        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
-            Arc::new(Mutex::new(None));
-        let sink = done.clone();
-        outputs
+        let state = self.map_scalars();
+        async move {
+            MapFuture {
+                engine: outputs.engine,
+                state,
+            }
+            .await?;
+            read_scalars(outputs)
+        }
+    }
+
+    /// Asks for the scalars' read-back buffer to be mapped; the callback records the result and
+    /// wakes whoever waits.
+    fn map_scalars(&self) -> Arc<Mutex<MapState>> {
+        let state = Arc::new(Mutex::new(MapState::default()));
+        let sink = state.clone();
+        self.outputs
             .readback
             .map_async(wgpu::MapMode::Read, .., move |r| {
-                *sink.lock().unwrap() = Some(r);
+                let mut s = sink.lock().unwrap();
+                s.mapped = Some(r);
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
             });
-        MapFuture {
-            engine: outputs.engine,
-            done,
-        }
-        .then_read(outputs)
+        state
     }
+}
+
+/// What the map callback and the waiting thread leave for the report future.
+#[derive(Default)]
+struct MapState {
+    /// The map callback's result.
+    mapped: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    /// The device wait's end (its error, if any), once the waiting thread has returned.
+    waited: Option<std::result::Result<(), String>>,
+    /// Whether the waiting thread was started.
+    waiting: bool,
+    /// The task to wake.
+    waker: Option<Waker>,
+}
+
+/// The mapping's outcome, if there is one yet: the callback's result, else (the wait having
+/// ended without a callback, or the device lost) an error.
+fn finish_map(
+    engine: &EngineInner,
+    mapped: Option<std::result::Result<(), wgpu::BufferAsyncError>>,
+    waited: Option<std::result::Result<(), String>>,
+) -> Option<Result<()>> {
+    match mapped {
+        Some(Ok(())) => return Some(Ok(())),
+        Some(Err(e)) => return Some(Err(Error::Gpu(format!("mapping the scalars: {e}")))),
+        None => {}
+    }
+    // A lost device never calls back: report it instead of waiting for ever.
+    if let Err(e) = engine.check_alive() {
+        return Some(Err(e));
+    }
+    waited.map(|w| {
+        w.map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        Err(Error::Gpu(
+            "the GPU finished the step without mapping the scalars".into(),
+        ))
+    })
 }
 
 struct MapFuture<'a> {
     engine: &'a EngineInner,
-    done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
+    state: Arc<Mutex<MapState>>,
 }
 
 impl Future for MapFuture<'_> {
     type Output = Result<()>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Fires the callbacks of work already done, without blocking.
         let _ = self.engine.device.poll(wgpu::PollType::Poll);
-        match self.done.lock().unwrap().take() {
-            Some(Ok(())) => Poll::Ready(Ok(())),
-            Some(Err(e)) => Poll::Ready(Err(Error::Gpu(format!("mapping the scalars: {e}")))),
-            // A lost device never calls back: report it instead of waiting for ever.
-            None => match self.engine.check_alive() {
-                Err(e) => Poll::Ready(Err(e)),
-                Ok(()) => {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-            },
+        let mut state = self.state.lock().unwrap();
+        let (mapped, waited) = (state.mapped.take(), state.waited.take());
+        if let Some(done) = finish_map(self.engine, mapped, waited) {
+            return Poll::Ready(done);
         }
+        state.waker = Some(cx.waker().clone());
+        if !state.waiting {
+            state.waiting = true;
+            let (device, shared) = (self.engine.device.clone(), self.state.clone());
+            std::thread::spawn(move || {
+                let waited = device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                let mut s = shared.lock().unwrap();
+                s.waited = Some(waited);
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            });
+        }
+        Poll::Pending
     }
 }
 
-impl<'a> MapFuture<'a> {
-    async fn then_read(self, outputs: Outputs<'a>) -> Result<Report> {
-        self.await?;
-        let buffer = outputs.readback;
-        let words: Vec<f32> = {
-            let view = buffer
-                .get_mapped_range(..)
-                .map_err(|e| Error::Gpu(format!("reading the scalars: {e}")))?;
-            bytemuck::cast_slice(&view).to_vec()
-        };
-        buffer.unmap();
-        if let Some(e) = outputs.engine.take_uncaptured() {
-            return Err(Error::Gpu(e));
-        }
-        Report::parse(&outputs, &words)
+/// Reads the mapped scalars and unmaps the buffer.
+fn read_scalars(outputs: Outputs) -> Result<Report> {
+    let buffer = outputs.readback;
+    let words: Vec<f32> = {
+        let view = buffer
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("reading the scalars: {e}")))?;
+        bytemuck::cast_slice(&view).to_vec()
+    };
+    buffer.unmap();
+    if let Some(e) = outputs.engine.take_uncaptured() {
+        return Err(Error::Gpu(e));
     }
+    Report::parse(&outputs, &words)
 }
 
 /// Copies `size` bytes of `buffer` from `offset` to the host (blocking; outside any step).

@@ -467,6 +467,67 @@ fn the_report_future_completes_under_another_executor() {
     }
 }
 
+/// Counts its wakes and unparks the thread that waits on it.
+struct CountingWaker {
+    wakes: std::sync::atomic::AtomicUsize,
+    thread: std::thread::Thread,
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+#[test]
+fn the_report_future_waits_to_be_woken_instead_of_spinning() {
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
+    // Large enough that the step is still running when the future is first polled.
+    let batch = row_batch(13, 1 << 20);
+    let config = LossConfig::from_toml_str(TWO).unwrap();
+    let owned = OwnedBatch::from_host(&batch.0).unwrap();
+    for engine in engines() {
+        let mut plan = engine.plan(&config, &Shapes::of_host(&batch.0)).unwrap();
+        let blocking = plan
+            .step(&owned.batch())
+            .unwrap()
+            .report_blocking()
+            .unwrap();
+        let out = plan.step(&owned.batch()).unwrap();
+        let counter = std::sync::Arc::new(CountingWaker {
+            wakes: 0.into(),
+            thread: std::thread::current(),
+        });
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut future = std::pin::pin!(out.report());
+        let mut polls = 0;
+        let report = loop {
+            polls += 1;
+            if let std::task::Poll::Ready(r) = future.as_mut().poll(&mut cx) {
+                break r.unwrap();
+            }
+            // Poll again only once woken (a spurious unpark just polls once more).
+            while counter.wakes.load(Ordering::SeqCst) < polls {
+                std::thread::park();
+            }
+        };
+        assert_eq!(report, blocking);
+        // A spinning future wakes itself at every poll; this one is woken by the map callback
+        // and by the end of the device wait: at most three polls.
+        assert!(
+            polls <= 3,
+            "{polls} polls, {} wakes",
+            counter.wakes.load(Ordering::SeqCst)
+        );
+    }
+}
+
 #[test]
 fn adapters_are_chosen_by_name_or_backend() {
     for engine in engines() {
