@@ -54,7 +54,8 @@ fn suite(c: &mut Criterion) {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(measurement_time(family));
         for shape in SHAPES {
-            if shape.family != family {
+            // GPU-sized shapes need tens of GiB: bench/gpu/run.sh names them.
+            if shape.family != family || shape.gpu_sized {
                 continue;
             }
             let case = Case::new(shape.name, seed_of(shape.name)).expect("suite shape builds");

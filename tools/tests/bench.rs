@@ -286,3 +286,207 @@ fn device_inputs_upload_nothing_and_run_the_gpu_value_checks() {
         }
     }
 }
+
+/// A stand-in for Python that answers as the torch peer would: it checks that the inputs were
+/// dumped and the script written beside them, and reports lossfuse's own first-step loss (from
+/// the dumped metadata), 0.5 s a step and no compiled column.
+fn fake_python(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("fake-python");
+    let script = r#"#!/bin/sh
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --inputs) dir=$2; shift ;;
+        --shape) shape=$2; shift ;;
+        --threads) threads=$2; shift ;;
+    esac
+    shift
+done
+[ -f "$dir/$shape.safetensors" ] && [ -f "$dir/torch_peer.py" ] || { echo "not dumped" >&2; exit 1; }
+loss=$(sed -n 's/.*"lossfuse_total_loss": \([-0-9.eE+]*\).*/\1/p' "$dir/$shape.json")
+echo "{\"shape\": \"$shape\", \"device\": \"cpu\", \"device_note\": null, \"threads\": $threads, \"torch\": \"fake\", \"loss\": $loss, \"eager\": {\"median_s\": 0.5, \"min_s\": 0.4, \"steps\": 3}, \"compiled\": null, \"compiled_note\": \"no compiler here\"}"
+"#;
+    std::fs::write(&path, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_peer_adds_its_columns_to_the_table_csv_json_and_chart() {
+    let found = adapters();
+    let dir = scratch("bench_peer");
+    let python = fake_python(&dir);
+    let (csv, json, svg) = (dir.join("b.csv"), dir.join("b.json"), dir.join("b.svg"));
+    let peer = format!("torch:{}", python.display());
+    let o = run(&[
+        "bench",
+        "-q",
+        "--shape",
+        "classification_64k",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--no-reference",
+        "--peer",
+        &peer,
+        "--csv",
+        csv.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let out = common::stdout(&o);
+    assert!(out.contains("peer ms") && out.contains("vs peer"), "{out}");
+    assert!(
+        out.contains("classification_64k on torch fake (cpu,"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), found.len());
+    for r in rows {
+        let peer = &r["peer"];
+        assert_eq!(peer["eager"]["median_s"], 0.5);
+        assert_eq!(peer["compiled"], serde_json::Value::Null);
+        assert_eq!(peer["note"], "no compiler here");
+        let vs = peer["vs_peer"].as_f64().unwrap();
+        let median = r["median_s"].as_f64().unwrap();
+        assert!((vs - 0.5 / median).abs() <= 1e-9 * vs, "{vs} {median}");
+    }
+    // The first adapter's loss is what the fake peer echoes.
+    assert_eq!(rows[0]["peer"]["total_loss"], rows[0]["total_loss"]);
+    assert_eq!(rows[0]["peer"]["rel_diff"], 0.0);
+    let table = parse_csv(&std::fs::read_to_string(&csv).unwrap());
+    let col = |name: &str| table[0].iter().position(|c| c == name).unwrap();
+    for row in &table[1..] {
+        assert_eq!(row[col("peer_s")].parse::<f64>().unwrap(), 0.5);
+        assert!(row[col("vs_peer")].parse::<f64>().unwrap() > 0.0);
+        assert_eq!(row[col("peer_note")], "no compiler here");
+    }
+    assert!(std::fs::read_to_string(&svg)
+        .unwrap()
+        .contains("torch eager (cpu)"));
+}
+
+#[test]
+fn a_missing_python_is_said_and_the_bench_goes_on() {
+    adapters();
+    let o = run(&[
+        "bench",
+        "--shape",
+        "classification_64k",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--no-reference",
+        "--peer",
+        "torch:/nonexistent/python3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let out = common::stdout(&o);
+    assert!(
+        out.contains("classification_64k: torch peer not run: cannot run '/nonexistent/python3'"),
+        "{out}"
+    );
+    let o = run(&["bench", "--peer", "jax", "--shape", "classification_64k"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::stderr(&o).contains("unknown peer 'jax'"));
+}
+
+#[test]
+fn dumped_inputs_are_the_values_the_gpu_read() {
+    adapters();
+    let dir = scratch("bench_dump");
+    let o = run(&[
+        "bench",
+        "-q",
+        "--shape",
+        "pairwise_zipf_64k",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--no-reference",
+        "--adapter",
+        "vulkan",
+        "--dump-inputs",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let case = lossfuse_cli::bench::Case::new(
+        "pairwise_zipf_64k",
+        lossfuse_cli::bench::seed_of("pairwise_zipf_64k"),
+    )
+    .unwrap();
+    let dumped = lossfuse_cli::io::read_batch(&dir.join("pairwise_zipf_64k.safetensors")).unwrap();
+    assert_eq!(dumped, case.host_batch());
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("pairwise_zipf_64k.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["rows"], 65536);
+    assert!(meta["lossfuse_total_loss"].as_f64().unwrap() > 0.0);
+    let configs = meta["configs"].as_array().unwrap();
+    assert_eq!(configs.len(), 1);
+    lossfuse::LossConfig::from_toml_str(configs[0].as_str().unwrap()).unwrap();
+}
+
+#[test]
+#[ignore = "needs PyTorch: LOSSFUSE_TORCH_PYTHON=/path/to/venv/bin/python cargo test -p lossfuse-cli --test bench -- --ignored"]
+fn peer_losses_agree_with_lossfuse() {
+    let python = std::env::var("LOSSFUSE_TORCH_PYTHON")
+        .expect("LOSSFUSE_TORCH_PYTHON names a Python with torch, numpy and safetensors");
+    let dir = scratch("bench_real_peer");
+    let json = dir.join("b.json");
+    let peer = format!("torch:{python}");
+    let mut args = vec![
+        "bench",
+        "-q",
+        "--adapter",
+        "vulkan",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--gpu-steps",
+        "0",
+        "--no-reference",
+        "--peer",
+        &peer,
+        "--peer-no-compile",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    // Every family but the two slow retrieval sweeps of this adapter.
+    for shape in [
+        "softmax_ce_4096x8192",
+        "kd_softmax_4096x1024",
+        "classification_64k",
+        "fused3_1m",
+        "separate3_1m",
+        "batch_wide4_1m",
+        "pairwise_zipf_64k",
+        "pairwise_zipf_64k_x64",
+        "listwise_zipf_64k",
+        "pairwise_batch_16k",
+    ] {
+        args.extend(["--shape", shape]);
+    }
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for r in v["rows"].as_array().unwrap() {
+        let diff = r["peer"]["rel_diff"].as_f64();
+        assert!(
+            diff.is_some_and(|d| d <= 1e-5),
+            "{}: {}",
+            r["shape"],
+            r["peer"]
+        );
+    }
+}

@@ -19,6 +19,7 @@
 //! throughput against size, one panel per family, one line per series and adapter).
 
 mod output;
+pub mod peer;
 mod plot;
 pub mod progress;
 pub mod shapes;
@@ -88,6 +89,20 @@ pub struct BenchArgs {
     /// tensors): steps upload nothing, and the GPU value checks of device buffers run.
     #[arg(long)]
     pub device_inputs: bool,
+    /// Run a peer beside lossfuse on the same inputs: `torch` (python3) or `torch:PYTHON`
+    /// (`bench/peers/torch_peer.py`: eager and torch.compile, on CUDA when an adapter is an
+    /// NVIDIA GPU and torch sees one, else on the CPU with one thread per core). Adds the peer's
+    /// time, lossfuse's speed over it and the loss agreement to every output.
+    #[arg(long, value_name = "torch[:PYTHON]", value_parser = peer::PeerSpec::parse)]
+    pub peer: Option<peer::PeerSpec>,
+    /// The peer's eager column only (torch.compile takes minutes per shape on a small CPU).
+    #[arg(long, requires = "peer")]
+    pub peer_no_compile: bool,
+    /// Write every shape's inputs (`<shape>.safetensors`, reals F32 bit for bit, ids I64) and
+    /// metadata (`<shape>.json`: configs, lossfuse's and the reference's first-step totals) to
+    /// this folder, the files the peer reads.
+    #[arg(long, value_name = "DIR")]
+    pub dump_inputs: Option<PathBuf>,
 }
 
 /// Settings of one measurement.
@@ -183,6 +198,8 @@ pub struct BenchRow {
     pub first_total: f64,
     /// The reference on the same inputs.
     pub reference: ReferenceRun,
+    /// The peer (`--peer`) on the same inputs.
+    pub peer: peer::PeerRun,
     /// The adapter's measured copy bandwidth, bytes/s.
     pub copy_bandwidth: f64,
 }
@@ -335,6 +352,7 @@ pub fn measure(
         allocated_bytes,
         first_total,
         reference: ReferenceRun::Skipped("not run".into()),
+        peer: peer::PeerRun::Skipped("no --peer".into()),
         copy_bandwidth: 0.0,
     })
 }
@@ -488,7 +506,11 @@ pub fn chosen_shapes(args: &BenchArgs) -> CliResult<Vec<&'static Shape>> {
         find_shape(n)?;
     }
     let names: Vec<&str> = if args.shapes.is_empty() {
-        SHAPES.iter().map(|s| s.name).collect()
+        SHAPES
+            .iter()
+            .filter(|s| !s.gpu_sized)
+            .map(|s| s.name)
+            .collect()
     } else {
         args.shapes.iter().map(String::as_str).collect()
     };
@@ -499,11 +521,78 @@ pub fn chosen_shapes(args: &BenchArgs) -> CliResult<Vec<&'static Shape>> {
         .collect()
 }
 
+/// Where the inputs are dumped: `--dump-inputs`, else, for the peer, a folder of this run's
+/// own under the system's temporary folder (None: neither flag).
+fn dump_folder(args: &BenchArgs) -> CliResult<Option<PathBuf>> {
+    if let Some(dir) = &args.dump_inputs {
+        return Ok(Some(dir.clone()));
+    }
+    Ok(args
+        .peer
+        .as_ref()
+        .map(|_| std::env::temp_dir().join(format!("lossfuse-bench-peer-{}", std::process::id()))))
+}
+
+/// Dumps the case's inputs (`--dump-inputs`, or for the peer) and runs the peer on them, setting
+/// each of this shape's rows' peer result; returns the peer's line for under the table rows.
+fn dump_and_run_peer(
+    args: &BenchArgs,
+    dir: &Option<PathBuf>,
+    case: &Case,
+    reference: &ReferenceRun,
+    rows: &mut [BenchRow],
+    engines: &[Engine],
+    bar: &mut Progress,
+) -> CliResult<Option<String>> {
+    let Some(dir) = dir else { return Ok(None) };
+    let first_total = rows.first().map(|r| r.first_total);
+    peer::dump_case(dir, case, first_total, reference)?;
+    let Some(spec) = &args.peer else {
+        return Ok(None);
+    };
+    let nvidia = engines
+        .iter()
+        .any(|e| e.adapter().name.to_lowercase().contains("nvidia"));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let options = peer::PeerOptions {
+        spec,
+        dir,
+        steps: args.steps,
+        warmup: args.warmup,
+        time_budget: args.time_budget,
+        device: if nvidia { "cuda" } else { "cpu" },
+        threads,
+        compile: !args.peer_no_compile,
+    };
+    bar.update(
+        &format!("{} on the torch peer", case.name),
+        Phase::Peer,
+        0,
+        0,
+    );
+    let run = peer::run_peer(&options, &case.name)?;
+    bar.clear();
+    let line = output::peer_line(&case.name, &run);
+    for row in rows.iter_mut() {
+        row.peer = run.clone();
+    }
+    if args.dump_inputs.is_none() {
+        // The folder is this run's own: the next shape's files replace these.
+        let _ = std::fs::remove_file(dir.join(format!("{}.safetensors", case.name)));
+    }
+    Ok(Some(line))
+}
+
 /// Runs `lossfuse bench`.
 pub fn run(args: &BenchArgs) -> CliResult<()> {
     if args.list {
         for s in SHAPES {
-            outln!("{:<22} {:<11} {}", s.name, s.family.name(), s.about)?;
+            let gpu = if s.gpu_sized {
+                " (run only when named)"
+            } else {
+                ""
+            };
+            outln!("{:<23} {:<11} {}{gpu}", s.name, s.family.name(), s.about)?;
         }
         return Ok(());
     }
@@ -553,7 +642,8 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         time_budget: args.time_budget,
         device_inputs: args.device_inputs,
     };
-    outln!("{}", output::table_header())?;
+    let dumps = dump_folder(args)?;
+    outln!("{}", output::table_header(args.peer.is_some()))?;
     let units = shapes.len() * (engines.len() + usize::from(!args.no_reference));
     let mut bar = Progress::new(units, !args.quiet);
     let mut rows: Vec<BenchRow> = Vec::new();
@@ -588,8 +678,22 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             row.reference = reference.clone();
             row.copy_bandwidth = adapter.copy_bandwidth;
             bar.clear();
-            outln!("{}", output::table_row(&row))?;
+            if args.peer.is_none() {
+                outln!("{}", output::table_row(&row, false))?;
+            }
             rows.push(row);
+        }
+        let first = rows.len() - engines.len();
+        let measured = &mut rows[first..];
+        let peer_line = dump_and_run_peer(
+            args, &dumps, &case, &reference, measured, &engines, &mut bar,
+        )?;
+        if let Some(line) = peer_line {
+            // Printed once the peer has run, with its columns, then the peer's own line.
+            for row in measured.iter() {
+                outln!("{}", output::table_row(row, true))?;
+            }
+            outln!("{line}")?;
         }
         // Files list the rows adapter by adapter (stable: shapes stay in run order).
         rows.sort_by_key(|r| adapters.iter().position(|a| a.summary.label() == r.adapter));

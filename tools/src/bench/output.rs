@@ -1,6 +1,7 @@
 //! What `lossfuse bench` writes: the table on stdout, the summaries under it, and the CSV, JSON
 //! and SVG files.
 
+use super::peer::{peer_rel_diff, vs_peer, PeerRun};
 use super::{plot, short_label, AdapterRun, BenchArgs, BenchRow, ReferenceRun};
 use crate::error::{CliError, CliResult};
 use std::path::Path;
@@ -41,6 +42,13 @@ pub const CSV_COLUMNS: &[&str] = &[
     "reference_total_loss",
     "reference_rel_diff",
     "reference_note",
+    "peer_s",
+    "peer_min_s",
+    "peer_compiled_s",
+    "vs_peer",
+    "peer_total_loss",
+    "peer_rel_diff",
+    "peer_note",
 ];
 
 /// A CSV cell: quoted when it holds a comma, a quote or a line break (adapter names do).
@@ -99,6 +107,19 @@ pub fn csv_text(rows: &[BenchRow]) -> String {
             opt(reference_total),
             opt(r.reference_rel_diff()),
             note,
+            opt(r.peer.eager_s()),
+            opt(match &r.peer {
+                PeerRun::Ran { eager, .. } => Some(eager.min_s),
+                PeerRun::Skipped(_) => None,
+            }),
+            opt(r.peer.compiled_s()),
+            opt(vs_peer(r)),
+            opt(match &r.peer {
+                PeerRun::Ran { loss, .. } => Some(*loss),
+                PeerRun::Skipped(_) => None,
+            }),
+            opt(peer_rel_diff(r)),
+            r.peer.note().to_string(),
         ];
         out += &cells.iter().map(|c| cell(c)).collect::<Vec<_>>().join(",");
         out.push('\n');
@@ -196,11 +217,58 @@ fn row_json(rows: &[BenchRow], r: &BenchRow) -> serde_json::Value {
             }),
             ReferenceRun::Skipped(why) => serde_json::json!({ "skipped": why }),
         },
+        "peer": peer_json(r),
     });
     if let (Some(a), serde_json::Value::Object(b)) = (v.as_object_mut(), rest) {
         a.extend(b);
     }
     v
+}
+
+/// The peer's result of a row as JSON.
+fn peer_json(r: &BenchRow) -> serde_json::Value {
+    let times = |t: &super::peer::PeerTimes| serde_json::json!({ "median_s": t.median_s, "min_s": t.min_s, "steps": t.steps });
+    match &r.peer {
+        PeerRun::Ran {
+            device,
+            threads,
+            torch,
+            loss,
+            eager,
+            compiled,
+            note,
+        } => serde_json::json!({
+            "peer": "torch",
+            "torch": torch,
+            "device": device,
+            "threads": threads,
+            "eager": times(eager),
+            "compiled": compiled.as_ref().map(times),
+            "total_loss": loss,
+            "rel_diff": peer_rel_diff(r),
+            "vs_peer": vs_peer(r),
+            "note": (!note.is_empty()).then_some(note),
+        }),
+        PeerRun::Skipped(why) => serde_json::json!({ "skipped": why }),
+    }
+}
+
+/// For the chart: the peer's eager time of each shape as a row of its own (adapter
+/// "torch eager (<device>)"), beside the adapters' rows.
+fn peer_rows(rows: &[BenchRow]) -> Vec<BenchRow> {
+    let mut out: Vec<BenchRow> = Vec::new();
+    for r in rows {
+        let (PeerRun::Ran { device, eager, .. }, false) =
+            (&r.peer, out.iter().any(|p| p.shape == r.shape))
+        else {
+            continue;
+        };
+        let mut p = r.clone();
+        p.adapter = format!("torch eager ({device})");
+        p.median_s = eager.median_s;
+        out.push(p);
+    }
+    out
 }
 
 /// Writes `--csv` and `--json` (and, when `last`, `--plot`).
@@ -222,14 +290,21 @@ pub fn write_files(
         write(path, text + "\n")?;
     }
     if let (true, Some(path)) = (last, &args.plot) {
-        plot::write_svg(path, rows, &started.0)?;
+        let mut with_peer = rows.to_vec();
+        with_peer.extend(peer_rows(rows));
+        plot::write_svg(path, &with_peer, &started.0)?;
     }
     Ok(())
 }
 
-/// The table's header line.
-pub fn table_header() -> String {
-    format!(
+/// The table's header line (with the peer's columns when `peer`).
+pub fn table_header(peer: bool) -> String {
+    let tail = if peer {
+        format!(" {:>10} {:>8}", "peer ms", "vs peer")
+    } else {
+        String::new()
+    };
+    let head = format!(
         "{:<22} {:<18} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>8} {:>10} {:>8}",
         "shape",
         "adapter",
@@ -243,11 +318,22 @@ pub fn table_header() -> String {
         "GFLOP/s",
         "ref ms",
         "speed-up"
-    )
+    );
+    head + &tail
 }
 
-/// One table line.
-pub fn table_row(r: &BenchRow) -> String {
+/// One table line (with the peer's columns when `peer`).
+pub fn table_row(r: &BenchRow, peer: bool) -> String {
+    let tail = match (peer, r.peer.eager_s(), vs_peer(r)) {
+        (false, _, _) => String::new(),
+        (true, Some(s), Some(x)) => format!(" {:>10.1} {:>8}", s * 1e3, format!("{x:.2}x")),
+        (true, _, _) => format!(" {:>10} {:>8}", "-", "-"),
+    };
+    table_cells(r) + &tail
+}
+
+/// The table line's columns up to the reference's.
+fn table_cells(r: &BenchRow) -> String {
     let gpu = r
         .gpu
         .as_ref()
@@ -283,8 +369,42 @@ the passes' timestamp-query times, median ('-': no timestamp queries or --gpu-st
 the family's unit (elements, rows, pairs, scores) per second; MB/step: what a step must move; \
 GB/s and of copy: that over the median, and against the adapter's measured copy bandwidth; \
 GFLOP/s: the modelled FLOPs over the median; ref ms: the f64 CPU reference's step; speed-up: \
-ref ms / median ms ('-': reference skipped)"
+ref ms / median ms ('-': reference skipped); with --peer, peer ms: the PyTorch peer's eager step \
+(forward and backward to the inputs) on the same inputs, vs peer: its best of eager and \
+torch.compile over lossfuse's median (above 1x lossfuse is faster)"
         .to_string()
+}
+
+/// The peer's line under a shape's rows: times, loss agreement, or why it did not run.
+pub fn peer_line(shape: &str, run: &PeerRun) -> String {
+    match run {
+        PeerRun::Ran {
+            device,
+            threads,
+            torch,
+            loss,
+            eager,
+            compiled,
+            note,
+        } => {
+            let compiled = match compiled {
+                Some(c) => format!("torch.compile {:.3} ms", c.median_s * 1e3),
+                None => "no torch.compile".into(),
+            };
+            let note = if note.is_empty() {
+                String::new()
+            } else {
+                format!(" ({note})")
+            };
+            format!(
+                "{shape} on torch {torch} ({device}, {threads} threads): eager {:.3} ms (min {:.3}, {} steps), {compiled}; first-step total loss {loss:.6e}{note}",
+                eager.median_s * 1e3,
+                eager.min_s * 1e3,
+                eager.steps
+            )
+        }
+        PeerRun::Skipped(why) => format!("{shape}: torch peer not run: {why}"),
+    }
 }
 
 /// The time ratio of a `batch_wide4_*` row to its `classification_*` baseline on the same adapter.

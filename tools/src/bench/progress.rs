@@ -19,6 +19,8 @@ pub enum Phase {
     GpuTiming,
     /// The f64 CPU reference on the same inputs.
     Reference,
+    /// The peer (`--peer`) on the same inputs.
+    Peer,
 }
 
 impl Phase {
@@ -29,6 +31,7 @@ impl Phase {
             Phase::Timed => "timed",
             Phase::GpuTiming => "GPU timing",
             Phase::Reference => "on the f64 CPU reference",
+            Phase::Peer => "on the torch peer",
         }
     }
 }

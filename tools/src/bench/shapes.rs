@@ -72,6 +72,9 @@ pub struct Shape {
     pub series: &'static str,
     /// What it runs.
     pub about: &'static str,
+    /// Sized for a GPU with tens of GiB (`bench/gpu/run.sh`): run only when named with
+    /// `--shape`, never by default nor by the criterion suite.
+    pub gpu_sized: bool,
 }
 
 const fn shape(
@@ -85,6 +88,20 @@ const fn shape(
         family,
         series,
         about,
+        gpu_sized: false,
+    }
+}
+
+/// A shape sized for a large GPU (see [`Shape::gpu_sized`]).
+const fn gpu_shape(
+    name: &'static str,
+    family: Family,
+    series: &'static str,
+    about: &'static str,
+) -> Shape {
+    Shape {
+        gpu_sized: true,
+        ..shape(name, family, series, about)
     }
 }
 
@@ -204,6 +221,38 @@ pub const SHAPES: &[Shape] = &[
         Family::Retrieval,
         "cbns",
         "cross_batch_softmax, user and item [1024, 64], a full bank of M = 262144 rows",
+    ),
+    // GPU-sized shapes (after the others, so that every other shape keeps its seed).
+    gpu_shape(
+        "classification_64m",
+        Family::PerRow,
+        "classification",
+        "classification alone on logits [67108864] (GPU-sized: 512 MiB of inputs)",
+    ),
+    gpu_shape(
+        "softmax_ce_16384x131072",
+        Family::SoftmaxCe,
+        "softmax_ce",
+        "softmax_cross_entropy, logits [16384, 131072] f32 (GPU-sized: 8 GiB of logits)",
+    ),
+    gpu_shape(
+        "in_batch_16384_d128",
+        Family::Retrieval,
+        "in_batch_d128",
+        "in_batch_softmax, user and item [16384, 128], cosine, logQ and item ids: 268M scores",
+    ),
+    gpu_shape(
+        "in_batch_65536_d128",
+        Family::Retrieval,
+        "in_batch_d128",
+        "in_batch_softmax, user and item [65536, 128]: 4.3G scores in linear memory (an eager \
+         peer needs a 16 GiB score matrix)",
+    ),
+    gpu_shape(
+        "cbns_4096_m1m",
+        Family::Retrieval,
+        "cbns",
+        "cross_batch_softmax, user and item [4096, 64], a full bank of M = 1048576 rows",
     ),
 ];
 
@@ -454,6 +503,10 @@ pub struct Case {
     pub work: u64,
     /// Floating-point operations per step (the [`flops`] model, all plans).
     pub flops: u64,
+    /// Softmax shapes: the classes C; 1 otherwise.
+    pub classes: usize,
+    /// The configs as TOML, one per plan (what `--dump-inputs` writes for the peer).
+    pub config_texts: Vec<String>,
     inputs: OwnedBatch,
 }
 
@@ -466,8 +519,11 @@ impl Case {
         let mut session_work = (0, 0);
         let (mut scores, mut bank, mut dim, mut classes) = (0u64, 0u64, 0usize, 1usize);
         let (rows, texts, shapes) = match name {
-            "softmax_ce_4096x8192" => {
-                let (b, c) = (4096usize, 8192usize);
+            "softmax_ce_4096x8192" | "softmax_ce_16384x131072" => {
+                let (b, c) = match name {
+                    "softmax_ce_4096x8192" => (4096usize, 8192usize),
+                    _ => (16384, 131072),
+                };
                 classes = c;
                 inputs.insert_real(
                     "logits",
@@ -502,7 +558,9 @@ impl Case {
                 (b, vec![KD_SOFTMAX.to_string()], shapes)
             }
             n if shape.family == Family::PerRow || shape.family == Family::BatchWide => {
-                let b = if n.ends_with("_16m") {
+                let b = if n.ends_with("_64m") {
+                    1usize << 26
+                } else if n.ends_with("_16m") {
                     1usize << 24
                 } else if n.ends_with("_64k") {
                     1usize << 16
@@ -545,12 +603,14 @@ impl Case {
             }
             "listwise_zipf_64k" => listwise_zipf_64k(&mut inputs),
             n if shape.family == Family::Retrieval => {
-                let (b, m) = match n {
-                    "cbns_1024_m16k" => (1024usize, 16384u64),
-                    "cbns_1024_m256k" => (1024, 262144),
-                    _ => (4096, 0),
+                let (b, m, d) = match n {
+                    "cbns_1024_m16k" => (1024usize, 16384u64, 64usize),
+                    "cbns_1024_m256k" => (1024, 262144, 64),
+                    "cbns_4096_m1m" => (4096, 1 << 20, 64),
+                    "in_batch_16384_d128" => (16384, 0, 128),
+                    "in_batch_65536_d128" => (65536, 0, 128),
+                    _ => (4096, 0, 64),
                 };
-                let d = 64;
                 for t in ["user", "item"] {
                     inputs.insert_real(t, (0..b * d).map(|_| rng.range_f32(-1.0, 1.0)).collect());
                 }
@@ -636,6 +696,8 @@ impl Case {
             dim,
             work,
             flops,
+            classes,
+            config_texts: texts.iter().map(|t| t.to_string()).collect(),
             inputs,
         })
     }
