@@ -125,15 +125,26 @@ fn rowinfo(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid
     }
 }
 
-// What one invocation carries through its sweep.
-var<private> qv: array<f32, D>;
-var<private> dq_acc: array<f32, D>;
-var<private> acc: vec2<f32>;
-var<private> lse: f32;
-var<private> row: u32;
-var<private> pos: u32;
-var<private> my_id: vec2<u32>;
-var<private> bias: f32;
+// What one invocation carries through its sweep: RB rows (sweep_rows: loss rows; grad_cols:
+// batch columns), row r of the invocation being row base + r·WG of the pass, so that each
+// column (or loss row) the sweep visits is loaded once for all RB of them.
+const RB: u32 = 1u; // @spec
+const RB_FLOATS: u32 = RB * D;
+var<private> qv: array<f32, RB_FLOATS>;
+var<private> dq_acc: array<f32, RB_FLOATS>;
+var<private> acc: array<vec2<f32>, RB>;
+var<private> lse: array<f32, RB>;
+var<private> rows_r: array<u32, RB>;
+var<private> pos_r: array<u32, RB>;
+var<private> id_r: array<vec2<u32>, RB>;
+var<private> bias_r: array<f32, RB>;
+
+// s[r] = the dot product of the invocation's row r with a visited row, each element of which
+// `visited(x)` loads once.
+var<private> dots: array<f32, RB>;
+
+// Adds p[r] · visited for every r (the gradient sweeps); p[r] = 0 for a masked pair adds 0.
+var<private> coefs: array<f32, RB>;
 
 //#if GRAD_COLS
 // Loss row i (at slot c of the tile): component x, lse, weight, id.
@@ -178,22 +189,33 @@ fn sweep_stage(lid: u32, first: u32, n: u32) {
     }
 }
 
-// Column `row` (this invocation's batch column) against loss row i: dk += w_i p_ij q_i.
+// This invocation's columns against loss row i: dk_r += w_i p_ir q_i.
 fn sweep_visit(i: u32, c: u32) {
     let n_all = range.chunk.rows;
     let w = row_weight(i, c);
-    let masked = (NT_XENT && i == row)
-        || (HIT_MASK && row != positive_of(i, n_all) && all(row_id(i, c, n_all) == my_id));
-    if (masked || w == 0.0) {
-        return;
+    let id = row_id(i, c, n_all);
+    let lse_i = row_lse(i, c);
+    for (var r = 0u; r < RB; r = r + 1u) {
+        dots[r] = 0.0;
     }
-    var s = 0.0;
     for (var x = 0u; x < D; x = x + 1u) {
-        s = s + qv[x] * row_elem(i, c, x);
+        let v = row_elem(i, c, x);
+        for (var r = 0u; r < RB; r = r + 1u) {
+            dots[r] = dots[r] + qv[r * D + x] * v;
+        }
     }
-    let p = w * exp(s - bias - row_lse(i, c));
+    for (var r = 0u; r < RB; r = r + 1u) {
+        let col = rows_r[r];
+        let masked = (NT_XENT && i == col)
+            || (HIT_MASK && col != positive_of(i, n_all) && all(id == id_r[r]))
+            || w == 0.0;
+        coefs[r] = select(w * exp(dots[r] - bias_r[r] - lse_i), 0.0, masked);
+    }
     for (var x = 0u; x < D; x = x + 1u) {
-        dq_acc[x] = dq_acc[x] + p * row_elem(i, c, x);
+        let v = row_elem(i, c, x);
+        for (var r = 0u; r < RB; r = r + 1u) {
+            dq_acc[r * D + x] = dq_acc[r * D + x] + coefs[r] * v;
+        }
     }
 }
 //#else
@@ -229,34 +251,90 @@ fn sweep_stage(lid: u32, first: u32, n: u32) {
     }
 }
 
-// Loss row `row` against column j of the range: the online log-sum-exp, or (GRAD) dq.
+// Whether column j (global jg) is left out of loss row r's softmax.
+fn column_masked(r: u32, jg: u32, id: vec2<u32>) -> bool {
+    if (range.bank == 0u) {
+        return (NT_XENT && jg == rows_r[r]) || (HIT_MASK && jg != pos_r[r] && all(id == id_r[r]));
+    }
+    return HIT_MASK && all(id == id_r[r]);
+}
+
+// The invocation's loss rows against column j of the range: the online log-sum-exp, or (GRAD)
+// dq.
 fn sweep_visit(j: u32, c: u32) {
     let jg = range.source_first + j;
-    var masked = false;
-    if (range.bank == 0u) {
-        masked = (NT_XENT && jg == row)
-            || (HIT_MASK && jg != pos && all(col_id_of(j, c) == my_id));
-    } else {
-        masked = HIT_MASK && all(col_id_of(j, c) == my_id);
+    let id = col_id_of(j, c);
+    let b = col_bias_of(j, c);
+    for (var r = 0u; r < RB; r = r + 1u) {
+        dots[r] = 0.0;
     }
-    if (masked) {
-        return;
-    }
-    var s = 0.0;
-    for (var k = 0u; k < D; k = k + 1u) {
-        s = s + qv[k] * col_elem(j, c, k);
-    }
-    s = s - col_bias_of(j, c);
-    if (GRAD) {
-        let p = exp(s - lse);
-        for (var k = 0u; k < D; k = k + 1u) {
-            dq_acc[k] = dq_acc[k] + p * col_elem(j, c, k);
+    for (var x = 0u; x < D; x = x + 1u) {
+        let v = col_elem(j, c, x);
+        for (var r = 0u; r < RB; r = r + 1u) {
+            dots[r] = dots[r] + qv[r * D + x] * v;
         }
-    } else {
-        acc = lse_push(acc, s);
+    }
+    for (var r = 0u; r < RB; r = r + 1u) {
+        let masked = column_masked(r, jg, id);
+        let s = dots[r] - b;
+        if (GRAD) {
+            coefs[r] = select(exp(s - lse[r]), 0.0, masked);
+        } else if (!masked) {
+            acc[r] = lse_push(acc[r], s);
+        }
+    }
+    if (GRAD) {
+        for (var x = 0u; x < D; x = x + 1u) {
+            let v = col_elem(j, c, x);
+            for (var r = 0u; r < RB; r = r + 1u) {
+                dq_acc[r * D + x] = dq_acc[r * D + x] + coefs[r] * v;
+            }
+        }
     }
 }
 //#endif
+
+// The similarity-ready row element the invocation holds: of k (grad_cols' columns) or q.
+fn held_elem(r: u32, c: u32) -> f32 {
+//#if GRAD_COLS
+    return k[r * D + c];
+//#else
+    return q[r * D + c];
+//#endif
+}
+
+// Loads the invocation's RB rows (held_elem), scaled by 1/T: row r is row base + r·WG, clamped
+// into [0, n) (a clamped row's results are not written).
+fn load_rows(base: u32, n: u32) {
+    for (var r = 0u; r < RB; r = r + 1u) {
+        let rr = min(base + r * WG, n - 1u);
+        rows_r[r] = rr;
+        for (var c = 0u; c < D; c = c + 1u) {
+            qv[r * D + c] = held_elem(rr, c) * INV_T;
+            dq_acc[r * D + c] = 0.0;
+        }
+        id_r[r] = row_ids[rr];
+    }
+}
+
+// Writes (or, after the first range, adds) the invocation's accumulated rows into dk
+// (grad_cols) or dq.
+fn store_rows(base: u32, n: u32, first: bool) {
+    for (var r = 0u; r < RB; r = r + 1u) {
+        let i = base + r * WG;
+        if (i >= n) {
+            continue;
+        }
+        for (var x = 0u; x < D; x = x + 1u) {
+            let v = dq_acc[r * D + x];
+//#if GRAD_COLS
+            dk[i * D + x] = select(dk[i * D + x] + v, v, first);
+//#else
+            dq[i * D + x] = select(dq[i * D + x] + v, v, first);
+//#endif
+        }
+    }
+}
 
 // GRAD false: stats[i] = online (max, Σ exp) of row i's logits over this range's columns,
 // started by the batch's first range and carried through the others. GRAD true:
@@ -265,9 +343,9 @@ fn sweep_visit(j: u32, c: u32) {
 fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
     let wg = linear_workgroup(wid, nwg);
-    let i = wg * WG + lid;
+    let base = wg * WG * RB + lid;
     let nq = range.chunk.rows;
-    let live = wg < range.chunk.wgs && i < nq;
+    let live = wg < range.chunk.wgs && base < nq;
     let in_bank = range.bank == 1u;
     // The first range of the batch starts the row's sums; the others carry them on.
     let init = !in_bank && range.source_first == 0u;
@@ -282,30 +360,29 @@ fn sweep_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         shared_count = n;
     }
     let ncols = workgroupUniformLoad(&shared_count);
-    row = min(i, nq - 1u);
-    for (var c = 0u; c < D; c = c + 1u) {
-        qv[c] = q[row * D + c] * INV_T;
-    }
-    my_id = row_ids[row];
-    pos = positive_of(row, nq);
-    acc = vec2<f32>(NEG_BIG, 0.0);
-    if (GRAD) {
-        lse = stats[row].x;
-    } else if (!init) {
-        acc = stats[row];
+    load_rows(base, nq);
+    for (var r = 0u; r < RB; r = r + 1u) {
+        let rr = rows_r[r];
+        pos_r[r] = positive_of(rr, nq);
+        acc[r] = vec2<f32>(NEG_BIG, 0.0);
+        if (GRAD) {
+            lse[r] = stats[rr].x;
+        } else if (!init) {
+            acc[r] = stats[rr];
+        }
     }
     sweep(lid, live, vec2<u32>(0u, ncols), vec2<u32>(0u, ncols));
-    if (live) {
-        if (GRAD) {
-            for (var k = 0u; k < D; k = k + 1u) {
-                if (init) {
-                    dq[i * D + k] = dq_acc[k];
-                } else {
-                    dq[i * D + k] = dq[i * D + k] + dq_acc[k];
-                }
-            }
-        } else {
-            stats[i] = acc;
+    if (!live) {
+        return;
+    }
+    if (GRAD) {
+        store_rows(base, nq, init);
+        return;
+    }
+    for (var r = 0u; r < RB; r = r + 1u) {
+        let i = base + r * WG;
+        if (i < nq) {
+            stats[i] = acc[r];
         }
     }
 }
@@ -338,30 +415,22 @@ fn finish(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid:
 }
 
 // dk[j] = Σ_i w_i · p_ij · q_i over this range of loss rows, for the batch columns (the bank
-// gets none): one invocation per column sweeps the rows.
+// gets none): each invocation sweeps the rows for its RB columns.
 @compute @workgroup_size(256)
 fn grad_cols(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
     let wg = linear_workgroup(wid, nwg);
-    let j = wg * WG + lid;
+    let base = wg * WG * RB + lid;
     let n_all = range.chunk.rows;
-    let live = wg < range.chunk.wgs && j < n_all;
-    row = min(j, n_all - 1u);
-    for (var c = 0u; c < D; c = c + 1u) {
-        qv[c] = k[row * D + c] * INV_T;
+    let live = wg < range.chunk.wgs && base < n_all;
+    load_rows(base, n_all);
+    for (var r = 0u; r < RB; r = r + 1u) {
+        bias_r[r] = col_bias[rows_r[r]];
     }
-    bias = col_bias[row];
-    my_id = row_ids[row];
     let first = range.first;
     sweep(lid, live, vec2<u32>(first, first + range.count), vec2<u32>(first, first + range.count));
     if (live) {
-        for (var x = 0u; x < D; x = x + 1u) {
-            if (first == 0u) {
-                dk[j * D + x] = dq_acc[x];
-            } else {
-                dk[j * D + x] = dk[j * D + x] + dq_acc[x];
-            }
-        }
+        store_rows(base, n_all, first == 0u);
     }
 }
 

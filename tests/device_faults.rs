@@ -126,6 +126,7 @@ fn the_gpu_value_check_finds_the_first_bad_element_across_workgroups_and_chunks(
         EngineOptions::default(),
         EngineOptions {
             max_binding_bytes: Some(64 * 1024),
+            ..Default::default()
         },
     ] {
         for engine in engines_with(options) {

@@ -140,6 +140,7 @@ fn small_binding_cap_splits_every_group() {
     let reference = run_reference(&config, &batch.0, 1);
     for engine in engines_with(EngineOptions {
         max_binding_bytes: Some(4096),
+        ..Default::default()
     }) {
         let plan = engine.plan(&config, &Shapes::of_host(&batch.0)).unwrap();
         assert!(

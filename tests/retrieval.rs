@@ -234,6 +234,29 @@ fn negative_mining_over_more_negatives_than_one_dispatch_visits() {
     check_all(config, &batch(10, 1, 600, 64), 2, EMB_TOL);
 }
 
+#[test]
+fn sweeps_holding_blocks_of_rows_match_the_reference() {
+    // Every term with 3 and 8 rows per sweep invocation (the CPU adapters' choice at this size
+    // is 1): B = 300 leaves the second block row partial and the third clamped; NT-Xent's 600
+    // columns at d = 16 take two ranges of columns_per_dispatch_block(16, 3) = 405.
+    let config = LossConfig::from_toml_str(ALL_TERMS).unwrap();
+    let batch = batch(4, 8, 300, 16);
+    let reference = run_reference(&config, &batch.0, 2);
+    for rows in [3, 8] {
+        let options = EngineOptions {
+            sweep_block_rows: Some(rows),
+            ..Default::default()
+        };
+        for engine in engines_with(options) {
+            let gpu = run_gpu(&engine, &config, &batch.0, 2);
+            for (s, (g, r)) in gpu.iter().zip(&reference).enumerate() {
+                let label = format!("{} rows {rows} step {s}", engine.adapter().label());
+                assert_matches(&label, g, r, EMB_TOL);
+            }
+        }
+    }
+}
+
 /// Steps with a different batch each time (so that the bank's order matters), on one adapter,
 /// compared with the reference step by step; returns the state bytes after every step.
 fn run_bank(
@@ -297,6 +320,7 @@ fn the_bank_is_a_fifo_over_steps_split_or_whole_and_saves_bit_exact() {
         (
             EngineOptions {
                 max_binding_bytes: Some(512),
+                ..Default::default()
             },
             "split",
         ),

@@ -216,6 +216,7 @@ fn chunked_rows_match_the_reference() {
     let reference = run_reference(&config, &b.0, 1);
     for engine in engines_with(lossfuse::EngineOptions {
         max_binding_bytes: Some(4096),
+        ..Default::default()
     }) {
         let gpu = run_gpu(&engine, &config, &b.0, 1);
         assert_matches(&engine.adapter().label(), &gpu[0], &reference[0], TOL);

@@ -22,6 +22,10 @@ pub(crate) struct Ctx<'a> {
     /// Whether the sweeps stage rows through workgroup memory (all backends but GL: GL llvmpipe
     /// takes minutes to compile a tile loop inside a loop with barriers).
     pub tiled: bool,
+    /// Whether the adapter is a CPU one (`Limits::cpu`).
+    pub cpu: bool,
+    /// `EngineOptions::sweep_block_rows`.
+    pub block_rows: Option<u32>,
     /// Bytes one storage binding may cover.
     pub max_binding: u64,
     /// The dtype of a batch tensor.
@@ -237,10 +241,41 @@ pub(crate) fn tile_columns(d: u64, extra: u64, workgroup_bytes: u64) -> Option<u
     (tc > 0).then_some(tc as u32)
 }
 
-/// Columns (or rows) one sweep dispatch visits per invocation for rows of `d` floats: llvmpipe
-/// stops any invocation's loops after 65,535 iterations in all (its loop limiter; a real GPU has
-/// no such limit), and a visit costs up to 2·d + 8 iterations (the dot product, the gradient's
-/// axpy, the tile loads), so the sweeps split their columns into ranges of this many.
+/// Rows of `d` floats one invocation of a retrieval sweep over `rows` rows holds in registers,
+/// so that each visited row is loaded once for all of them: on CPU adapters, where a load costs
+/// about 100 FMAs, as many as fit 512 floats (up to 8) while the pass keeps one workgroup per
+/// core for the driver's threads (lavapipe and llvmpipe run one per core); on other adapters 1,
+/// until a GPU has measured the trade against occupancy (a block of 8 rows leaves B/8
+/// invocations). `chosen` (`EngineOptions::sweep_block_rows`) overrides that, within the fit.
+pub(crate) fn block_rows(cpu: bool, chosen: Option<u32>, d: u64, rows: u64) -> u32 {
+    let fit = (512 / d.max(1)).clamp(1, 8);
+    if let Some(n) = chosen {
+        return n.clamp(1, fit as u32);
+    }
+    if !cpu {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let parallel = (rows / (cores * WG as u64)).max(1);
+    fit.min(parallel) as u32
+}
+
+/// Columns one sweep dispatch visits per invocation that holds `rb` rows of `d` floats:
+/// llvmpipe stops any invocation's loops after 65,535 iterations in all (its loop limiter; a
+/// real GPU has no such limit), so the sweeps split their columns into ranges of this many.
+pub(crate) fn columns_per_dispatch_block(d: u64, rb: u32) -> u64 {
+    if rb <= 1 {
+        return columns_per_dispatch(d);
+    }
+    // Per visit: the dot products (d outer and d·rb inner iterations), the gradient's axpy as
+    // many again, and a few loops over the rb rows.
+    let rb = rb as u64;
+    (60_000 / (2 * d * (rb + 1) + 4 * rb + 8)).max(1)
+}
+
+/// Columns (or rows) one sweep dispatch visits per invocation for rows of `d` floats, one row
+/// per invocation: a visit costs up to 2·d + 8 iterations (the dot product, the gradient's axpy,
+/// the tile loads).
 pub(crate) fn columns_per_dispatch(d: u64) -> u64 {
     (60_000 / (2 * d + 8)).max(1)
 }

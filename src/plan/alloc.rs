@@ -164,6 +164,11 @@ pub(crate) struct Limits {
     /// Whether the embedding sweeps stage rows through workgroup memory (all backends but GL:
     /// GL llvmpipe takes minutes to compile a tile loop inside a loop with barriers).
     pub tiled: bool,
+    /// Whether the adapter is a CPU (software) one: the retrieval sweeps hold
+    /// `losses::embedding::block_rows` rows per invocation there.
+    pub cpu: bool,
+    /// `EngineOptions::sweep_block_rows`.
+    pub block_rows: Option<u32>,
 }
 
 /// The internal buffers every plan has, by index.

@@ -616,6 +616,8 @@ impl GroupBuilder<'_> {
             state: self.core.state,
             workgroup_bytes: self.limits.workgroup_bytes,
             tiled: self.limits.tiled,
+            cpu: self.limits.cpu,
+            block_rows: self.limits.block_rows,
             max_binding: self.limits.max_binding,
             dtype: &|n| shapes.get(n).map_or(DType::F32, |s| s.dtype),
             written: &|n| written_before.iter().any(|w| w == n),

@@ -90,6 +90,8 @@ impl Limits {
             max_grid: l.max_compute_workgroups_per_dimension,
             workgroup_bytes: l.max_compute_workgroup_storage_size as u64,
             tiled: !engine.summary.backend.eq_ignore_ascii_case("gl"),
+            cpu: engine.summary.device_type == "Cpu",
+            block_rows: engine.options.sweep_block_rows,
         }
     }
 }

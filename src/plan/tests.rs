@@ -141,7 +141,8 @@ fn configs() -> Vec<(String, LossConfig)> {
     out
 }
 
-fn limits(tiled: bool, max_binding: u64) -> Limits {
+/// Limits of an adapter (`cpu`: a software one, whose retrieval sweeps hold blocks of rows).
+fn limits(tiled: bool, max_binding: u64, cpu: bool) -> Limits {
     Limits {
         max_storage_buffers: 12,
         max_buffer: 256 << 20,
@@ -150,6 +151,8 @@ fn limits(tiled: bool, max_binding: u64) -> Limits {
         max_grid: 65535,
         workgroup_bytes: 16384,
         tiled,
+        cpu,
+        block_rows: None,
     }
 }
 
@@ -161,8 +164,8 @@ fn every_kernel_variant_validates_without_an_adapter() {
         loss_types.extend(config.losses.iter().map(|t| t.kind.loss_type()));
         for (rows, max_binding) in [(300, 128 << 20), (3000, 4096)] {
             let shapes = shapes_for(&config, rows);
-            for tiled in [true, false] {
-                let blueprint = match build(&config, &shapes, &limits(tiled, max_binding)) {
+            for (tiled, cpu) in [(true, false), (false, false), (true, true), (false, true)] {
+                let blueprint = match build(&config, &shapes, &limits(tiled, max_binding, cpu)) {
                     Ok(b) => b,
                     // Small bindings refuse the sweeps that must fit one; that is a clear error.
                     Err(e) if max_binding == 4096 => {
@@ -203,11 +206,11 @@ fn a_refused_plan_names_the_limit() {
     )
     .unwrap();
     let shapes = shapes_for(&config, 100);
-    let mut small = limits(true, 128 << 20);
+    let mut small = limits(true, 128 << 20, false);
     small.workgroup_bytes = 4096;
     let e = build(&config, &shapes, &small).unwrap_err();
     assert!(e.to_string().contains("workgroup memory"), "{e}");
-    small = limits(true, 128 << 20);
+    small = limits(true, 128 << 20, false);
     small.max_buffer = 1000;
     let shapes = shapes_for(&config, 1000);
     let e = build(&config, &shapes, &small).unwrap_err();

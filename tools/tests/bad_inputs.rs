@@ -658,6 +658,7 @@ fn a_binding_limit_error_names_the_terms_and_the_tensor() {
     common::adapters();
     let options = lossfuse::EngineOptions {
         max_binding_bytes: Some(128),
+        ..Default::default()
     };
     for engine in Engine::all(options).unwrap() {
         let e = engine.plan(&config, &shapes).err().expect("a 256-byte row");

@@ -25,7 +25,7 @@ use super::params::ParamSpec;
 use crate::batch::Shapes;
 use crate::config::LossTerm;
 use crate::error::{Error, Result};
-use crate::kernel::{bind, internal, Bind, Binding, Chunk, Params, PassSpec, Source, Work};
+use crate::kernel::{bind, internal, Bind, Binding, Chunk, Params, PassSpec, Source, Work, WG};
 use crate::layout::{Layout, LayoutBuilder};
 use crate::reference::terms::{TermState, TermValue};
 use crate::tensor::HostBatch;
@@ -257,6 +257,8 @@ struct Kernels {
     buffers: Buffers,
     bank: Option<Bank>,
     spec: Specialization,
+    /// Rows per invocation of the sweeps (retrieval.wgsl's RB).
+    rb: u32,
 }
 
 /// The bank of a cross-batch term with `m` rows: its embedding parts (each within one binding),
@@ -344,7 +346,9 @@ impl Kernels {
             (Some(bk), Some((_, warmup))) => (bk.rows as u32, warmup, bk.state_word),
             _ => (1, 0, 0),
         };
+        let rb = embedding::block_rows(ctx.cpu, ctx.block_rows, d, nq);
         let spec = Specialization::new()
+            .u32("RB", rb)
             .u32("D", d as u32)
             .u32("TC", tc)
             .bool("TILED", ctx.tiled)
@@ -368,6 +372,7 @@ impl Kernels {
             buffers,
             bank,
             spec,
+            rb,
         })
     }
 
@@ -379,7 +384,14 @@ impl Kernels {
         binds: Vec<Binding>,
         params: Params,
     ) -> PassSpec {
-        embedding::pass(label, "retrieval.wgsl", entry, spec, binds, params)
+        let mut pass = embedding::pass(label, "retrieval.wgsl", entry, spec, binds, params);
+        if matches!(entry, "sweep_rows" | "grad_cols") {
+            // Each invocation holds `rb` rows (retrieval.wgsl's RB).
+            pass.work = Work::Rows {
+                rows_per_wg: WG * self.rb,
+            };
+        }
+        pass
     }
 
     /// One sweep of the loss rows over a range of columns (`cols`, their bias and ids): the
@@ -421,7 +433,7 @@ impl Kernels {
     /// then dq), in column ranges short enough for llvmpipe's loop limiter (see retrieval.wgsl).
     fn sweeps(&self, ctx: &Ctx, out: &mut Vec<PassSpec>) {
         let u = &self.buffers;
-        let range = embedding::columns_per_dispatch(self.d);
+        let range = embedding::columns_per_dispatch_block(self.d, self.rb);
         for grad in [false, true] {
             for (first, count) in ranges(self.nk, range) {
                 let params = range_params(first, count, first, false);
@@ -474,7 +486,7 @@ impl Kernels {
             rowinfo(t, label, &self.spec, ctx, [u.row_w, u.bias, u.ids], b),
         ];
         self.sweeps(ctx, &mut forward);
-        for (first, count) in ranges(self.nq, embedding::columns_per_dispatch(d)) {
+        for (first, count) in ranges(self.nq, embedding::columns_per_dispatch_block(d, self.rb)) {
             forward.push(self.kernel(
                 format!("{label} grad_cols rows {first}.."),
                 self.spec.clone().bool("GRAD_COLS", true),

@@ -102,6 +102,7 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
     crate::files::check_output(&md_path, "--markdown")?;
     let options = EngineOptions {
         max_binding_bytes: args.max_binding_bytes,
+        ..Default::default()
     };
     let engines = crate::engines::open(&args.adapters, options)?;
     let report = check(&cases, &engines, args.seed, |line| {
