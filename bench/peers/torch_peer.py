@@ -67,6 +67,81 @@ def shape(*names):
     return register
 
 
+def leaf(t):
+    """A differentiable input: a float copy that autograd tracks."""
+    return t.detach().float().requires_grad_(True)
+
+
+def one_config(meta):
+    """The single config text of a one-plan shape (the peer knows only those)."""
+    (text,) = meta["configs"]
+    return text
+
+
+def binary_ce(x, y):
+    """EasyRec `classification` (sigmoid CE), mean over rows (nonzero_mean without weights)."""
+    return F.binary_cross_entropy_with_logits(x, y)
+
+
+def binary_focal(x, y, gamma, alpha):
+    """docs/LOSSES.md §2.5 without smoothing or OHEM: (1 − p_t)^γ·α_t·CE, p clipped to
+    [1e-7, 1 − 1e-7], the modulator not detached; mean over rows."""
+    p = torch.sigmoid(x).clamp(1e-7, 1 - 1e-7)
+    p_t = y * p + (1 - y) * (1 - p)
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    return ((1 - p_t) ** gamma * alpha_t * ce).mean()
+
+
+def sigmoid_l2(x, y):
+    """EasyRec SIGMOID_L2_LOSS: mean of (σ(x) − y)²."""
+    return ((torch.sigmoid(x) - y) ** 2).mean()
+
+
+@shape("classification_64k", "classification_1m", "classification_16m", "classification_64m")
+def classification(t, meta, device):
+    x, y = leaf(t["logits"]), t["labels"].float()
+    return (lambda: backward(binary_ce(x, y))), [x]
+
+
+@shape("fused3_1m", "fused3_16m")
+def fused3(t, meta, device):
+    # classification + binary_focal_loss (γ = 2, α = 0.25) + sigmoid_l2_loss on one logits column.
+    assert "gamma = 2.0" in one_config(meta) and "alpha = 0.25" in one_config(meta)
+    x, y = leaf(t["logits"]), t["labels"].float()
+    total = lambda: binary_ce(x, y) + binary_focal(x, y, 2.0, 0.25) + sigmoid_l2(x, y)
+    return (lambda: backward(total())), [x]
+
+
+@shape("softmax_ce_4096x8192", "softmax_ce_16384x131072")
+def softmax_ce(t, meta, device):
+    x, y = leaf(t["logits"]), t["labels"].long()
+    return (lambda: backward(F.cross_entropy(x, y))), [x]
+
+
+@shape("in_batch_4096_d64", "in_batch_16384_d128", "in_batch_65536_d128")
+def in_batch(t, meta, device):
+    # docs/LOSSES.md §7.1: s_ij = cos(u_i, v_j)/T − log_q_j; columns j ≠ i with id_j = id_i
+    # removed; mean over rows of lse_j(s_ij) − s_ii.
+    text = one_config(meta)
+    assert "similarity = 'cosine'" in text and "temperature = 0.05" in text
+    u, v = leaf(t["user"]), leaf(t["item"])
+    ids, log_q = t["item_id"].long(), t["log_q"].float()
+    hits = ids[:, None] == ids[None, :]
+    hits.fill_diagonal_(False)
+    target = torch.arange(u.shape[0], device=u.device)
+
+    def total():
+        s = F.normalize(u, dim=1) @ F.normalize(v, dim=1).T / 0.05 - log_q[None, :]
+        return F.cross_entropy(s.masked_fill(hits, float("-inf")), target)
+    return (lambda: backward(total())), [u, v]
+
+
+def backward(loss):
+    loss.backward()
+    return loss.detach()
+
+
 # ---------------------------------------------------------------------------------------------
 # The harness.
 # ---------------------------------------------------------------------------------------------
