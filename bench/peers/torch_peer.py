@@ -113,6 +113,31 @@ def fused3(t, meta, device):
     return (lambda: backward(total())), [x]
 
 
+@shape("separate3_1m")
+def separate3(t, meta, device):
+    # The fused3 terms as three plans (lossfuse's total is their sum); one step for PyTorch.
+    assert len(meta["configs"]) == 3
+    x, y = leaf(t["logits"]), t["labels"].float()
+    total = lambda: binary_ce(x, y) + binary_focal(x, y, 2.0, 0.25) + sigmoid_l2(x, y)
+    return (lambda: backward(total())), [x]
+
+
+@shape("kd_softmax_4096x1024")
+def kd_softmax(t, meta, device):
+    # softmax_cross_entropy + kl_divergence_loss (T = 2) on one logits tensor, docs/LOSSES.md
+    # §10.2: Keras' KLD of softmax(teacher/T) and softmax(student/T), both clipped below at 1e-7,
+    # mean over rows; the teacher gets no gradient.
+    assert "temperature = 2.0" in one_config(meta)
+    x, y = leaf(t["logits"]), t["labels"].long()
+    q = F.softmax(t["teacher"].float() / 2.0, dim=1).clamp_min(1e-7)
+
+    def total():
+        p = F.softmax(x / 2.0, dim=1).clamp_min(1e-7)
+        kl = (q * (q.log() - p.log())).sum(dim=1).mean()
+        return F.cross_entropy(x, y) + kl
+    return (lambda: backward(total())), [x]
+
+
 @shape("softmax_ce_4096x8192", "softmax_ce_16384x131072")
 def softmax_ce(t, meta, device):
     x, y = leaf(t["logits"]), t["labels"].long()

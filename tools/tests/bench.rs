@@ -466,6 +466,8 @@ fn peer_losses_agree_with_lossfuse() {
         "softmax_ce_4096x8192",
         "classification_64k",
         "fused3_1m",
+        "separate3_1m",
+        "kd_softmax_4096x1024",
         "in_batch_4096_d64",
     ] {
         args.extend(["--shape", shape]);
