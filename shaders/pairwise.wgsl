@@ -71,9 +71,13 @@ struct PairSweep {
 @group(0) @binding(10) var<storage, read_write> grad: array<f32>;
 
 // softplus(−(d − margin)).
+// One exp serves the loss and its derivative (the same arithmetic as softplus and sigmoid).
 fn pair_logistic(d: f32, margin: f32) -> vec3<f32> {
     let z = d - margin;
-    return vec3<f32>(softplus(-z), -sigmoid(-z), 1.0);
+    let e = exp(-abs(z));
+    let loss = max(-z, 0.0) + log1p_f(e);
+    let s = 1.0 / (1.0 + e);
+    return vec3<f32>(loss, -select(e * s, s, z <= 0.0), 1.0);
 }
 
 // relu(margin − d), or relu(e^min(a, 88) − 1) with USE_EXPONENT (EasyRec's clip: flat beyond);
@@ -156,10 +160,17 @@ var<workgroup> sweep_span: vec2<u32>;
 var<workgroup> local_hist: array<atomic<u32>, 256>;
 var<workgroup> local_count: atomic<u32>;
 
-// What one invocation carries through its sweep.
-var<private> me: vec4<f32>;
+// Sorted rows one sweep invocation holds (1..=8, consecutive): each visited row is loaded from
+// the tile once for all of them (on CPU adapters a load costs about 100 FMAs). The visits are
+// written out per held row, not looped, because llvmpipe's loop limiter counts every iteration.
+const RB: u32 = 1u; // @spec
+
+// What one invocation carries through its sweep: its held rows, their session ranges and
+// gradients, and the loss partials of all of them.
+var<private> held: array<vec4<f32>, RB>;
+var<private> held_range: array<vec2<u32>, RB>;
+var<private> held_grad: array<f32, RB>;
 var<private> acc: vec4<f32>;
-var<private> row_grad: f32;
 var<private> threshold: u32;
 var<private> last_tie: u32;
 var<private> pair_count: u32;
@@ -175,8 +186,9 @@ fn sweep_stage(lid: u32, first: u32, n: u32) {
     }
 }
 
-// A pair visited from this row: the loss (from the higher row) and this row's gradient.
-fn visit_loss(o: vec4<f32>) {
+// A pair visited from held row `k`: the loss (from the higher row) and this row's gradient.
+fn visit_loss(k: u32, o: vec4<f32>) {
+    let me = held[k];
     let up = me.y > o.y;
     if (up || o.y > me.y) {
         let hi = select(o, me, up);
@@ -185,9 +197,9 @@ fn visit_loss(o: vec4<f32>) {
         if (!OHEM) {
             if (up) {
                 acc = acc + vec4<f32>(me.z * pl.x, me.z * pl.z, select(0.0, pl.z, me.z != 0.0), pl.z);
-                row_grad = row_grad + me.z * pl.y;
+                held_grad[k] = held_grad[k] + me.z * pl.y;
             } else {
-                row_grad = row_grad - o.z * pl.y;
+                held_grad[k] = held_grad[k] - o.z * pl.y;
             }
         } else {
             // Kept: among the k largest values (ties by pair index) and positive.
@@ -196,17 +208,19 @@ fn visit_loss(o: vec4<f32>) {
             if (pl.z != 0.0 && v > 0.0 && select_kept(order_key(v), index, threshold, last_tie)) {
                 if (up) {
                     acc = acc + vec4<f32>(v, 0.0, 1.0, 0.0);
-                    row_grad = row_grad + me.z * pl.y;
+                    held_grad[k] = held_grad[k] + me.z * pl.y;
                 } else {
-                    row_grad = row_grad - o.z * pl.y;
+                    held_grad[k] = held_grad[k] - o.z * pl.y;
                 }
             }
         }
     }
 }
 
-// A pair visited from its higher row, in one OHEM histogram round over the pair values w_i·l.
-fn visit_select(o: vec4<f32>) {
+// A pair visited from its higher row, held row `k`, in one OHEM histogram round over the pair
+// values w_i·l.
+fn visit_select(k: u32, o: vec4<f32>) {
+    let me = held[k];
     if (me.y > o.y) {
         let pl = pair_of(me, o);
         if (pl.z != 0.0) {
@@ -228,11 +242,41 @@ fn visit_select(o: vec4<f32>) {
     }
 }
 
+// Visits `item` from held row `k` when it lies in that row's session.
+fn visit_held(k: u32, item: u32, o: vec4<f32>) {
+    let range = held_range[k];
+    if (item >= range.x && item < range.y) {
+        if (SELECT_SWEEP) {
+            visit_select(k, o);
+        } else {
+            visit_loss(k, o);
+        }
+    }
+}
+
 fn sweep_visit(item: u32, slot: u32) {
-    if (SELECT_SWEEP) {
-        visit_select(tile[slot]);
-    } else {
-        visit_loss(tile[slot]);
+    let o = tile[slot];
+    visit_held(0u, item, o);
+    if (RB > 1u) {
+        visit_held(1u, item, o);
+    }
+    if (RB > 2u) {
+        visit_held(2u, item, o);
+    }
+    if (RB > 3u) {
+        visit_held(3u, item, o);
+    }
+    if (RB > 4u) {
+        visit_held(4u, item, o);
+    }
+    if (RB > 5u) {
+        visit_held(5u, item, o);
+    }
+    if (RB > 6u) {
+        visit_held(6u, item, o);
+    }
+    if (RB > 7u) {
+        visit_held(7u, item, o);
     }
 }
 
@@ -258,6 +302,23 @@ fn finish_select(lid: u32, wg: u32) {
     }
 }
 
+// Loads the invocation's RB sorted rows from `first` on (ranges empty beyond the chunk); returns
+// the union of their sessions' ranges, which is what the invocation visits.
+fn load_held(first: u32, rows_in_chunk: u32) -> vec2<u32> {
+    var span = vec2<u32>(0xffffffffu, 0u);
+    for (var k = 0u; k < RB; k = k + 1u) {
+        let p = first + k;
+        held_grad[k] = 0.0;
+        held_range[k] = vec2<u32>(0u, 0u);
+        if (p < rows_in_chunk) {
+            held[k] = rows[p];
+            held_range[k] = session_range(p, rows_in_chunk);
+            span = vec2<u32>(min(span.x, held_range[k].x), max(span.y, held_range[k].y));
+        }
+    }
+    return select(vec2<u32>(0u, 0u), span, span.x < span.y);
+}
+
 @compute @workgroup_size(256)
 fn pair_sweep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
               @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -267,20 +328,21 @@ fn pair_sweep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     digits = sweep_params.digits;
     batch = sweep_params.batch;
     let wg = linear_workgroup(wid, nwg);
-    let p = wg * WG + lid;
-    let valid = wg < sweep_chunk.wgs && p < sweep_chunk.rows;
+    let first = (wg * WG + lid) * RB;
+    let valid = wg < sweep_chunk.wgs && first < sweep_chunk.rows;
     // An index round of a selection that needs none does nothing.
     let idle = SELECT_SWEEP && round >= VALUE_ROUNDS && atomicLoad(&aux[state + SEL_DONE]) == 1u;
     var range = vec2<u32>(0u, 0u);
     if (valid && !idle) {
-        me = rows[p];
-        range = session_range(p, sweep_chunk.rows);
+        range = load_held(first, sweep_chunk.rows);
     }
-    // The workgroup's span of sorted rows: its first row's session start to its last row's end.
+    // The workgroup's span of sorted rows: its first row's session start to its last row's end
+    // (sessions are contiguous, so the ranges of the rows between lie inside).
     if (lid == 0u) {
         sweep_span.x = range.x;
     }
-    if (valid && (lid == WG - 1u || p == sweep_chunk.rows - 1u)) {
+    let last = first + RB >= sweep_chunk.rows || lid == WG - 1u;
+    if (valid && last) {
         sweep_span.y = range.y;
     }
     let s = workgroupUniformLoad(&sweep_span);
@@ -301,7 +363,11 @@ fn pair_sweep(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         partials[partial_index(sweep_chunk, SLOT, wg)] = total;
     }
     if (valid) {
-        pair_grad[p] = through_score(row_grad, me.x);
+        for (var k = 0u; k < RB; k = k + 1u) {
+            if (first + k < sweep_chunk.rows) {
+                pair_grad[first + k] = through_score(held_grad[k], held[k].x);
+            }
+        }
     }
 }
 

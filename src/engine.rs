@@ -78,10 +78,11 @@ pub struct EngineOptions {
     /// Caps the bytes one storage binding may cover below the adapter's own limit, so that the
     /// splitting of large tensors can be exercised on adapters with huge limits.
     pub max_binding_bytes: Option<u64>,
-    /// Rows one invocation of the retrieval sweeps holds in registers (each visited row loaded
-    /// once for all of them), overriding the adapter's choice (8 rows at d ≤ 64 on CPU adapters
-    /// when the batch keeps every core busy, else 1); clamped to 1..=8 and to 512 floats per
-    /// invocation. For tuning on a GPU, and for tests that exercise blocks on any adapter.
+    /// Rows one invocation of the retrieval and pairwise sweeps holds in registers (each
+    /// visited row loaded once for all of them), overriding the adapter's choice (on CPU
+    /// adapters up to 8 when the batch keeps every core busy, else 1); clamped to 1..=8, and for
+    /// retrieval to 512 floats per invocation. For tuning on a GPU, and for tests that exercise
+    /// blocks on any adapter.
     pub sweep_block_rows: Option<u32>,
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use lossfuse::{Batch, DType, Error, LossConfig, Shapes};
+use lossfuse::{Batch, DType, EngineOptions, Error, LossConfig, Shapes};
 
 fn term(body: &str) -> String {
     format!("[[losses]]\n{body}\n")
@@ -174,6 +174,36 @@ fn ohem_k_rounds_half_to_even_at_exact_ties_as_the_reference() {
                 1,
                 PAIR_TOL,
             );
+        }
+    }
+}
+
+#[test]
+fn sweeps_holding_blocks_of_rows_match_the_reference() {
+    // Every pair loss, with and without OHEM, with 3 and 8 sorted rows per sweep invocation
+    // (the CPU adapters' choice at B = 777 is 1): blocks that straddle sessions, a last block
+    // cut short by the end of the batch (777 = 3·259 = 8·97 + 1).
+    let b = batch(9, 777);
+    for rows in [3, 8] {
+        let options = EngineOptions {
+            sweep_block_rows: Some(rows),
+            ..Default::default()
+        };
+        let engines = engines_with(options);
+        for loss in PAIR_LOSSES.iter().copied().chain([
+            "loss_type = 'pairwise_focal_loss'\ngamma = 1.0\nhinge_margin = 1.0\nohem_ratio = 0.1",
+            "loss_type = 'pair_wise_loss'\nohem_ratio = 0.37",
+        ]) {
+            let toml = term(&format!(
+                "{loss}\nlogits = 'x'\nlabels = 'y'\nsession = 's'\nsample_weights = 'w'"
+            ));
+            let config = LossConfig::from_toml_str(&toml).unwrap();
+            let reference = run_reference(&config, &b.0, 1);
+            for engine in &engines {
+                let gpu = run_gpu(engine, &config, &b.0, 1);
+                let label = format!("{} rows {rows}: {loss}", engine.adapter().label());
+                assert_matches(&label, &gpu[0], &reference[0], PAIR_TOL);
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! What the families' kernels share: the scalars record of a term, a generated kernel's bound
-//! tensors, and sample-weight expressions.
+//! tensors, sample-weight expressions, and how many rows a sweep invocation holds.
 
 use crate::kernel::{bind, Bind, Binding, Source};
 use crate::wgsl::f32_literal;
@@ -106,4 +106,24 @@ pub(crate) fn sample_weight_splice(weights: &[(String, f64)]) -> Option<(String,
         "fn sample_weight(r: u32) -> f32 {{\n    return {expr};\n}}"
     );
     Some((src, binds))
+}
+
+/// Rows one invocation of a sweep over `rows` rows holds in registers, so that each item it
+/// visits is loaded once for all of them: on CPU adapters, where a load costs about 100 FMAs,
+/// up to `fit` (what the kernel's registers take) while the pass keeps one workgroup of 256
+/// invocations per core for the driver's threads (lavapipe and llvmpipe run one per core); on
+/// other adapters 1, until a GPU has measured the trade against occupancy (a block of 8 rows
+/// leaves B/8 invocations). `chosen` (`EngineOptions::sweep_block_rows`) overrides that,
+/// within `fit`.
+pub(crate) fn held_rows(cpu: bool, chosen: Option<u32>, fit: u32, rows: u64) -> u32 {
+    let fit = fit.max(1);
+    if let Some(n) = chosen {
+        return n.clamp(1, fit);
+    }
+    if !cpu {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let parallel = (rows / (cores * crate::kernel::WG as u64)).max(1);
+    parallel.min(fit as u64) as u32
 }

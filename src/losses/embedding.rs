@@ -241,23 +241,11 @@ pub(crate) fn tile_columns(d: u64, extra: u64, workgroup_bytes: u64) -> Option<u
     (tc > 0).then_some(tc as u32)
 }
 
-/// Rows of `d` floats one invocation of a retrieval sweep over `rows` rows holds in registers,
-/// so that each visited row is loaded once for all of them: on CPU adapters, where a load costs
-/// about 100 FMAs, as many as fit 512 floats (up to 8) while the pass keeps one workgroup per
-/// core for the driver's threads (lavapipe and llvmpipe run one per core); on other adapters 1,
-/// until a GPU has measured the trade against occupancy (a block of 8 rows leaves B/8
-/// invocations). `chosen` (`EngineOptions::sweep_block_rows`) overrides that, within the fit.
+/// Rows of `d` floats one invocation of a retrieval sweep over `rows` rows holds in registers
+/// ([`super::common::held_rows`]): as many as fit 512 floats, up to 8.
 pub(crate) fn block_rows(cpu: bool, chosen: Option<u32>, d: u64, rows: u64) -> u32 {
-    let fit = (512 / d.max(1)).clamp(1, 8);
-    if let Some(n) = chosen {
-        return n.clamp(1, fit as u32);
-    }
-    if !cpu {
-        return 1;
-    }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let parallel = (rows / (cores * WG as u64)).max(1);
-    fit.min(parallel) as u32
+    let fit = (512 / d.max(1)).clamp(1, 8) as u32;
+    super::common::held_rows(cpu, chosen, fit, rows)
 }
 
 /// Columns one sweep dispatch visits per invocation that holds `rb` rows of `d` floats:

@@ -191,6 +191,10 @@ pub(crate) struct SessionCtx<'a> {
     pub accumulate: bool,
     /// The regions of the shared buffers.
     pub layout: &'a crate::layout::Layout,
+    /// Whether the adapter is a CPU (then the sweeps hold blocks of rows).
+    pub cpu: bool,
+    /// `EngineOptions::sweep_block_rows`.
+    pub block_rows: Option<u32>,
 }
 
 /// The specialisation and bindings every kernel of a term shares: its grouping, and its sample

@@ -549,6 +549,8 @@ impl GroupBuilder<'_> {
                 next_slot: &mut next_slot,
                 accumulate,
                 layout: self.layout,
+                cpu: self.limits.cpu,
+                block_rows: self.limits.block_rows,
             };
             let passes = term.passes(t, &mut ctx)?;
             ge_slots.push(passes.second_slot);

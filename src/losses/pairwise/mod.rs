@@ -152,6 +152,7 @@ impl SessionTerm for PairTerm {
             rows: (ctx.alloc)(format!("pair_rows/{name}"), term.rows * 16)?,
             grad: (ctx.alloc)(format!("pair_grad/{name}"), term.rows * 4)?,
             select_base: ctx.layout.aux(term.slot, "select").map_or(0, |r| r.offset),
+            held_rows: super::common::held_rows(ctx.cpu, ctx.block_rows, 8, term.rows),
         };
         Ok(passes(
             self,
@@ -190,6 +191,8 @@ pub(crate) struct PairBuffers {
     pub grad: usize,
     /// The OHEM selection state's first word in `aux`.
     pub select_base: u32,
+    /// Sorted rows each sweep invocation holds (pairwise.wgsl's `RB`).
+    pub held_rows: u32,
 }
 
 crate::gpu_struct! {
@@ -324,6 +327,15 @@ fn passes(
             ],
         )
     };
+    // The sweeps: `held_rows` sorted rows per invocation.
+    let sweep =
+        |name: String, spec: Specialization, params: Params, binds: Vec<Binding>| PassSpec {
+            params,
+            work: Work::Rows {
+                rows_per_wg: WG * buffers.held_rows,
+            },
+            ..pass(name, "pair_sweep", spec.u32("RB", buffers.held_rows), binds)
+        };
     let sweep_binds = vec![
         bind("sweep_params", Bind::Chunk),
         internal("partials", shared.partials),
@@ -346,15 +358,12 @@ fn passes(
         let digits = select::index_digits(rows * rows);
         let select_spec = spec.clone().bool("SELECT_SWEEP", true);
         for round in 0..select::VALUE_ROUNDS + digits {
-            forward.push(PassSpec {
-                params: sweep_params(round, digits),
-                ..pass(
-                    format!("{label} select round {round} histogram"),
-                    "pair_sweep",
-                    select_spec.clone(),
-                    sweep_binds.clone(),
-                )
-            });
+            forward.push(sweep(
+                format!("{label} select round {round} histogram"),
+                select_spec.clone(),
+                sweep_params(round, digits),
+                sweep_binds.clone(),
+            ));
             forward.push(select::pick(
                 &label,
                 shared.aux,
@@ -365,15 +374,12 @@ fn passes(
             ));
         }
     }
-    forward.push(PassSpec {
-        params: sweep_params(0, 0),
-        ..pass(
-            format!("{label} pairs"),
-            "pair_sweep",
-            spec.clone(),
-            sweep_binds,
-        )
-    });
+    forward.push(sweep(
+        format!("{label} pairs"),
+        spec.clone(),
+        sweep_params(0, 0),
+        sweep_binds,
+    ));
     let apply = pass(
         format!("{label} apply"),
         "pair_apply",
