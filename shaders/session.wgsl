@@ -3,9 +3,12 @@
 //
 // Keys are the raw bits of the ids, low word then high word (64-bit ids): only equality matters,
 // so signed ids need no flipping. Each radix pass is `session_histogram` (per-workgroup digit
-// counts), `session_scan` (one workgroup: exclusive prefix over (digit, workgroup), digit-major)
-// and `session_scatter` (each key to its prefix plus its rank among the equal digits before it in
-// its workgroup: stable, hence deterministic). No float and no order-dependent atomics.
+// counts), `session_scan` (one workgroup: exclusive prefix over (digit, workgroup), digit-major;
+// it also flags a pass whose keys all share one digit) and `session_scatter` (each key to its
+// prefix plus its rank among the equal digits before it in its workgroup: stable, hence
+// deterministic; a flagged pass is a plain copy). The rank reads the workgroup's digits packed 16
+// to a vec4<u32> and counts the equal bytes of each word at once (at most 16 loads per key, where
+// one digit per load took up to 255). No float and no order-dependent atomics.
 // Each dispatch's parameters are a `SessionPass` (mirrored in src/losses/session.rs).
 
 //#import common.wgsl
@@ -27,7 +30,12 @@ struct SessionPass {
 
 var<workgroup> digit_hist: array<atomic<u32>, 256>;
 var<workgroup> tile_digits: array<u32, 256>;
+// The workgroup's 256 digits, byte b of component c of entry i being digit 16·i + 4·c + b.
+var<workgroup> packed_digits: array<vec4<u32>, 16>;
 var<workgroup> scan_block: array<u32, 256>;
+// Whether every key of the pass has the same digit (then the scatter is the identity).
+var<workgroup> one_digit: atomic<u32>;
+var<workgroup> copy_pass: u32;
 
 fn key_digit(key: SessionKey, pass_index: u32) -> u32 {
     let shift = 8u * (pass_index % 4u);
@@ -142,6 +150,49 @@ fn session_scan(@builtin(local_invocation_index) lid: u32) {
         counts[i] = running;
         running = running + c;
     }
+    flag_one_digit(lid, n, chunk.rows);
+}
+
+// counts[n] = 1 when one digit holds all `rows` keys (its bucket spans the whole prefix), else 0.
+fn flag_one_digit(lid: u32, n: u32, rows: u32) {
+    if (lid == 0u) {
+        atomicStore(&one_digit, 0u);
+    }
+    storageBarrier();
+    workgroupBarrier();
+    let wgs = n / 256u;
+    let bucket_end = select(rows, counts[(lid + 1u) * wgs], lid < 255u);
+    if (rows != 0u && bucket_end - counts[lid * wgs] == rows) {
+        atomicStore(&one_digit, 1u);
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+        counts[n] = atomicLoad(&one_digit);
+    }
+}
+
+// How many of the 4 bytes of `w` equal the byte `digit`, among the bytes under `mask` (SWAR:
+// a byte of t = w ^ digit·0x01010101 is zero exactly when bit 7 of the result is set there).
+fn equal_bytes(w: vec4<u32>, digit: u32, mask: vec4<u32>) -> u32 {
+    let t = w ^ vec4<u32>(digit * 0x01010101u);
+    let low = vec4<u32>(0x7f7f7f7fu);
+    let zero = ~(((t & low) + low) | t | low) & mask;
+    let c = countOneBits(zero);
+    return c.x + c.y + c.z + c.w;
+}
+
+// The number of keys before `lid` in the workgroup with digit `digit` (packed_digits staged).
+fn digit_rank(lid: u32, digit: u32) -> u32 {
+    let full = lid / 16u;
+    var rank = 0u;
+    for (var i = 0u; i < full; i = i + 1u) {
+        rank = rank + equal_bytes(packed_digits[i], digit, vec4<u32>(0xffffffffu));
+    }
+    // The entry holding lid: its bytes before lid.
+    let before = vec4<i32>(i32(lid % 16u)) - vec4<i32>(0, 4, 8, 12);
+    let bytes = vec4<u32>(clamp(before, vec4<i32>(0), vec4<i32>(4)));
+    let mask = select((vec4<u32>(1u) << (8u * bytes)) - 1u, vec4<u32>(0xffffffffu), bytes == vec4<u32>(4u));
+    return rank + equal_bytes(packed_digits[full], digit, mask);
 }
 
 // Moves every key to counts[digit * workgroups + wg] plus the number of keys with the same digit
@@ -157,22 +208,37 @@ fn session_scatter(
     let wg = linear_workgroup(wid, nwg);
     let r = wg * WG + lid;
     let valid = wg < chunk.wgs && r < chunk.rows;
+    if (lid == 0u) {
+        copy_pass = counts[256u * sort_workgroups(chunk.rows)];
+    }
+    if (workgroupUniformLoad(&copy_pass) == 1u) {
+        if (valid) {
+            keys_out[r] = keys_in[r];
+            vals_out[r] = vals_in[r];
+        }
+        return;
+    }
+    // Keys beyond the batch come after every valid one, so their digit (0) counts for none.
     var key = SessionKey(0u, 0u);
-    var digit = 256u;
+    var digit = 0u;
     if (valid) {
         key = keys_in[r];
         digit = key_digit(key, params.pass_index);
     }
     tile_digits[lid] = digit;
     workgroupBarrier();
+    if (lid < 16u) {
+        var word = vec4<u32>(0u);
+        for (var b = 0u; b < 16u; b = b + 1u) {
+            word[b / 4u] = word[b / 4u] | (tile_digits[16u * lid + b] << (8u * (b % 4u)));
+        }
+        packed_digits[lid] = word;
+    }
+    workgroupBarrier();
     if (!valid) {
         return;
     }
-    var rank = 0u;
-    for (var j = 0u; j < lid; j = j + 1u) {
-        rank = rank + select(0u, 1u, tile_digits[j] == digit);
-    }
-    let at = counts[digit * chunk.wgs + wg] + rank;
+    let at = counts[digit * chunk.wgs + wg] + digit_rank(lid, digit);
     keys_out[at] = key;
     vals_out[at] = vals_in[r];
 }

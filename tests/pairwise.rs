@@ -294,6 +294,31 @@ fn sixty_four_bit_session_ids() {
 }
 
 #[test]
+fn sort_passes_whose_keys_share_one_digit_are_copies() {
+    // 64-bit ids below 37: seven of the eight radix passes find one digit for all 1,000 keys
+    // (four workgroups) and copy them; the same sessions under ids whose every byte varies take
+    // all eight passes. Both against the reference, and both group the rows identically.
+    let mut rng = Rng::new(8);
+    let b = 1000;
+    let small: Vec<i64> = (0..b).map(|_| rng.below(37) as i64).collect();
+    let spread: Vec<i64> = small
+        .iter()
+        .map(|&s| (s + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as i64))
+        .collect();
+    let x = reals(&mut rng, b, -2.0, 2.0);
+    let y: Vec<f64> = (0..b).map(|_| rng.below(4) as f64).collect();
+    let config =
+        term("loss_type = 'pairwise_logistic_loss'\nlogits = 'x'\nlabels = 'y'\nsession = 's'");
+    for ids in [small, spread] {
+        let inputs = Inputs::new()
+            .real("x", &[b], x.clone())
+            .real("y", &[b], y.clone())
+            .ids("s", &[b], ids);
+        check_all(&config, &inputs, 1, PAIR_TOL);
+    }
+}
+
+#[test]
 fn no_session_at_16384_rows() {
     // 268M row pairs, streamed: the plan's buffers stay linear in B.
     let mut rng = Rng::new(6);

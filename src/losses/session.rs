@@ -1,6 +1,8 @@
 //! Rows grouped by session on the GPU (`shaders/session.wgsl`), shared by the pairwise terms,
 //! JRC and the listwise terms: a stable LSD radix sort of (session id, row) with 8-bit digits (4 passes for 32-bit ids,
-//! 8 for 64-bit), then every sorted row's session range [start, end). The host never reads the
+//! 8 for 64-bit; a pass whose keys all share one digit is a copy, and a key's rank among its
+//! workgroup's equal digits is counted 16 digits per load), then every sorted row's session
+//! range [start, end). The host never reads the
 //! ids; no buffer grows faster than B. Without a session tensor the whole batch is one session
 //! and nothing is sorted.
 //!
@@ -23,7 +25,7 @@ pub(crate) struct SessionBuffers {
     /// Ping-pong row buffers (4 bytes per row); `vals[0]` ends as the sorted order: the row at
     /// each sorted position.
     pub vals: [usize; 2],
-    /// Digit counts: 256 per sort workgroup.
+    /// Digit counts: 256 per sort workgroup, then the scan's one-digit flag.
     pub counts: usize,
     /// [start, end) of every sorted row's session (8 bytes per row).
     pub bounds: usize,
@@ -38,7 +40,7 @@ impl SessionBuffers {
             rows * 8,
             rows * 4,
             rows * 4,
-            workgroups * 256 * 4,
+            workgroups * 256 * 4 + 4,
             rows * 8,
         ]
     }
