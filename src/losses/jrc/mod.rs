@@ -187,7 +187,8 @@ fn passes(
         .u32("GE_SLOT", ge_slot)
         .u32("COEF", coef as u32)
         .u32("COEF2", (coef - crate::combine::T_COEF + T_COEF2) as u32)
-        .bool("ACCUMULATE", grad_accumulates);
+        .bool("ACCUMULATE", grad_accumulates)
+        .u32("SWEEP_UNROLL", 4);
     let pass = |name: &str, entry: &'static str, spec: Specialization, binds: Vec<Binding>| {
         let mut all = grouping_binds.clone();
         all.extend(binds);

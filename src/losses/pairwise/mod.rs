@@ -334,7 +334,12 @@ fn passes(
             work: Work::Rows {
                 rows_per_wg: WG * buffers.held_rows,
             },
-            ..pass(name, "pair_sweep", spec.u32("RB", buffers.held_rows), binds)
+            ..pass(
+                name,
+                "pair_sweep",
+                spec.u32("RB", buffers.held_rows).u32("SWEEP_UNROLL", 4),
+                binds,
+            )
         };
     let sweep_binds = vec![
         bind("sweep_params", Bind::Chunk),
