@@ -59,6 +59,13 @@ fn softplus(z: f32) -> f32 {
     return max(z, 0.0) + log1p_f(exp(-abs(z)));
 }
 
+// (softplus(z), σ(z)) from one exp(-|z|): the same arithmetic as the two functions apart.
+fn softplus_sigmoid(z: f32) -> vec2<f32> {
+    let e = exp(-abs(z));
+    let s = 1.0 / (1.0 + e);
+    return vec2<f32>(max(z, 0.0) + log1p_f(e), select(e * s, s, z >= 0.0));
+}
+
 // σ(x) through exp(-|x|), accurate in both tails.
 fn sigmoid(x: f32) -> f32 {
     let e = exp(-abs(x));

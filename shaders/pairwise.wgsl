@@ -70,14 +70,10 @@ struct PairSweep {
 @group(0) @binding(9) var<storage, read> scalars: array<f32>;
 @group(0) @binding(10) var<storage, read_write> grad: array<f32>;
 
-// softplus(−(d − margin)).
-// One exp serves the loss and its derivative (the same arithmetic as softplus and sigmoid).
+// softplus(−(d − margin)) and its derivative, from one exp.
 fn pair_logistic(d: f32, margin: f32) -> vec3<f32> {
-    let z = d - margin;
-    let e = exp(-abs(z));
-    let loss = max(-z, 0.0) + log1p_f(e);
-    let s = 1.0 / (1.0 + e);
-    return vec3<f32>(loss, -select(e * s, s, z <= 0.0), 1.0);
+    let f = softplus_sigmoid(margin - d);
+    return vec3<f32>(f.x, -f.y, 1.0);
 }
 
 // relu(margin − d), or relu(e^min(a, 88) − 1) with USE_EXPONENT (EasyRec's clip: flat beyond);

@@ -19,12 +19,12 @@
 const TC: u32 = 256u; // @spec
 // Whether items are staged through workgroup memory.
 const TILED: bool = true; // @spec
-// 4: the visits of a tile are written out four per loop iteration. llvmpipe stops an invocation
+// The visits of a tile are written out four per loop iteration. llvmpipe stops an invocation
 // after 65,535 loop iterations in all, which a session sweep of one row per iteration reaches at
 // about 65,000 items; four per iteration take it to about 250,000 (eight doubled the drivers'
-// compile time of the pairwise kernels). Kernels whose visits hold loops of their own keep 1 and
-// bound their ranges instead.
-const SWEEP_UNROLL: u32 = 1u; // @spec
+// compile time of the pairwise kernels). Kernels whose visits hold loops of their own leave it
+// off and bound their ranges instead.
+const SWEEP_UNROLL: bool = false; // @spec
 
 //#standalone
 fn sweep_stage(lid: u32, first: u32, n: u32) {}
@@ -42,7 +42,7 @@ fn sweep(lid: u32, live: bool, span: vec2<u32>, mine: vec2<u32>) {
         if (live) {
             let end = min(mine.y, base + n);
             var item = max(mine.x, base);
-            if (SWEEP_UNROLL == 4u) {
+            if (SWEEP_UNROLL) {
                 for (; item + 4u <= end; item = item + 4u) {
                     let slot = item - base;
                     sweep_visit(item, slot);

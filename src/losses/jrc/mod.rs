@@ -188,7 +188,7 @@ fn passes(
         .u32("COEF", coef as u32)
         .u32("COEF2", (coef - crate::combine::T_COEF + T_COEF2) as u32)
         .bool("ACCUMULATE", grad_accumulates)
-        .u32("SWEEP_UNROLL", 4);
+        .bool("SWEEP_UNROLL", true);
     let pass = |name: &str, entry: &'static str, spec: Specialization, binds: Vec<Binding>| {
         let mut all = grouping_binds.clone();
         all.extend(binds);

@@ -337,7 +337,7 @@ fn passes(
             ..pass(
                 name,
                 "pair_sweep",
-                spec.u32("RB", buffers.held_rows).u32("SWEEP_UNROLL", 4),
+                spec.u32("RB", buffers.held_rows).bool("SWEEP_UNROLL", true),
                 binds,
             )
         };
