@@ -160,9 +160,22 @@ pub enum Input<'a> {
     /// A buffer on the plan's device holding the tensor (from offset 0, tightly packed, in the
     /// plan's dtype); it needs `BufferUsages::STORAGE`. Bound directly: no copy.
     Buffer(&'a wgpu::Buffer),
+    /// A region of a buffer on the plan's device, from byte `offset` (a multiple of the device's
+    /// `min_storage_buffer_offset_alignment`), tightly packed, in the plan's dtype: how a
+    /// trainer's tensor sits in its allocator's pooled buffers (Burn's, say). Bound directly: no
+    /// copy.
+    BufferAt(&'a wgpu::Buffer, u64),
 }
 
 impl Input<'_> {
+    /// The device buffer and byte offset of a device input (none for a host input).
+    pub fn device_buffer(&self) -> Option<(&wgpu::Buffer, u64)> {
+        match self {
+            Input::Buffer(b) => Some((b, 0)),
+            Input::BufferAt(b, offset) => Some((b, *offset)),
+            _ => None,
+        }
+    }
     pub(crate) fn host_dtype(&self) -> Option<DType> {
         match self {
             Input::F32(_) => Some(DType::F32),
@@ -171,7 +184,7 @@ impl Input<'_> {
             Input::I64(_) => Some(DType::I64),
             Input::U64(_) => Some(DType::U64),
             Input::F64(_) => Some(DType::F64),
-            Input::Buffer(_) => None,
+            Input::Buffer(_) | Input::BufferAt(..) => None,
         }
     }
     pub(crate) fn host_len(&self) -> Option<usize> {
@@ -182,7 +195,7 @@ impl Input<'_> {
             Input::I64(v) => Some(v.len()),
             Input::U64(v) => Some(v.len()),
             Input::F64(v) => Some(v.len()),
-            Input::Buffer(_) => None,
+            Input::Buffer(_) | Input::BufferAt(..) => None,
         }
     }
     pub(crate) fn host_bytes(&self) -> Option<&[u8]> {
@@ -193,7 +206,7 @@ impl Input<'_> {
             Input::I64(v) => Some(bytemuck::cast_slice(v)),
             Input::U64(v) => Some(bytemuck::cast_slice(v)),
             Input::F64(v) => Some(bytemuck::cast_slice(v)),
-            Input::Buffer(_) => None,
+            Input::Buffer(_) | Input::BufferAt(..) => None,
         }
     }
     /// A host input's values as f64 (none for a device buffer): what the host checks of labels
@@ -206,7 +219,7 @@ impl Input<'_> {
             Input::I64(v) => v.iter().map(|&x| x as f64).collect(),
             Input::U64(v) => v.iter().map(|&x| x as f64).collect(),
             Input::F64(v) => v.to_vec(),
-            Input::Buffer(_) => return None,
+            Input::Buffer(_) | Input::BufferAt(..) => return None,
         })
     }
     /// A host input's values as i64 when it holds integers (u64 above i64::MAX saturate).
@@ -268,6 +281,18 @@ impl<'a> Batch<'a> {
     /// Binds the trainer's own buffer (no copy).
     pub fn buffer(mut self, name: impl Into<String>, buffer: &'a wgpu::Buffer) -> Self {
         self.inputs.insert(name.into(), Input::Buffer(buffer));
+        self
+    }
+    /// Binds a region of the trainer's own buffer from byte `offset` (no copy); see
+    /// [`Input::BufferAt`].
+    pub fn buffer_at(
+        mut self,
+        name: impl Into<String>,
+        buffer: &'a wgpu::Buffer,
+        offset: u64,
+    ) -> Self {
+        self.inputs
+            .insert(name.into(), Input::BufferAt(buffer, offset));
         self
     }
     /// Adds any input.

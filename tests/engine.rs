@@ -355,6 +355,65 @@ fn device_buffers_are_bound_without_copies() {
     }
 }
 
+/// One pooled buffer holding both tensors at aligned offsets, garbage around them (how Burn's
+/// allocator places tensors): bound in place, whole and in row chunks, with the host step's
+/// results; a misaligned offset and a region past the end are refused by name.
+#[test]
+fn buffer_regions_are_bound_at_their_offsets() {
+    let b = 1000;
+    let mut rng = Rng::new(12);
+    let x: Vec<f32> = (0..b).map(|_| rng.range(-3.0, 3.0) as f32).collect();
+    let y: Vec<f32> = (0..b).map(|_| (rng.unit() < 0.3) as i32 as f32).collect();
+    let config = LossConfig::from_toml_str(TWO).unwrap();
+    let chunked = EngineOptions {
+        max_binding_bytes: Some(1024),
+        ..EngineOptions::default()
+    };
+    for engine in engines().into_iter().chain(engines_with(chunked)) {
+        let align = engine.device().limits().min_storage_buffer_offset_alignment as usize / 4;
+        let shapes = Shapes::new()
+            .tensor("x", &[b], DType::F32)
+            .tensor("y", &[b], DType::F32);
+        let mut plan = engine.plan(&config, &shapes).unwrap();
+        let host = {
+            let out = plan
+                .step(&Batch::new().tensor("x", &x).tensor("y", &y))
+                .unwrap();
+            (out.report_blocking().unwrap(), out.read_grad("x").unwrap())
+        };
+        let (x_at, y_at) = (3 * align, (3 * align + b).next_multiple_of(align) + align);
+        let mut pool = vec![f32::NAN; y_at + b + 7];
+        pool[x_at..x_at + b].copy_from_slice(&x);
+        pool[y_at..y_at + b].copy_from_slice(&y);
+        let pooled = upload(&engine, &pool);
+        let (x_off, y_off) = (4 * x_at as u64, 4 * y_at as u64);
+        let out = plan
+            .step(
+                &Batch::new()
+                    .buffer_at("x", &pooled, x_off)
+                    .buffer_at("y", &pooled, y_off),
+            )
+            .unwrap();
+        assert_eq!(out.counters().bytes_uploaded, 0);
+        assert_eq!(out.report_blocking().unwrap(), host.0);
+        assert_eq!(out.read_grad("x").unwrap(), host.1);
+        let mut refused = |batch: Batch| plan.step(&batch).err().expect("refused").to_string();
+        let e = refused(
+            Batch::new()
+                .buffer_at("x", &pooled, x_off + 4)
+                .buffer_at("y", &pooled, y_off),
+        );
+        assert!(e.contains("'x'") && e.contains("alignment"), "{e}");
+        let past = 4 * (pool.len() - b + 1).next_multiple_of(align) as u64;
+        let e = refused(
+            Batch::new()
+                .buffer_at("x", &pooled, x_off)
+                .buffer_at("y", &pooled, past),
+        );
+        assert!(e.contains("'y'") && e.contains("from offset"), "{e}");
+    }
+}
+
 #[test]
 fn engine_from_a_trainer_device() {
     let engine = engines().remove(0);

@@ -80,7 +80,7 @@ impl Pass {
     pub(crate) fn bind(
         &mut self,
         device: &wgpu::Device,
-        resolve: &dyn Fn(&Source) -> wgpu::Buffer,
+        resolve: &dyn Fn(&Source) -> (wgpu::Buffer, u64),
     ) {
         let layout = self.pipeline.pipeline.get_bind_group_layout(0);
         let groups = self
@@ -102,12 +102,18 @@ impl Pass {
                             .bind;
                         let (buffer, offset, size) = match bind {
                             Bind::Chunk => (params.clone().expect("a chunked pass"), 0, None),
-                            Bind::Whole(s) => (resolve(s), 0, None),
-                            Bind::Rows { source, row_bytes } => (
-                                resolve(source),
-                                d.row_base * row_bytes,
-                                Some(d.rows * row_bytes),
-                            ),
+                            Bind::Whole(s) => {
+                                let (buffer, base) = resolve(s);
+                                (buffer, base, None)
+                            }
+                            Bind::Rows { source, row_bytes } => {
+                                let (buffer, base) = resolve(source);
+                                (
+                                    buffer,
+                                    base + d.row_base * row_bytes,
+                                    Some(d.rows * row_bytes),
+                                )
+                            }
                         };
                         (used.binding, buffer, offset, size)
                     })
@@ -247,5 +253,6 @@ pub(crate) fn record(
     encoder.copy_buffer_to_buffer(&timing.resolved, 0, &timing.readback, 0, n as u64 * 8);
 }
 
-/// The buffers the batch's tensors were bound from, to tell when bind groups must be rebuilt.
-pub(crate) type Bound = BTreeMap<String, wgpu::Buffer>;
+/// The buffers (and byte offsets) the batch's tensors were bound from, to tell when bind groups
+/// must be rebuilt.
+pub(crate) type Bound = BTreeMap<String, (wgpu::Buffer, u64)>;

@@ -46,9 +46,10 @@ impl Plan {
     fn upload(&mut self, batch: &Batch, reads: &[String], counters: &mut StepCounters) -> Bound {
         let mut sources = Bound::new();
         for name in reads {
-            let buffer = match batch.get(name).expect("checked") {
-                Input::Buffer(b) => (*b).clone(),
-                input => {
+            let input = batch.get(name).expect("checked");
+            let bound = match input.device_buffer() {
+                Some((b, offset)) => (b.clone(), offset),
+                None => {
                     let bytes = input.host_bytes().expect("a host input");
                     let spec = self.shapes.get(name).expect("plan tensors have shapes");
                     let engine = &self.engine;
@@ -68,10 +69,10 @@ impl Plan {
                         self.engine.queue.write_buffer(&buffer, 0, bytes);
                     }
                     counters.bytes_uploaded += bytes.len() as u64;
-                    buffer
+                    (buffer, 0)
                 }
             };
-            sources.insert(name.clone(), buffer);
+            sources.insert(name.clone(), bound);
         }
         sources
     }
@@ -82,6 +83,7 @@ impl Plan {
         self.engine.check_alive()?;
         let reads = self.read_tensors();
         self.check(batch, &reads)?;
+        self.check_offsets(batch, &reads)?;
         if let Some(e) = self.engine.take_uncaptured() {
             return Err(Error::Gpu(e));
         }
@@ -101,7 +103,7 @@ impl Plan {
         let from_host = |p: &super::record::Pass| {
             p.device_only
                 .as_ref()
-                .is_some_and(|t| !matches!(batch.get(t), Some(Input::Buffer(_))))
+                .is_some_and(|t| batch.get(t).and_then(Input::device_buffer).is_none())
         };
         record(
             &mut encoder,
@@ -129,14 +131,14 @@ impl Plan {
     /// error scope; a buffer of another wgpu instance makes wgpu panic, which is caught here).
     fn check_buffers(&self, batch: &Batch, reads: &[String]) -> Result<()> {
         for name in reads {
-            let Some(Input::Buffer(buffer)) = batch.get(name) else {
+            let Some((buffer, offset)) = batch.get(name).and_then(Input::device_buffer) else {
                 continue;
             };
-            if self.bound.as_ref().and_then(|b| b.get(name)) == Some(*buffer) {
+            if self.bound.as_ref().and_then(|b| b.get(name)) == Some(&(buffer.clone(), offset)) {
                 continue;
             }
             let own = self.internal.iter().chain(self.grads.values());
-            if own.chain(self.uploads.values()).any(|b| b == *buffer) {
+            if own.chain(self.uploads.values()).any(|b| b == buffer) {
                 return Err(Error::tensor(
                     name,
                     None,
@@ -150,14 +152,34 @@ impl Plan {
         Ok(())
     }
 
+    /// Refuses device-buffer regions whose offset the device cannot bind.
+    fn check_offsets(&self, batch: &Batch, reads: &[String]) -> Result<()> {
+        let align = self.engine.limits.min_storage_buffer_offset_alignment as u64;
+        for name in reads {
+            if let Some((_, offset)) = batch.get(name).and_then(Input::device_buffer) {
+                if offset % align != 0 {
+                    return Err(Error::tensor(
+                        name,
+                        None,
+                        format!(
+                            "buffer offset {offset} is not a multiple of the device's \
+                             min_storage_buffer_offset_alignment ({align})"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Rebuilds every pass's bind groups over `sources` (the batch's buffers).
     fn rebind(&mut self, sources: &Bound) {
         let (grads, internal) = (&self.grads, &self.internal);
-        let resolve = |s: &Source| -> wgpu::Buffer {
+        let resolve = |s: &Source| -> (wgpu::Buffer, u64) {
             match s {
                 Source::Input(n) => sources[n].clone(),
-                Source::Grad(n) => grads[n].clone(),
-                Source::Internal(k) => internal[*k].clone(),
+                Source::Grad(n) => (grads[n].clone(), 0),
+                Source::Internal(k) => (internal[*k].clone(), 0),
             }
         };
         for pass in &mut self.passes {
@@ -169,7 +191,7 @@ impl Plan {
 /// Checks one input against its spec: a device buffer's usage and size, a host tensor's dtype and
 /// length.
 fn check_input(name: &str, spec: &TensorSpec, input: &Input) -> Result<()> {
-    if let Input::Buffer(b) = input {
+    if let Some((b, offset)) = input.device_buffer() {
         if !b.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(Error::tensor(
                 name,
@@ -177,13 +199,13 @@ fn check_input(name: &str, spec: &TensorSpec, input: &Input) -> Result<()> {
                 "the buffer needs BufferUsages::STORAGE",
             ));
         }
-        if b.size() < spec.bytes() {
+        if b.size() < offset.saturating_add(spec.bytes()) {
             return Err(Error::tensor(
                 name,
                 None,
                 format!(
-                    "the buffer holds {} bytes, shape {:?} needs {}",
-                    b.size(),
+                    "the buffer holds {} bytes from offset {offset}, shape {:?} needs {}",
+                    b.size().saturating_sub(offset),
                     spec.shape,
                     spec.bytes()
                 ),

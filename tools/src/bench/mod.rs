@@ -372,7 +372,7 @@ fn upload_inputs(
             Input::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Input::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Input::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Input::Buffer(_) => Vec::new(),
+            Input::Buffer(_) | Input::BufferAt(..) => Vec::new(),
         }
     };
     batch

@@ -729,7 +729,7 @@ impl Case {
                 Some(Input::F64(v)) => HostTensor::real(spec.shape.clone(), v.to_vec()),
                 Some(Input::I64(v)) => HostTensor::int(spec.shape.clone(), v.to_vec()),
                 // Cases hold host values only.
-                Some(Input::Buffer(_)) | None => continue,
+                Some(Input::Buffer(_) | Input::BufferAt(..)) | None => continue,
             };
             host.insert(name.clone(), tensor);
         }
