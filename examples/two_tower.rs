@@ -32,10 +32,16 @@
 //! The answer depends on the temperature: run it at a few. The last line is a verdict computed
 //! from the final epoch (a paired sign test over the users on which the two runs disagree).
 
+#[path = "support/two_tower_data.rs"]
+mod two_tower_data;
+
 use lossfuse::rng::SplitMix64;
 use lossfuse::wgpu;
 use lossfuse::{Batch, DType, Engine, Error, LossConfig, Plan, Result, Shapes};
 use std::time::Instant;
+use two_tower_data::{
+    mean, print_table, recall_hits, recall_of_popularity, verdict, Data, Row, World,
+};
 
 /// Data sizes and training hyper-parameters, shared by both methods.
 struct Setup {
@@ -88,6 +94,20 @@ const SETUP: Setup = Setup {
     seed: 2024,
 };
 
+impl Setup {
+    fn world(&self) -> World {
+        World {
+            users: self.users,
+            items: self.items,
+            true_dim: self.true_dim,
+            zipf: self.zipf,
+            affinity: self.affinity,
+            positives: self.positives,
+            seed: self.seed,
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let s = Setup {
         temperature: temperature_arg()?.unwrap_or(SETUP.temperature),
@@ -96,7 +116,7 @@ fn main() -> Result<()> {
     let engine = Engine::new()?;
     println!("adapter: {}", engine.adapter().label());
     let t0 = Instant::now();
-    let data = Data::generate(&s);
+    let data = Data::generate(&s.world());
     println!(
         "data: {} users, {} items, {} training pairs, {} held-out pairs (built in {:.1} s)",
         s.users,
@@ -226,199 +246,6 @@ impl Method {
             s.temperature
         ))
     }
-}
-
-/// One line of the final table.
-struct Row {
-    epoch: usize,
-    method: &'static str,
-    loss: f64,
-    recall: f64,
-}
-
-fn print_table(rows: &[Row], k: usize) {
-    println!();
-    println!("epoch  method    train loss  recall@{k}");
-    for r in rows {
-        println!(
-            "{:>5}  {:<8}  {:>10.4}  {:>9.4}",
-            r.epoch, r.method, r.loss, r.recall
-        );
-    }
-    println!("(train losses of the two methods are not comparable: the bank adds negatives)");
-}
-
-/// Whether the bank helped, from the final epoch's hits of both runs on the same held-out pairs:
-/// the recall difference and a paired sign test over the users on which the runs disagree.
-fn verdict(in_batch: &[bool], cbns: &[bool], k: usize) -> String {
-    let (a, b) = (mean(in_batch), mean(cbns));
-    let only_cbns = in_batch
-        .iter()
-        .zip(cbns)
-        .filter(|(x, y)| !**x && **y)
-        .count();
-    let only_in_batch = in_batch
-        .iter()
-        .zip(cbns)
-        .filter(|(x, y)| **x && !**y)
-        .count();
-    let disagree = (only_cbns + only_in_batch).max(1) as f64;
-    let z = (only_cbns as f64 - only_in_batch as f64) / disagree.sqrt();
-    let outcome = if z > 1.96 {
-        "the bank HELPED"
-    } else if z < -1.96 {
-        "the bank HURT"
-    } else {
-        "no significant difference from the bank"
-    };
-    format!(
-        "verdict: {outcome}: final recall@{k} {b:.4} with the bank vs {a:.4} in-batch \
-         ({:+.1}% relative; {only_cbns} users hit only with the bank, {only_in_batch} only \
-         in-batch, sign test z = {z:.2})",
-        100.0 * (b - a) / a.max(1e-12)
-    )
-}
-
-fn mean(hits: &[bool]) -> f64 {
-    hits.iter().filter(|&&h| h).count() as f64 / hits.len().max(1) as f64
-}
-
-// ---------------------------------------------------------------------------------------------
-// Synthetic data.
-
-/// The interaction log: training pairs, one held-out pair per user, and what the logQ correction
-/// and the evaluation need.
-struct Data {
-    /// (user, item), in generation order; shuffled per epoch.
-    train: Vec<(u32, u32)>,
-    /// (user, held-out item), one per user.
-    test: Vec<(u32, u32)>,
-    /// Each user's training items (excluded from the ranking at evaluation).
-    seen: Vec<Vec<u32>>,
-    /// log(frequency of the item in the training stream); 0 for items never seen (never used).
-    log_q: Vec<f32>,
-    /// Occurrences of each item in the training stream.
-    counts: Vec<u32>,
-}
-
-impl Data {
-    /// Hidden factors p_u, q_i ~ N(0, I); a user's positives are drawn without replacement from
-    /// softmax_i(affinity · p_u·q_i / √k + log pop_i), pop_i = (rank_i + 1)^−zipf with a random
-    /// popularity rank per item: popular items dominate, the affinity decides among them.
-    fn generate(s: &Setup) -> Self {
-        let mut rng = SplitMix64::new(s.seed);
-        let k = s.true_dim;
-        let p: Vec<f64> = (0..s.users * k).map(|_| normal(&mut rng)).collect();
-        let q: Vec<f64> = (0..s.items * k).map(|_| normal(&mut rng)).collect();
-        let mut rank: Vec<usize> = (0..s.items).collect();
-        shuffle(&mut rank, &mut rng);
-        let log_pop: Vec<f64> = rank
-            .iter()
-            .map(|&r| -s.zipf * ((r + 1) as f64).ln())
-            .collect();
-
-        let scale = s.affinity / (k as f64).sqrt();
-        let mut train = Vec::new();
-        let mut test = Vec::new();
-        let mut seen = Vec::new();
-        let mut cumulative = vec![0.0f64; s.items];
-        for u in 0..s.users {
-            let pu = &p[u * k..(u + 1) * k];
-            let logits: Vec<f64> = (0..s.items)
-                .map(|i| scale * dot64(pu, &q[i * k..(i + 1) * k]) + log_pop[i])
-                .collect();
-            let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let mut acc = 0.0;
-            for (c, l) in cumulative.iter_mut().zip(&logits) {
-                acc += (l - top).exp();
-                *c = acc;
-            }
-            let mut drawn: Vec<u32> = Vec::with_capacity(s.positives);
-            while drawn.len() < s.positives {
-                let x = rng.unit_f64() * acc;
-                let i = cumulative.partition_point(|&c| c <= x).min(s.items - 1) as u32;
-                if !drawn.contains(&i) {
-                    drawn.push(i);
-                }
-            }
-            // Draws are exchangeable, so the last one is a fair held-out positive.
-            let held_out = drawn.pop().expect("positives > 0");
-            test.push((u as u32, held_out));
-            train.extend(drawn.iter().map(|&i| (u as u32, i)));
-            seen.push(drawn);
-        }
-        let mut counts = vec![0u32; s.items];
-        for &(_, i) in &train {
-            counts[i as usize] += 1;
-        }
-        let n = train.len() as f64;
-        let log_q = counts
-            .iter()
-            .map(|&c| {
-                if c > 0 {
-                    (c as f64 / n).ln() as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        Data {
-            train,
-            test,
-            seen,
-            log_q,
-            counts,
-        }
-    }
-
-    /// The training pairs in epoch `epoch`'s order: the same for every method.
-    fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<(u32, u32)> {
-        let mut order = self.train.clone();
-        shuffle(
-            &mut order,
-            &mut SplitMix64::new(seed ^ epoch.wrapping_mul(0x9e37)),
-        );
-        order
-    }
-}
-
-fn normal(rng: &mut SplitMix64) -> f64 {
-    // Box–Muller; 1 − u keeps the logarithm finite.
-    let u1 = 1.0 - rng.unit_f64();
-    let u2 = rng.unit_f64();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-fn shuffle<T>(v: &mut [T], rng: &mut SplitMix64) {
-    for i in (1..v.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
-}
-
-fn dot64(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// Recall@k of ranking every user's unseen items by training popularity: the bar to clear.
-fn recall_of_popularity(data: &Data, k: usize) -> Vec<bool> {
-    let scores: Vec<f32> = data.counts.iter().map(|&c| c as f32).collect();
-    data.test
-        .iter()
-        .map(|&(u, item)| in_top_k(&scores, item, &data.seen[u as usize], k))
-        .collect()
-}
-
-/// Whether `item` ranks among the top k of `scores` once the `excluded` items are removed
-/// (ties count against the item).
-fn in_top_k(scores: &[f32], item: u32, excluded: &[u32], k: usize) -> bool {
-    let target = scores[item as usize];
-    let above = scores.iter().filter(|&&x| x >= target).count() - 1;
-    let excluded_above = excluded
-        .iter()
-        .filter(|&&j| j != item && scores[j as usize] >= target)
-        .count();
-    above - excluded_above < k
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,32 +582,7 @@ impl Trainer {
     /// model is trained to score; the logQ correction is a training-time adjustment only).
     fn evaluate(&self, data: &Data) -> Result<Vec<bool>> {
         let d = self.gpu.dim;
-        let users = normalised(self.user.read(&self.gpu)?, d);
-        let items = normalised(self.item.read(&self.gpu)?, d);
-        let n_items = items.len() / d;
-        let mut scores = vec![0.0f32; n_items];
-        Ok(data
-            .test
-            .iter()
-            .map(|&(u, item)| {
-                let uv = &users[u as usize * d..(u as usize + 1) * d];
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot32(uv, &items[j * d..(j + 1) * d]);
-                }
-                in_top_k(&scores, item, &data.seen[u as usize], self.k)
-            })
-            .collect())
+        let (users, items) = (self.user.read(&self.gpu)?, self.item.read(&self.gpu)?);
+        Ok(recall_hits(data, &users, &items, d, self.k))
     }
-}
-
-fn normalised(mut rows: Vec<f32>, d: usize) -> Vec<f32> {
-    for r in rows.chunks_exact_mut(d) {
-        let n = dot32(r, r).sqrt().max(1e-12);
-        r.iter_mut().for_each(|x| *x /= n);
-    }
-    rows
-}
-
-fn dot32(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

@@ -36,6 +36,14 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Serialises the state words with the plan's description.
+/// The length in bytes of what [`encode`] makes of `description` and `words` words.
+pub(crate) fn encoded_len(description: &[String], words: usize) -> usize {
+    let text: usize =
+        description.iter().map(String::len).sum::<usize>() + description.len().saturating_sub(1);
+    // magic, version, text length, text, word count, words, the u64 checksum
+    MAGIC.len() + 4 + 4 + text + 4 + 4 * words + std::mem::size_of::<u64>()
+}
+
 pub(crate) fn encode(description: &[String], words: &[u32]) -> Vec<u8> {
     let text = description.join("\n");
     let mut out = Vec::with_capacity(32 + text.len() + words.len() * 4);

@@ -174,6 +174,7 @@ fn save_and_load_continue_bit_exactly() {
                 plan.step(&owned.batch()).unwrap();
             }
             let saved = plan.save_state().unwrap();
+            assert_eq!(plan.saved_state_len(), saved.len());
             let mut uninterrupted = Vec::new();
             for _ in 0..3 {
                 let out = plan.step(&owned.batch()).unwrap();

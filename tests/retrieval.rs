@@ -291,7 +291,9 @@ fn run_bank(
             &want,
             EMB_TOL,
         );
-        states.push(plan.save_state().unwrap());
+        let state = plan.save_state().unwrap();
+        assert_eq!(plan.saved_state_len(), state.len(), "with memory banks");
+        states.push(state);
     }
     states
 }

@@ -3,7 +3,7 @@
 use crate::tensors::FusionPrimitive;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::Autodiff;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
 use burn_cubecl::Cube;
 
@@ -43,6 +43,8 @@ pub(crate) enum Item {
 #[derive(Default)]
 pub struct Inputs {
     pub(crate) items: Vec<(String, Item)>,
+    /// The first tensor's device.
+    pub(crate) device: Option<Device>,
 }
 
 impl Inputs {
@@ -53,6 +55,7 @@ impl Inputs {
 
     /// A float tensor (logits, predictions, embeddings, float labels, sample weights).
     pub fn float<const D: usize>(mut self, name: impl Into<String>, tensor: Tensor<D>) -> Self {
+        self.device.get_or_insert_with(|| tensor.device());
         let item = float_input(tensor).map_or(Item::Foreign("float"), Item::Float);
         self.items.push((name.into(), item));
         self
@@ -60,6 +63,7 @@ impl Inputs {
 
     /// An int tensor (class ids, integer labels, session ids).
     pub fn int<const D: usize>(mut self, name: impl Into<String>, tensor: Tensor<D, Int>) -> Self {
+        self.device.get_or_insert_with(|| tensor.device());
         let item = int_input(tensor).map_or(Item::Foreign("int"), Item::Int);
         self.items.push((name.into(), item));
         self

@@ -32,6 +32,7 @@ mod backward;
 mod device;
 mod inputs;
 mod loss;
+mod record;
 mod tensors;
 
 pub use burn;

@@ -6,7 +6,8 @@ use crate::tensors::{bind, empty_f32, flush, BoundTensor, FusionPrimitive};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, DType as BurnDType, TensorData, TensorMetadata};
-use burn::tensor::Tensor;
+use burn::module::ParamId;
+use burn::tensor::{Device, Tensor};
 use burn_autodiff::checkpoint::strategy::{BalancedCheckpointing, NoCheckpointing};
 use burn_cubecl::Cube;
 use lossfuse::{Batch, DType, Engine, Error, LossConfig, Plan, Report, Result, Shapes};
@@ -19,18 +20,24 @@ use std::sync::{Arc, Mutex};
 /// weights) lives as long as the loss; clones share it.
 #[derive(Clone)]
 pub struct LossfuseLoss {
-    inner: Arc<Mutex<Inner>>,
+    pub(crate) inner: Arc<Mutex<Inner>>,
 }
 
-struct Inner {
-    engine: Engine,
-    config: LossConfig,
-    plan: Option<Plan>,
+pub(crate) struct Inner {
+    pub engine: Engine,
+    pub config: LossConfig,
+    pub plan: Option<Plan>,
+    /// Where Burn's tensors live: given, or learnt from the first step's inputs.
+    pub device: Option<Device>,
+    /// The id of the state's parameter in Burn's records (kept across saves and loads).
+    pub state_id: ParamId,
+    /// A state a record brought that the plan refused, returned by the next `forward`.
+    pub refused_state: Option<Error>,
 }
 
 impl std::fmt::Debug for LossfuseLoss {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock();
         let terms: Vec<&str> = inner
             .config
             .losses
@@ -72,10 +79,34 @@ impl LossfuseLoss {
             engine: engine.clone(),
             config,
             plan: None,
+            device: None,
+            state_id: ParamId::new(),
+            refused_state: None,
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
         }
+    }
+
+    /// A loss whose plan is built now for `shapes`, its tensors on `device`: what loading a
+    /// checkpoint into a fresh loss needs (the state's size follows from the plan).
+    pub fn planned(
+        config: LossConfig,
+        shapes: &Shapes,
+        device: &Device,
+        engine: &Engine,
+    ) -> Result<Self> {
+        let loss = Self::new(config, engine);
+        {
+            let mut inner = loss.lock();
+            inner.ensure_plan(shapes)?;
+            inner.device = Some(device.clone());
+        }
+        Ok(loss)
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// As [`LossfuseLoss::new`], from a TOML loss config.
@@ -86,8 +117,15 @@ impl LossfuseLoss {
     /// One step over `inputs`: the total and every term. Waits for the step's scalars (a read of
     /// a few bytes), so that a refused step is an `Err` here, never a panic or a silent value.
     pub fn forward(&self, inputs: Inputs) -> Result<LossOutput> {
+        let device = inputs.device.clone();
         let bound = bind_all(inputs)?;
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.lock();
+        if let Some(e) = inner.refused_state.take() {
+            return Err(e);
+        }
+        if inner.device.is_none() {
+            inner.device = device;
+        }
         let shapes = shapes_of(&bound.tensors)?;
         inner.ensure_plan(&shapes)?;
         let engine = inner.engine.clone();
@@ -126,14 +164,14 @@ impl LossfuseLoss {
     /// The plan's GPU state (learned weights, optimiser moments, memory banks, GHM-C
     /// accumulators) as bytes, `Plan::save_state`'s format; empty before the first step.
     pub fn save_state(&self) -> Result<Vec<u8>> {
-        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.lock();
         inner.plan.as_ref().map_or(Ok(Vec::new()), Plan::save_state)
     }
 }
 
 impl Inner {
     /// Builds the plan for `shapes`, or rebuilds it for new shapes with the state carried over.
-    fn ensure_plan(&mut self, shapes: &Shapes) -> Result<()> {
+    pub(crate) fn ensure_plan(&mut self, shapes: &Shapes) -> Result<()> {
         if self.plan.as_ref().is_some_and(|p| p.shapes() == shapes) {
             return Ok(());
         }

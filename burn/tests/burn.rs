@@ -2,46 +2,12 @@
 //! own, bit for bit where nothing is added; fused Burn work is resolved before the step; errors are
 //! `Err`s naming the tensor.
 
-use burn::backend::wgpu::WgpuBackend;
 use burn::nn::LinearConfig;
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use lossfuse::{Batch, DType, Engine, LossConfig, Shapes};
-use lossfuse_burn::{init, Inputs, LossfuseLoss};
-use std::sync::OnceLock;
-
-/// Burn's device and lossfuse's engine on it, per graphics API, opened once per process (Burn
-/// registers a runtime once).
-///
-/// The tests take turns (the returned guard): on GL, wgpu-hal gives up (panicking) on its context
-/// lock after a second, which two threads stepping on one shared GL device can exceed.
-fn devices() -> (
-    std::sync::MutexGuard<'static, ()>,
-    Vec<(&'static str, Device, Engine)>,
-) {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
-    static DEVICES: OnceLock<Vec<(&'static str, Device, Engine)>> = OnceLock::new();
-    let devices = DEVICES
-        .get_or_init(|| {
-            let require = std::env::var("LOSSFUSE_REQUIRE").unwrap_or_default();
-            let mut found = Vec::new();
-            for (name, api) in [("vulkan", WgpuBackend::Vulkan), ("gl", WgpuBackend::Gl)] {
-                match init(api) {
-                    Ok((device, engine)) => found.push((name, device, engine)),
-                    Err(e) if require.contains(name) => panic!("{name} is required: {e}"),
-                    Err(e) => eprintln!("skipping {name}: {e}"),
-                }
-            }
-            assert!(!found.is_empty(), "no wgpu adapter for Burn");
-            found
-        })
-        .clone();
-    (turn, devices)
-}
-
-fn host<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
-    t.clone().into_data().try_to_vec::<f32>().unwrap()
-}
+use lossfuse_burn::{Inputs, LossfuseLoss};
+mod common;
+use common::{devices, host};
 
 const SOFTMAX_AND_SIGMOID: &str = "\
 [[losses]]\nname = 'ce'\nloss_type = 'softmax_cross_entropy'\nlogits = 'logits'\nlabels = 'class'\n\
@@ -274,5 +240,53 @@ fn bad_inputs_are_errors_naming_the_tensor() {
             (out.term("ce").unwrap() - (3f32).ln()).abs() < 1e-6,
             "{name}"
         );
+    }
+}
+
+/// A stateful term over several steps (the cross-batch bank fills from the bound item
+/// buffers, wherever Burn placed them): every step's report is the own plan's on the same values.
+#[test]
+fn a_memory_bank_fills_from_burns_buffers() {
+    let toml =
+        "[[losses]]\nloss_type = 'cross_batch_softmax'\nuser = 'u'\nitem = 'v'\nitem_ids = 'ids'\n\
+                bank_size = 48\nsimilarity = 'cosine'\ntemperature = 0.2\n";
+    let (_turn, devices) = devices();
+    for (name, device, engine) in devices {
+        let (b, d) = (16usize, 8usize);
+        let loss = LossfuseLoss::from_toml(toml, &engine).unwrap();
+        let config = LossConfig::from_toml_str(toml).unwrap();
+        let shapes = Shapes::new()
+            .tensor("u", &[b, d], DType::F32)
+            .tensor("v", &[b, d], DType::F32)
+            .tensor("ids", &[b], DType::I32);
+        let mut plan = engine.plan(&config, &shapes).unwrap();
+        for step in 0..5usize {
+            // Other tensors allocated in between place each step's inputs elsewhere in the pool.
+            let _spacer = Tensor::<1>::zeros([37 * (step + 1)], &device);
+            let u = Tensor::<2>::random([b, d], Distribution::Default, &device);
+            let v = Tensor::<2>::random([b, d], Distribution::Default, &device);
+            let ids: Vec<i32> = (0..b as i32).map(|i| (i * 7 + step as i32) % 40).collect();
+            let ids_t = Tensor::<1, Int>::from_data(TensorData::new(ids.clone(), [b]), &device);
+            let out = loss
+                .forward(
+                    Inputs::new()
+                        .float("u", u.clone())
+                        .float("v", v.clone())
+                        .int("ids", ids_t),
+                )
+                .unwrap();
+            let (hu, hv) = (host(&u), host(&v));
+            let own = plan
+                .step(
+                    &Batch::new()
+                        .tensor("u", &hu)
+                        .tensor("v", &hv)
+                        .ids("ids", &ids),
+                )
+                .unwrap()
+                .report_blocking()
+                .unwrap();
+            assert_eq!(out.report, own, "{name} step {step}");
+        }
     }
 }

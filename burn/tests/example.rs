@@ -1,23 +1,35 @@
-//! The README's Burn example (`burn/examples/burn_loss.rs`) runs and its loss falls (the example
-//! asserts it), and the README shows its lines.
+//! The Burn examples run: the README's (`burn/examples/burn_loss.rs`, whose loss falls) and the
+//! two-tower trainer (`two_tower_burn.rs`, whose loss falls and recall rises); both assert it.
+//! And the README shows the first one's lines.
 
-#[test]
-fn the_burn_example_runs_and_its_loss_falls() {
-    // `cargo test` builds examples next to the test binaries (target/<profile>/examples); run that
-    // one, or build it when this test runs alone.
+/// Runs an example of this crate: the one `cargo test` built next to the test binaries
+/// (target/<profile>/examples), or builds it when this test runs alone.
+fn run_example(name: &str) {
     let built = std::env::current_exe()
         .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples").join("burn_loss")))
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples").join(name)))
         .filter(|p| p.exists());
     let status = match built {
         Some(path) => std::process::Command::new(path).status(),
         None => std::process::Command::new(env!("CARGO"))
-            .args(["run", "--quiet", "--example", "burn_loss"])
+            .args(["run", "--quiet", "--example", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status(),
     }
     .expect("the example starts");
-    assert!(status.success(), "burn/examples/burn_loss.rs failed");
+    assert!(status.success(), "burn/examples/{name}.rs failed");
+}
+
+#[test]
+fn the_burn_example_runs_and_its_loss_falls() {
+    run_example("burn_loss");
+}
+
+/// The Burn two-tower trainer: both runs' loss falls and recall@50 rises (the example exits 1
+/// otherwise).
+#[test]
+fn the_burn_two_tower_example_trains() {
+    run_example("two_tower_burn");
 }
 
 #[test]

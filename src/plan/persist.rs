@@ -247,6 +247,15 @@ impl Plan {
         Ok(state::encode(&self.state_description(), &words))
     }
 
+    /// The length in bytes of what [`Plan::save_state`] returns, known without reading the GPU
+    /// (a trainer sizing a checkpoint slot, say).
+    pub fn saved_state_len(&self) -> usize {
+        state::encoded_len(
+            &self.state_description(),
+            self.state_words + self.state_buffer_words(),
+        )
+    }
+
     /// Restores a state saved by a plan of the same config; the next step continues exactly as
     /// the saved run would have. A state of another plan (strategy, optimiser, terms, learned
     /// weights, GHM-C bins, banks), a changed or truncated blob (checksum), or words no run can
